@@ -1,0 +1,107 @@
+"""MNI152 2009 anatomy that ships inside nilearn, resampled onto a working grid. Never downloads."""
+
+from __future__ import annotations
+
+import functools
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage as ndi
+
+from morphgen.space import Grid
+
+# Box (MNI mm) that holds the lateral ventricles and little sulcal CSF; with CSF > 0.5 inside the filled
+# brain and the two largest components, it gives about 25 ml on the 1 mm template.
+VENTRICLE_BOX_MM = ((-32.0, 32.0), (-50.0, 35.0), (-8.0, 35.0))
+
+
+@functools.lru_cache(maxsize=1)
+def mni_1mm() -> dict[str, np.ndarray]:
+    """T1 (scaled to [0, 1]), GM, WM, CSF probabilities, brain mask and ventricles on the 1 mm template grid."""
+    from nilearn import datasets
+
+    t1_img = datasets.load_mni152_template(resolution=1)
+    affine = t1_img.affine.copy()
+    t1 = t1_img.get_fdata(dtype=np.float32)
+    t1 = t1 / float(t1.max())
+    gm = datasets.load_mni152_gm_template(resolution=1).get_fdata(dtype=np.float32)
+    wm = datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32)
+    brain = ndi.binary_fill_holes(ndi.binary_closing((gm + wm) > 0.5, iterations=3))
+    gm = gm * brain
+    wm = wm * brain
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0) * brain
+    ventricles = _ventricles(csf, brain, affine)
+    return {
+        "affine": affine,
+        "t1": t1.astype(np.float32),
+        "gm": gm.astype(np.float32),
+        "wm": wm.astype(np.float32),
+        "csf": csf.astype(np.float32),
+        "brain": brain.astype(np.float32),
+        "ventricles": ventricles.astype(np.float32),
+    }
+
+
+def _ventricles(csf: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    ijk = np.indices(csf.shape).reshape(3, -1)
+    xyz = (affine[:3, :3] @ ijk + affine[:3, 3:]).reshape((3,) + csf.shape)
+    box = np.ones(csf.shape, dtype=bool)
+    for axis, (lo, hi) in enumerate(VENTRICLE_BOX_MM):
+        box &= (xyz[axis] > lo) & (xyz[axis] < hi)
+    candidates = box & brain & (csf > 0.5)
+    labels, n = ndi.label(candidates)
+    if n == 0:
+        return np.zeros_like(csf, dtype=bool)
+    sizes = ndi.sum(candidates, labels, range(1, n + 1))
+    keep = np.argsort(sizes)[::-1][:2] + 1
+    return np.isin(labels, keep)
+
+
+def resample_to_grid(data: np.ndarray, affine: np.ndarray, grid: Grid, order: int = 1) -> np.ndarray:
+    """Resample a volume given in ``affine`` space onto ``grid``.
+
+    When the grid is coarser, the volume is first smoothed so that probability maps keep their sums
+    (volumes) rather than point-sampling them.
+    """
+    src_vox = float(np.mean(np.abs(np.diag(affine)[:3])))
+    ratio = grid.voxel_size / src_vox
+    src = np.asarray(data, dtype=np.float32)
+    if ratio > 1.0 and order > 0:
+        src = ndi.gaussian_filter(src, sigma=ratio / 2.355)
+    # grid voxel -> source voxel
+    mapping = np.linalg.inv(affine) @ grid.affine
+    out = ndi.affine_transform(
+        src, mapping[:3, :3], offset=mapping[:3, 3], output_shape=grid.shape, order=order, mode="constant"
+    )
+    return out.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _mni_on_grid(grid: Grid) -> dict[str, np.ndarray]:
+    src = mni_1mm()
+    out = {}
+    for key in ("t1", "gm", "wm", "csf", "brain", "ventricles"):
+        out[key] = resample_to_grid(src[key], src["affine"], grid)
+    return out
+
+
+def mni_t1(grid: Grid) -> nib.Nifti1Image:
+    """MNI152 T1 (brain only, [0, 1]) on ``grid``."""
+    return grid.image(_mni_on_grid(grid)["t1"])
+
+
+def mni_tissue_priors(grid: Grid) -> dict[str, np.ndarray]:
+    """GM, WM and CSF probability maps on ``grid``; they sum to the brain mask."""
+    d = _mni_on_grid(grid)
+    return {"gm": d["gm"].copy(), "wm": d["wm"].copy(), "csf": d["csf"].copy()}
+
+
+def mni_brain_mask(grid: Grid) -> np.ndarray:
+    return _mni_on_grid(grid)["brain"] > 0.5
+
+
+def ventricle_roi(grid: Grid, dilate_mm: float = 6.0) -> np.ndarray:
+    """Region that may hold the lateral ventricles, dilated so enlarged ventricles stay inside it."""
+    vent = _mni_on_grid(grid)["ventricles"] > 0.25
+    iterations = max(1, int(round(dilate_mm / grid.voxel_size)))
+    return ndi.binary_dilation(vent, iterations=iterations) & mni_brain_mask(grid)
