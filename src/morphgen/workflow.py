@@ -1,0 +1,63 @@
+"""Glue between Snakemake rule scripts and the package: logging, threads, and failure reporting."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+LOG = logging.getLogger("morphgen")
+
+
+def set_threads(n: int) -> None:
+    """Bound every numeric library to the threads Snakemake granted the job."""
+    n = max(1, int(n))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+        os.environ[var] = str(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:  # stages without torch
+        pass
+
+
+@contextlib.contextmanager
+def logged(smk: Any) -> Iterator[logging.Logger]:
+    """Run a rule's body with stdout/stderr (progress bars included) appended to the rule's log file.
+
+    ``smk`` is the ``snakemake`` object of a script. The traceback of a failure goes to the log and the
+    exception is re-raised so Snakemake marks the job failed and removes its outputs.
+    """
+    log_path = Path(smk.log[0]) if len(smk.log) else None
+    set_threads(getattr(smk, "threads", 1))
+    if log_path is None:
+        yield LOG
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1) as fh:
+        handler = logging.StreamHandler(fh)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+        start = time.time()
+        old_out, old_err = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = fh
+        wc = dict(smk.wildcards.items()) if hasattr(smk.wildcards, "items") else {}
+        LOG.info("rule %s %s started, %s thread(s)", smk.rule, wc, getattr(smk, "threads", 1))
+        try:
+            yield LOG
+        except BaseException:
+            LOG.error("rule %s %s failed:\n%s", smk.rule, wc, traceback.format_exc())
+            raise
+        else:
+            LOG.info("rule %s %s finished in %.1f s", smk.rule, wc, time.time() - start)
+        finally:
+            sys.stdout, sys.stderr = old_out, old_err
+            LOG.removeHandler(handler)

@@ -1,0 +1,97 @@
+import math
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+R = config["results"]
+ENV = "../../envs/morphgen.yaml"
+SUBPOPS = [
+    f"{key}-{name}" for key, entry in config["subpopulations"].items() for name in entry["names"]
+]
+SAMPLING = config["model"]["sampling"]
+N_KEEP = max(1, int(round(SAMPLING["n_generate"] * SAMPLING["keep_fraction"])))
+SAMPLE_IDS = [f"sample-{i:04d}" for i in range(N_KEEP)]
+IS_DEMO = config["input"]["source"] == "demo"
+MODEL = config["model"]
+SYNTH_VOLUMES = expand(f"{R}/volumes/synthetic/{{subpop}}.tsv", subpop=SUBPOPS)
+MEMBER_LISTS = expand(f"{R}/subpopulations/{{subpop}}.tsv", subpop=SUBPOPS)
+DEMO_IDS = [f"sub-{i + 1:03d}" for i in range(config.get("demo", {}).get("n_subjects", 0))]
+
+
+wildcard_constraints:
+    subject=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    subpop=r"[A-Za-z0-9]+-[A-Za-z0-9]+",
+
+
+def log_for(rule_name, *wildcards):
+    """Log path of a rule, one file per wildcard combination."""
+    tag = "_".join(f"{{{w}}}" for w in wildcards) or rule_name
+    return f"{R}/logs/{rule_name}/{tag}.log"
+
+
+def benchmark_for(rule_name, *wildcards):
+    tag = "_".join(f"{{{w}}}" for w in wildcards) or rule_name
+    return f"{R}/benchmarks/{rule_name}/{tag}.tsv"
+
+
+def subject_sheet():
+    """The file that lists the subjects: participants.tsv of the demo or of the BIDS folder, or the sheet."""
+    source = config["input"]["source"]
+    if source == "demo":
+        return f"{R}/demo_cohort/participants.tsv"
+    if source == "bids":
+        return str(Path(config["input"]["bids_dir"]) / "participants.tsv")
+    return config["input"]["sheet"]
+
+
+def subjects_table():
+    """Usable subjects with split and sub-population membership; known once the split checkpoint ran."""
+    path = checkpoints.split.get().output.subjects
+    return pd.read_csv(path, sep="\t", dtype={"participant_id": str})
+
+
+def subject_ids(split=None):
+    table = subjects_table()
+    if split is not None:
+        table = table[table["split"] == split]
+    return list(table["participant_id"])
+
+
+def raw_t1(wildcards):
+    table = subjects_table().set_index("participant_id")
+    return table.loc[wildcards.subject, "path"]
+
+
+def preprocessed(subject):
+    return f"{R}/preprocessed/{subject}/{subject}_space-MNI152_T1w.nii.gz"
+
+
+def preprocessed_images(split=None):
+    def _inputs(wildcards):
+        return [preprocessed(s) for s in subject_ids(split)]
+
+    return _inputs
+
+
+def all_samples(wildcards):
+    return expand(f"{R}/samples/{{subpop}}/{{sample}}.nii.gz", subpop=SUBPOPS, sample=SAMPLE_IDS)
+
+
+def all_outputs(wildcards):
+    outputs = [
+        f"{R}/qc/preprocessing.tsv",
+        f"{R}/models/autoencoder/reconstruction.tsv",
+        f"{R}/tables/table1_fidelity.tsv",
+        f"{R}/tables/table2_volumes.tsv",
+        f"{R}/tables/subgroup_effects.tsv",
+        f"{R}/figures/volumes.png",
+        f"{R}/figures/loss_autoencoder.png",
+    ]
+    outputs += expand(f"{R}/figures/samples_{{subpop}}.png", subpop=SUBPOPS)
+    outputs += expand(f"{R}/models/prior/{{subpop}}/nll.tsv", subpop=SUBPOPS)
+    if IS_DEMO:
+        outputs += [f"{R}/tables/volumetry_truth.tsv", f"{R}/figures/volumetry_truth.png"]
+    return outputs

@@ -1,0 +1,135 @@
+# The generative model, through the family named in config['model']['family']: autoencoder, latent codes,
+# a prior per sub-population, sampling with discriminator filtering. Every family writes the same files.
+
+rule train_autoencoder:
+    """Train the autoencoder (VQ-VAE for the default family) on the training split; resumes after a stop."""
+    input:
+        train=preprocessed_images("train"),
+        val=preprocessed_images("test"),
+    output:
+        model=f"{R}/models/autoencoder/model.pt",
+        losses=f"{R}/models/autoencoder/loss.tsv",
+    params:
+        model=MODEL["autoencoder"],
+        family=MODEL["family"],
+        seed=MODEL["seed"],
+    log:
+        log_for("train_autoencoder"),
+    benchmark:
+        benchmark_for("train_autoencoder")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/train_autoencoder.py"
+
+
+rule encode:
+    """Token arrays per subject (plus augmented copies) from the trained autoencoder, RAS+ raster order."""
+    input:
+        model=rules.train_autoencoder.output.model,
+        images=preprocessed_images(),
+    output:
+        tokens=directory(f"{R}/latents/tokens"),
+    params:
+        latents=MODEL["latents"],
+        family=MODEL["family"],
+    log:
+        log_for("encode"),
+    benchmark:
+        benchmark_for("encode")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=6 * 60,
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/encode.py"
+
+
+rule reconstruction:
+    """Reconstruct the test split; MAE, PSNR and MS-SSIM per subject."""
+    input:
+        model=rules.train_autoencoder.output.model,
+        images=preprocessed_images("test"),
+    output:
+        table=f"{R}/models/autoencoder/reconstruction.tsv",
+        images=directory(f"{R}/models/autoencoder/reconstructions"),
+    params:
+        family=MODEL["family"],
+    log:
+        log_for("reconstruction"),
+    benchmark:
+        benchmark_for("reconstruction")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/reconstruction.py"
+
+
+rule train_prior:
+    """Train the prior of one sub-population on its training subjects' codes; held-out NLL per token."""
+    input:
+        tokens=rules.encode.output.tokens,
+        members=f"{R}/subpopulations/{{subpop}}.tsv",
+    output:
+        model=f"{R}/models/prior/{{subpop}}/model.pt",
+        nll=f"{R}/models/prior/{{subpop}}/nll.tsv",
+        losses=f"{R}/models/prior/{{subpop}}/loss.tsv",
+    params:
+        prior=MODEL["prior"],
+        family=MODEL["family"],
+        seed=MODEL["seed"],
+    log:
+        log_for("train_prior", "subpop"),
+    benchmark:
+        benchmark_for("train_prior", "subpop")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=24 * 60,
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/train_prior.py"
+
+
+rule generate:
+    """Sample the sub-population's prior, decode, keep the top fraction by discriminator score."""
+    input:
+        autoencoder=rules.train_autoencoder.output.model,
+        prior=rules.train_prior.output.model,
+    output:
+        samples=expand(f"{R}/samples/{{{{subpop}}}}/{{sample}}.nii.gz", sample=SAMPLE_IDS),
+        scores=f"{R}/samples/{{subpop}}/scores.tsv",
+    params:
+        sampling=SAMPLING,
+        n_keep=N_KEEP,
+        space=config["space"],
+        family=MODEL["family"],
+        seed=MODEL["seed"],
+    log:
+        log_for("generate", "subpop"),
+    benchmark:
+        benchmark_for("generate", "subpop")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=12 * 60,
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/generate.py"

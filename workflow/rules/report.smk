@@ -1,0 +1,119 @@
+# The paper's tables and figures, from the intermediate outputs above.
+
+
+rule table1_fidelity:
+    """Table 1: bMMD² and pairwise MS-SSIM, real-vs-real baseline and synthetic, per sub-population."""
+    input:
+        members=MEMBER_LISTS,
+        real=preprocessed_images(),
+        synthetic=all_samples,
+    output:
+        table=f"{R}/tables/table1_fidelity.tsv",
+    params:
+        evaluation=config["evaluation"],
+        subpops=SUBPOPS,
+    log:
+        log_for("table1_fidelity"),
+    benchmark:
+        benchmark_for("table1_fidelity")
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/table1_fidelity.py"
+
+
+rule table2_volumes:
+    """Table 2: tissue volumes real vs synthetic, two-sided t-tests, Bonferroni; effects and figure."""
+    input:
+        members=MEMBER_LISTS,
+        real=rules.segment_real.output.volumes,
+        synthetic=SYNTH_VOLUMES,
+    output:
+        table=f"{R}/tables/table2_volumes.tsv",
+        effects=f"{R}/tables/subgroup_effects.tsv",
+        figure=f"{R}/figures/volumes.png",
+    params:
+        evaluation=config["evaluation"],
+        subpops=SUBPOPS,
+        subpopulations=config["subpopulations"],
+    log:
+        log_for("table2_volumes"),
+    benchmark:
+        benchmark_for("table2_volumes")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/table2_volumes.py"
+
+
+rule volumetry_truth:
+    """Simulated demo only: measured volumes of the real images against the known truth."""
+    input:
+        sheet=f"{R}/demo_cohort/participants.tsv",
+        measured=rules.segment_real.output.volumes,
+    output:
+        table=f"{R}/tables/volumetry_truth.tsv",
+        figure=f"{R}/figures/volumetry_truth.png",
+    log:
+        log_for("volumetry_truth"),
+    benchmark:
+        benchmark_for("volumetry_truth")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/volumetry_truth.py"
+
+
+rule sample_grid:
+    """Three planes of each kept sample of a sub-population, with its discriminator score."""
+    input:
+        samples=rules.generate.output.samples,
+        scores=rules.generate.output.scores,
+    output:
+        figure=f"{R}/figures/samples_{{subpop}}.png",
+    log:
+        log_for("sample_grid", "subpop"),
+    benchmark:
+        benchmark_for("sample_grid", "subpop")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/sample_grid.py"
+
+
+rule loss_figure:
+    """Training curves of the autoencoder."""
+    input:
+        losses=rules.train_autoencoder.output.losses,
+    output:
+        figure=f"{R}/figures/loss_autoencoder.png",
+    log:
+        log_for("loss_figure"),
+    benchmark:
+        benchmark_for("loss_figure")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/loss_figure.py"
+
+
+rule paper:
+    """Every table and figure of the paper, regenerated from the intermediate outputs."""
+    input:
+        all_outputs,

@@ -1,0 +1,16 @@
+from pathlib import Path
+
+from morphgen.models import get_family
+from morphgen.space import Grid
+from morphgen.workflow import logged
+
+with logged(snakemake):
+    family = get_family(snakemake.params.family)(snakemake.config["model"])
+    family.generate(
+        Path(snakemake.input.autoencoder),
+        Path(snakemake.input.prior),
+        n_generate=snakemake.params.sampling["n_generate"],
+        n_keep=snakemake.params.n_keep,
+        out_dir=Path(snakemake.output.scores).parent,
+        affine=Grid.from_config(snakemake.params.space).affine,
+    )

@@ -1,0 +1,11 @@
+from morphgen import stages
+from morphgen.segmentation import make_segmenter, segment_files
+from morphgen.workflow import logged
+
+with logged(snakemake):
+    segment_files(
+        stages.image_map(list(snakemake.input.images)),
+        make_segmenter(snakemake.params.segmentation),
+        snakemake.output.volumes,
+        out_label_dir=snakemake.output.labels,
+    )
