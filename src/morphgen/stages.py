@@ -108,3 +108,22 @@ def fidelity_inputs(subpops: list[str], member_tsvs: list[str], real_paths: list
     for subpop in subpops:
         synthetic[subpop] = _load_stack(sorted(Path(p) for p in synth_paths if Path(p).parent.name == subpop))
     return real, synthetic
+
+
+def volume_tables(
+    subpops, member_tsvs, real_tsv, synth_tsvs, alpha, out_table, out_effects, out_figure, subpop_cfg=None
+):
+    """Table 2 (real vs synthetic volumes per sub-population), the sub-group effects table and its figure."""
+    from morphgen.report.figures import volume_distributions
+    from morphgen.report.tables import subgroup_effects, table2_volumes
+
+    real = read_tsv(real_tsv)
+    synthetic = {subpop_of(p): read_tsv(p) for p in synth_tsvs}
+    members = {subpop_of(p): list(read_tsv(p)["participant_id"]) for p in member_tsvs}
+    members = {s: members[s] for s in subpops}
+    contrasts = None
+    if subpop_cfg:
+        contrasts = [(f"{k}-{e['names'][1]}", f"{k}-{e['names'][0]}") for k, e in subpop_cfg.items()]
+    table2_volumes(real, synthetic, members, alpha, out_tsv=out_table)
+    subgroup_effects(real, synthetic, members, contrasts, out_tsv=out_effects)
+    volume_distributions(real, synthetic, members, out_figure)

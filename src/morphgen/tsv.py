@@ -1,4 +1,4 @@
-"""Tab-separated tables written atomically."""
+"""Tab-separated tables written atomically; ids stay text ("001" must not become 1), NaN is written n/a."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import pandas as pd
 
 from morphgen.nifti import atomic_output
 
+ID_COLUMNS = ("participant_id", "sample_id", "sample", "id")
+NA_REP = "n/a"
 
-def write_tsv(table: pd.DataFrame, path: str | Path, float_format: str = "%.6g") -> Path:
+
+def write_tsv(table: pd.DataFrame, path: str | Path) -> Path:
     with atomic_output(path) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format=float_format, na_rep="NaN")
+        table.to_csv(tmp, sep="\t", index=False, na_rep=NA_REP)
     return Path(path)
 
 
 def read_tsv(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype={"participant_id": str, "sample_id": str})
+    return pd.read_csv(path, sep="\t", na_values=[NA_REP], dtype={col: str for col in ID_COLUMNS})

@@ -1,6 +1,7 @@
 # The generative model, through the family named in config['model']['family']: autoencoder, latent codes,
 # a prior per sub-population, sampling with discriminator filtering. Every family writes the same files.
 
+
 rule train_autoencoder:
     """Train the autoencoder (VQ-VAE for the default family) on the training split; resumes after a stop."""
     input:

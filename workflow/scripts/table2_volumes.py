@@ -11,4 +11,5 @@ with logged(snakemake):
         snakemake.output.table,
         snakemake.output.effects,
         snakemake.output.figure,
+        snakemake.params.subpopulations,
     )

@@ -1,0 +1,35 @@
+# Two entry points: `make demo` (install, then run the pipeline on the simulated demo cohort)
+# and `make test` (install, then lint and run the test suite).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+
+.PHONY: install demo test lint paper clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# the CPU build of torch first, so nothing else can pull another build
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip check
+	touch $@
+
+demo: install
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) all
+
+paper: install
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) paper
+
+lint: install
+	$(BIN)/ruff check src tests workflow/scripts benchmarks
+	$(BIN)/snakemake --lint
+
+test: lint
+	$(BIN)/pytest -q -ra
+
+clean:
+	rm -rf results .snakemake

@@ -1,0 +1,433 @@
+"""Training, loading and sampling the autoregressive prior over VQ-VAE token sequences.
+
+Files written by :func:`train_prior` in ``out_dir``:
+
+- ``model.pt``: ``{"format", "hparams", "state_dict", "codebook_size", "seed", "val_nll"}`` (plain types and
+  tensors only, so ``torch.load(path, weights_only=True)`` works); read it with :func:`load_prior`.
+- ``checkpoints/last.pt``: everything needed to resume after the last finished epoch (rewritten atomically
+  each epoch). A rerun with the same data, configuration and seed resumes from it and ends with exactly the
+  weights of an uninterrupted run; a checkpoint from other data or settings is ignored.
+- ``loss.tsv``: ``epoch``, ``train_loss`` (mean cross-entropy per token, dropout on), ``val_nll_per_token``.
+- ``nll.tsv``: one row: ``model_nll_per_token``, ``unigram_nll_per_token``, ``ratio`` (model / unigram),
+  ``val_sequences``, ``val_tokens``. NLLs are in nats per token on the held-out sequences; the unigram
+  baseline uses Laplace-smoothed code frequencies of the training tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from morphgen.models.transformer import CausalTransformer
+from morphgen.nifti import atomic_output
+
+MODEL_FORMAT = "morphgen-prior-v1"
+CHECKPOINT_FORMAT = "morphgen-prior-checkpoint-v1"
+
+# optional keys of config['model']['prior'] and their defaults
+DEFAULT_WEIGHT_DECAY = 0.01
+DEFAULT_GRAD_CLIP = 1.0
+DEFAULT_WARMUP_FRACTION = 0.05
+
+
+# --------------- file helpers
+
+
+def save_torch_atomic(obj: object, path: str | Path) -> Path:
+    """``torch.save`` through a temporary file renamed into place, so a killed job leaves no partial file."""
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def _write_tsv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
+    def fmt(value: object) -> str:
+        return f"{value:.6f}" if isinstance(value, float) else str(value)
+
+    lines = ["\t".join(header)] + ["\t".join(fmt(v) for v in row) for row in rows]
+    with atomic_output(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+# --------------- token checks
+
+
+def _check_tokens(tokens: np.ndarray, codebook_size: int, what: str) -> np.ndarray:
+    arr = np.asarray(tokens)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} tokens must be a 2D array (sequences, length), got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{what} tokens must be integers, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() >= codebook_size):
+        raise ValueError(
+            f"{what} tokens must lie in [0, {codebook_size}) (codebook_size), got [{arr.min()}, {arr.max()}]"
+        )
+    return arr.astype(np.int64, copy=False)
+
+
+def _with_bos(codes: torch.Tensor, bos: int) -> torch.Tensor:
+    """Model inputs for next-token prediction: BOS followed by all codes but the last."""
+    bos_column = torch.full((codes.shape[0], 1), bos, dtype=torch.long, device=codes.device)
+    return torch.cat([bos_column, codes[:, :-1]], dim=1)
+
+
+# --------------- likelihoods
+
+
+@torch.no_grad()
+def heldout_nll(model: CausalTransformer, tokens: np.ndarray | torch.Tensor, batch_size: int = 16) -> float:
+    """Mean negative log-likelihood (nats per token) of ``tokens`` (N, seq_len) under ``model``, eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    codes = torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=device)
+    total, count = 0.0, 0
+    try:
+        for i in range(0, codes.shape[0], batch_size):
+            batch = codes[i : i + batch_size]
+            logits = model(_with_bos(batch, model.bos_token))
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), batch.reshape(-1), reduction="sum"
+            )
+            total += float(loss)
+            count += batch.numel()
+    finally:
+        model.train(was_training)
+    return total / count if count else math.nan
+
+
+def unigram_nll(train_tokens: np.ndarray, val_tokens: np.ndarray, codebook_size: int) -> float:
+    """NLL (nats per token) of ``val_tokens`` under Laplace-smoothed code frequencies of ``train_tokens``."""
+    counts = np.bincount(np.asarray(train_tokens).ravel(), minlength=codebook_size).astype(np.float64)
+    log_p = np.log(counts + 1.0) - np.log(counts.sum() + codebook_size)
+    val = np.asarray(val_tokens).ravel()
+    return float(-log_p[val].mean()) if val.size else math.nan
+
+
+# --------------- training
+
+
+def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    # derived from (seed, epoch) alone, so a resumed run shuffles exactly like an uninterrupted one
+    state = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    return torch.randperm(n, generator=torch.Generator().manual_seed(state))
+
+
+def _fingerprint(train: np.ndarray, val: np.ndarray, codebook_size: int, cfg: dict, seed: int) -> str:
+    """What a checkpoint must match to be resumed: data, vocabulary, settings and seed."""
+    digest = hashlib.sha256()
+    for arr in (train, val):
+        digest.update(str(arr.shape).encode())
+        digest.update(np.ascontiguousarray(arr, dtype=np.int64).tobytes())
+    settings = {key: cfg[key] for key in sorted(cfg)}
+    return json.dumps(
+        {"data": digest.hexdigest(), "codebook_size": codebook_size, "cfg": settings, "seed": seed},
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    save_torch_atomic(state, path)
+
+
+def train_prior(
+    train_tokens: np.ndarray,
+    val_tokens: np.ndarray,
+    codebook_size: int,
+    cfg: dict,
+    out_dir: Path,
+    seed: int,
+    progress: bool = True,
+    *,
+    device: str | torch.device | None = None,
+) -> None:
+    """Train a :class:`CausalTransformer` on token sequences by next-token cross-entropy; write its files.
+
+    Args:
+        train_tokens, val_tokens: integer arrays (N, L) and (M, L) of codebook indices, M >= 1.
+        codebook_size: number of codebook entries K; the BOS token id is K.
+        cfg: ``config['model']['prior']``: ``layers``, ``d_model``, ``heads``, ``dropout``, ``epochs``,
+            ``batch_size``, ``lr``; optional ``weight_decay`` (0.01), ``grad_clip`` (1.0, max gradient norm),
+            ``warmup_fraction`` (0.05 of the steps, then cosine decay to 0).
+        out_dir: folder for ``model.pt``, ``checkpoints/last.pt``, ``loss.tsv`` and ``nll.tsv``.
+        seed: seeds initialisation, shuffling and dropout; on CPU the run is deterministic.
+        progress: show tqdm bars on stderr.
+        device: where to train (default: CUDA when available, else CPU).
+
+    The caller's global torch RNG state is left as it was.
+    """
+    train = _check_tokens(train_tokens, codebook_size, "training")
+    val = _check_tokens(val_tokens, codebook_size, "held-out")
+    if train.shape[0] == 0 or val.shape[0] == 0:
+        raise ValueError(
+            f"train_prior needs training and held-out sequences, got {train.shape[0]} and {val.shape[0]}"
+        )
+    if train.shape[1] != val.shape[1]:
+        raise ValueError(f"training sequences have length {train.shape[1]}, held-out ones {val.shape[1]}")
+    missing = [
+        key
+        for key in ("layers", "d_model", "heads", "dropout", "epochs", "batch_size", "lr")
+        if key not in cfg
+    ]
+    if missing:
+        raise ValueError(f"model.prior configuration lacks {', '.join(missing)}")
+
+    out_dir = Path(out_dir)
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    rng_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices):
+        _train(train, val, codebook_size, cfg, out_dir, seed, progress, device)
+
+
+def _train(
+    train: np.ndarray,
+    val: np.ndarray,
+    codebook_size: int,
+    cfg: dict,
+    out_dir: Path,
+    seed: int,
+    progress: bool,
+    device: torch.device,
+) -> None:
+    epochs, batch_size = int(cfg["epochs"]), int(cfg["batch_size"])
+    seq_len = train.shape[1]
+    torch.manual_seed(seed)
+    model = CausalTransformer(
+        codebook_size + 1,
+        seq_len,
+        int(cfg["d_model"]),
+        int(cfg["layers"]),
+        int(cfg["heads"]),
+        float(cfg["dropout"]),
+    ).to(device)
+
+    # no weight decay on biases and LayerNorm gains
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": float(cfg.get("weight_decay", DEFAULT_WEIGHT_DECAY))},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=float(cfg["lr"]),
+        betas=(0.9, 0.95),
+    )
+    steps_per_epoch = math.ceil(train.shape[0] / batch_size)
+    total_steps = epochs * steps_per_epoch
+    warmup = max(1, round(float(cfg.get("warmup_fraction", DEFAULT_WARMUP_FRACTION)) * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(total_steps, warmup))
+    grad_clip = float(cfg.get("grad_clip", DEFAULT_GRAD_CLIP))
+
+    fingerprint = _fingerprint(train, val, codebook_size, cfg, seed)
+    checkpoint_path = out_dir / "checkpoints" / "last.pt"
+    history: list[list] = []
+    start_epoch = 0
+    if checkpoint_path.exists():
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        if checkpoint.get("format") == CHECKPOINT_FORMAT and checkpoint.get("fingerprint") == fingerprint:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            start_epoch = int(checkpoint["epoch"])
+            history = [list(row) for row in checkpoint["history"]]
+            torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
+            if device.type == "cuda" and "cuda" in checkpoint["rng"]:
+                torch.cuda.set_rng_state(checkpoint["rng"]["cuda"].cpu(), device)
+        else:
+            warnings.warn(
+                f"ignoring {checkpoint_path}: made with other data, settings or seed; training from scratch",
+                stacklevel=3,
+            )
+
+    codes = torch.as_tensor(train, dtype=torch.long)
+    bos = model.bos_token
+    epoch_bar = tqdm(
+        range(start_epoch, epochs),
+        desc="prior",
+        unit="epoch",
+        disable=not progress,
+        initial=start_epoch,
+        total=epochs,
+    )
+    for epoch in epoch_bar:
+        model.train()
+        order = _epoch_permutation(codes.shape[0], seed, epoch)
+        total, count = 0.0, 0
+        for i in tqdm(
+            range(0, codes.shape[0], batch_size), desc=f"epoch {epoch + 1}", leave=False, disable=not progress
+        ):
+            batch = codes[order[i : i + batch_size]].to(device)
+            logits = model(_with_bos(batch, bos))
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * batch.numel()
+            count += batch.numel()
+        val_nll = heldout_nll(model, val, batch_size)
+        history.append([epoch + 1, total / count, val_nll])
+        epoch_bar.set_postfix(train=f"{total / count:.3f}", val=f"{val_nll:.3f}")
+
+        _write_tsv_atomic(out_dir / "loss.tsv", ["epoch", "train_loss", "val_nll_per_token"], history)
+        rng = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        _save_checkpoint(
+            checkpoint_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": fingerprint,
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng,
+                "history": history,
+                "hparams": model.hparams(),
+            },
+        )
+
+    model_nll = heldout_nll(model, val, batch_size)
+    baseline = unigram_nll(train, val, codebook_size)
+    _write_tsv_atomic(out_dir / "loss.tsv", ["epoch", "train_loss", "val_nll_per_token"], history)
+    _write_tsv_atomic(
+        out_dir / "nll.tsv",
+        ["model_nll_per_token", "unigram_nll_per_token", "ratio", "val_sequences", "val_tokens"],
+        [[model_nll, baseline, model_nll / baseline, val.shape[0], val.size]],
+    )
+    save_torch_atomic(
+        {
+            "format": MODEL_FORMAT,
+            "hparams": model.hparams(),
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "codebook_size": codebook_size,
+            "seed": seed,
+            "val_nll": model_nll,
+        },
+        out_dir / "model.pt",
+    )
+
+
+# --------------- loading
+
+
+def load_prior(path: str | Path, device: str | torch.device = "cpu") -> CausalTransformer:
+    """Load a prior written by :func:`train_prior` (``model.pt``), in eval mode on ``device``."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"prior model file does not exist: {path}")
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # truncated or foreign file
+        raise ValueError(f"{path} is not a readable prior model file ({exc})") from exc
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not a morphgen prior model (expected format {MODEL_FORMAT!r})")
+    model = CausalTransformer(**saved["hparams"])
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval()
+
+
+# --------------- sampling
+
+
+def _draw(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator
+) -> torch.Tensor:
+    """One token per row by Gumbel-max on ``logits / temperature`` restricted to the top ``top_k`` entries.
+
+    Works in float64 (exact for float32 logits), so both decoding paths make the same draws from the same
+    uniform numbers.
+    """
+    scaled = logits.double() / temperature
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, -math.inf)
+    uniform = torch.rand(scaled.shape, generator=generator, dtype=torch.float64, device=scaled.device)
+    gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float64).tiny)))
+    return torch.argmax(scaled + gumbel, dim=-1)
+
+
+@torch.inference_mode()
+def _sample_batch(
+    model: CausalTransformer,
+    batch: int,
+    temperature: float,
+    top_k: int | None,
+    generator: torch.Generator,
+    use_cache: bool,
+    on_step: Callable[[], None],
+) -> np.ndarray:
+    device = next(model.parameters()).device
+    seq = torch.full((batch, model.seq_len + 1), model.bos_token, dtype=torch.long, device=device)
+    cache = model.new_cache(batch) if use_cache else None
+    for i in range(model.seq_len):
+        if cache is not None:
+            logits = model(seq[:, i : i + 1], cache)[:, -1]
+        else:  # recompute the whole prefix each step
+            logits = model(seq[:, : i + 1])[:, -1]
+        seq[:, i + 1] = _draw(logits, temperature, top_k, generator)
+        on_step()
+    return seq[:, 1:].cpu().numpy()
+
+
+def sample_tokens(
+    model: CausalTransformer,
+    n: int,
+    batch_size: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> Iterator[np.ndarray]:
+    """Draw ``n`` token sequences of length ``model.seq_len`` (BOS not included), ``batch_size`` at a time.
+
+    Yields int64 arrays (b, seq_len); the last batch may be smaller. The draws come from one generator seeded
+    with ``seed``, so the same arguments give the same tokens, with or without the key/value cache.
+    ``top_k=1`` is greedy decoding. The model is put in eval mode while sampling.
+    """
+    if n < 0 or batch_size < 1:
+        raise ValueError(f"need n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be None or >= 1, got {top_k}")
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    bar = tqdm(total=n * model.seq_len, desc="sampling", unit="tok", disable=not progress)
+    try:
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            was_training = model.training
+            model.eval()
+            try:
+                tokens = _sample_batch(
+                    model, b, temperature, top_k, generator, use_cache, lambda b=b: bar.update(b)
+                )
+            finally:
+                model.train(was_training)
+            yield tokens  # outside inference mode and with the caller's train/eval state restored
+    finally:
+        bar.close()

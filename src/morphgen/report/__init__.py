@@ -1,0 +1,26 @@
+"""The paper's tables (TSV) and figures (PNG) from the pipeline's metrics and volumes."""
+
+from morphgen.report.figures import loss_curves, sample_grid, truth_scatter, volume_distributions
+from morphgen.report.tables import (
+    read_members,
+    read_tsv,
+    subgroup_effects,
+    table1_fidelity,
+    table2_volumes,
+    truth_check,
+    write_tsv,
+)
+
+__all__ = [
+    "loss_curves",
+    "read_members",
+    "read_tsv",
+    "sample_grid",
+    "subgroup_effects",
+    "table1_fidelity",
+    "table2_volumes",
+    "truth_check",
+    "truth_scatter",
+    "volume_distributions",
+    "write_tsv",
+]

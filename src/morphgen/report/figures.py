@@ -1,0 +1,328 @@
+"""The report's figures as PNG files (matplotlib's Agg canvas, no pyplot state, written atomically).
+
+Colours are the Okabe-Ito colourblind-safe palette: real data blue, synthetic data orange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from morphgen.nifti import atomic_output, load_volume
+from morphgen.report.tables import TISSUES, TRUTH_TISSUES, _members, _values, merge_truth, read_tsv
+
+REAL_COLOUR = "#0072B2"  # Okabe-Ito blue
+SYNTH_COLOUR = "#E69F00"  # Okabe-Ito orange
+POINT_COLOUR = "#000000"
+TISSUE_NAMES = {
+    "gm": "grey matter",
+    "wm": "white matter",
+    "csf": "CSF",
+    "ventricles": "ventricles",
+    "brain": "brain",
+}
+
+
+def save_figure(fig: Figure, out_png: str | Path, dpi: int = 110) -> Path:
+    """Render ``fig`` with the Agg canvas and write it as PNG atomically."""
+    FigureCanvasAgg(fig)
+    with atomic_output(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
+    return Path(out_png)
+
+
+# ---------------------------------------------------------------------------------------------- samples
+
+
+def _load_ras(item: str | Path | np.ndarray) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A 3D array in RAS+ voxel order and its voxel sizes (arrays are taken as RAS+ and isotropic)."""
+    if isinstance(item, (str, Path)):
+        img = nib.as_closest_canonical(load_volume(item))
+        return img.get_fdata(dtype=np.float32), tuple(float(z) for z in img.header.get_zooms()[:3])
+    arr = np.asarray(item, dtype=np.float32)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise ValueError(f"expected a 3D volume, got shape {arr.shape}")
+    return arr, (1.0, 1.0, 1.0)
+
+
+def orthogonal_planes(
+    volume: np.ndarray, convention: str = "radiological"
+) -> dict[str, tuple[np.ndarray, tuple[str, str, str, str]]]:
+    """Axial, coronal and sagittal centre slices of a RAS+ volume, for ``imshow(origin="upper")``.
+
+    Returns per plane the 2D image (first row at the top) and its edge labels (left, right, top, bottom).
+    Axial: anterior up; coronal and sagittal: superior up; sagittal: anterior on the left. ``radiological``
+    puts the patient's right on the viewer's left (axial and coronal); ``neurological`` the opposite.
+    """
+    if convention not in ("radiological", "neurological"):
+        raise ValueError(f"convention must be radiological or neurological, got {convention!r}")
+    ci, cj, ck = (s // 2 for s in volume.shape)
+    # arrays index [i=L->R, j=P->A, k=I->S]; transpose to [vertical, horizontal] and flip so up is A or S
+    axial = volume[:, :, ck].T[::-1]  # rows A->P, columns L->R
+    coronal = volume[:, cj, :].T[::-1]  # rows S->I, columns L->R
+    sagittal = volume[ci, :, :].T[::-1, ::-1]  # rows S->I, columns A->P
+    if convention == "radiological":
+        axial, coronal = axial[:, ::-1], coronal[:, ::-1]
+        lr = ("R", "L")
+    else:
+        lr = ("L", "R")
+    return {
+        "axial": (axial, (lr[0], lr[1], "A", "P")),
+        "coronal": (coronal, (lr[0], lr[1], "S", "I")),
+        "sagittal": (sagittal, ("A", "P", "S", "I")),
+    }
+
+
+def sample_grid(
+    images: Sequence[str | Path | np.ndarray] | np.ndarray,
+    out_png: str | Path,
+    title: str,
+    n_max: int = 16,
+    *,
+    ids: Sequence[str] | None = None,
+    scores: Sequence[float] | None = None,
+    convention: str = "radiological",
+    per_row: int = 3,
+) -> Path:
+    """Axial, coronal and sagittal centre slices of up to ``n_max`` volumes, ``per_row`` volumes per row.
+
+    ``images`` are NIfTI paths (reoriented to RAS+) or RAS+ arrays (a 4D array is a stack). Intensities are
+    shown in grey on [0, 1] when the volume lies in [0, 1], otherwise on its 0.5-99.5 percentile range.
+    ``ids`` and ``scores`` (e.g. the discriminator score) label each volume. The display convention is written
+    on the figure and each panel carries its orientation letters.
+    """
+    items = list(images)[:n_max]
+    if not items:
+        raise ValueError("sample_grid: no images given")
+    n = len(items)
+    per_row = max(1, min(per_row, n))
+    n_rows = -(-n // per_row)
+    # three planes per sample, then a narrow spacer column so samples read as groups
+    fig = Figure(figsize=(per_row * (3 * 1.7 + 0.3), 2.0 * n_rows + 0.9))
+    grid = fig.add_gridspec(
+        n_rows,
+        4 * per_row - 1,
+        width_ratios=([1, 1, 1, 0.15] * per_row)[:-1],
+        wspace=0.03,
+        hspace=0.25,
+        top=1 - 0.6 / fig.get_figheight(),
+        bottom=0.3 / fig.get_figheight(),
+        left=0.01,
+        right=0.99,
+    )
+    for k, item in enumerate(items):
+        volume, zooms = _load_ras(item)
+        lo, hi = (0.0, 1.0) if volume.min() >= 0 and volume.max() <= 1 else np.percentile(volume, [0.5, 99.5])
+        aspects = {
+            "axial": zooms[1] / zooms[0],
+            "coronal": zooms[2] / zooms[0],
+            "sagittal": zooms[2] / zooms[1],
+        }
+        row, col0 = divmod(k, per_row)
+        for p, (plane, (image, (left, right, top, bottom))) in enumerate(
+            orthogonal_planes(volume, convention).items()
+        ):
+            ax = fig.add_subplot(grid[row, 4 * col0 + p])
+            ax.imshow(
+                image,
+                cmap="gray",
+                vmin=lo,
+                vmax=hi,
+                origin="upper",
+                aspect=aspects[plane],
+                interpolation="nearest",
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            style = {"color": "yellow", "fontsize": 7, "transform": ax.transAxes}
+            ax.text(0.02, 0.5, left, ha="left", va="center", **style)
+            ax.text(0.98, 0.5, right, ha="right", va="center", **style)
+            ax.text(0.5, 0.98, top, ha="center", va="top", **style)
+            ax.text(0.5, 0.02, bottom, ha="center", va="bottom", **style)
+            if p == 1:
+                label = ids[k] if ids is not None else f"#{k + 1}"
+                if scores is not None:
+                    label = f"{label}  score {scores[k]:.3g}"
+                ax.set_title(label, fontsize=9)
+    fig.suptitle(title, fontsize=12)
+    side = "right on the viewer's left" if convention == "radiological" else "left on the viewer's left"
+    fig.text(
+        0.5,
+        0.005,
+        f"{convention} convention (patient's {side}); axial: anterior up; sagittal: anterior "
+        "left; panels: axial, coronal, sagittal through the volume centre",
+        ha="center",
+        va="bottom",
+        fontsize=8,
+    )
+    return save_figure(fig, out_png)
+
+
+# ---------------------------------------------------------------------------------------------- volumes
+
+
+def _as_volumes(table: pd.DataFrame | str | Path) -> pd.DataFrame:
+    return table if isinstance(table, pd.DataFrame) else read_tsv(table)
+
+
+def volume_distributions(
+    real_volumes: pd.DataFrame | str | Path,
+    synth_volumes: Mapping[str, pd.DataFrame | str | Path],
+    subpop_members: Mapping[str, Sequence[str]],
+    out_png: str | Path,
+    *,
+    tissues: Sequence[str] = TISSUES,
+    title: str = "Tissue volumes: real vs synthetic",
+    seed: int = 0,
+) -> Path:
+    """One panel per tissue: box plots with the individual values, real and synthetic side by side per
+    sub-population. Tissues with no values anywhere are left out."""
+    real = _as_volumes(real_volumes)
+    synth = {name: _as_volumes(t) for name, t in synth_volumes.items()}
+    names = list(subpop_members)
+    real_sets = {name: _members(real, subpop_members[name], f"real volumes of {name}") for name in names}
+    data = {
+        tissue: [(_values(real_sets[name], tissue), _values(synth.get(name), tissue)) for name in names]
+        for tissue in tissues
+    }
+    data = {t: d for t, d in data.items() if any(len(r) + len(s) for r, s in d)}
+    if not data:
+        raise ValueError("volume_distributions: no tissue has any volume to plot")
+    n_panels = len(data)
+    fig = Figure(figsize=(max(4.0, 1.3 * len(names) + 1.5), 3.0 * n_panels + 0.6))
+    rng = np.random.default_rng(seed)
+    axes = [fig.add_subplot(n_panels, 1, k + 1) for k in range(n_panels)]
+    for ax, (tissue, pairs) in zip(axes, data.items(), strict=True):
+        for g, (r, s) in enumerate(pairs):
+            for offset, values, colour in ((-0.2, r, REAL_COLOUR), (0.2, s, SYNTH_COLOUR)):
+                if len(values) == 0:
+                    continue
+                pos = g + offset
+                ax.boxplot(
+                    [values],
+                    positions=[pos],
+                    widths=0.32,
+                    patch_artist=True,
+                    showfliers=False,
+                    boxprops={"facecolor": colour, "alpha": 0.45, "edgecolor": colour},
+                    medianprops={"color": colour, "linewidth": 2},
+                    whiskerprops={"color": colour},
+                    capprops={"color": colour},
+                )
+                jitter = rng.uniform(-0.08, 0.08, size=len(values))
+                ax.scatter(pos + jitter, values, s=9, color=POINT_COLOUR, alpha=0.7, zorder=3, linewidths=0)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(
+            [f"{n}\n(real {len(r)}, synth {len(s)})" for n, (r, s) in zip(names, pairs, strict=True)],
+            fontsize=8,
+        )
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_ylabel("volume (ml)")
+        ax.set_title(TISSUE_NAMES.get(tissue, tissue), fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    handles = [_patch(REAL_COLOUR, "real"), _patch(SYNTH_COLOUR, "synthetic")]
+    axes[0].legend(handles=handles, loc="best", fontsize=8)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return save_figure(fig, out_png)
+
+
+def _patch(colour: str, label: str):
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=colour, edgecolor=colour, alpha=0.6, label=label)
+
+
+# ----------------------------------------------------------------------------------------------- losses
+
+
+def loss_curves(tsv_path: str | Path, out_png: str | Path, title: str) -> Path:
+    """One panel per numeric column of a loss TSV against ``step`` (else ``epoch``, else the row number).
+
+    A panel uses a log y-axis when all its values are positive. Columns with no values are left out.
+    """
+    df = pd.read_csv(tsv_path, sep="\t", na_values=["n/a"])
+    numeric = df.select_dtypes(include="number")
+    x_col = next((c for c in ("step", "epoch") if c in numeric.columns), None)
+    x = numeric[x_col].to_numpy() if x_col else np.arange(len(df))
+    columns = [c for c in numeric.columns if c not in ("step", "epoch") and numeric[c].notna().any()]
+    if not columns:
+        raise ValueError(f"{tsv_path}: no numeric loss column to plot (columns: {list(df.columns)})")
+    per_row = min(3, len(columns))
+    n_rows = -(-len(columns) // per_row)
+    fig = Figure(figsize=(4.2 * per_row, 3.0 * n_rows + 0.5))
+    for k, col in enumerate(columns):
+        ax = fig.add_subplot(n_rows, per_row, k + 1)
+        y = numeric[col].to_numpy(dtype=np.float64)
+        ok = np.isfinite(y)
+        ax.plot(x[ok], y[ok], color=REAL_COLOUR, linewidth=1.2, marker="." if ok.sum() < 30 else None)
+        if np.all(y[ok] > 0):
+            ax.set_yscale("log")
+        ax.set_title(col, fontsize=10)
+        ax.set_xlabel(x_col or "row")
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return save_figure(fig, out_png)
+
+
+# ------------------------------------------------------------------------------------------ truth check
+
+
+def truth_scatter(
+    participants: pd.DataFrame | str | Path,
+    measured: pd.DataFrame | str | Path,
+    out_png: str | Path,
+    *,
+    tissues: Sequence[str] = TRUTH_TISSUES,
+    title: str = "Simulated cohort: measured vs true volumes",
+) -> Path:
+    """Measured against true volume per tissue, with the identity line and Pearson r in each panel title."""
+    merged = merge_truth(_as_volumes(participants), _as_volumes(measured))
+    present = [t for t in tissues if f"true_{t}_mni_ml" in merged.columns and f"{t}_ml" in merged.columns]
+    if not present:
+        raise ValueError("truth_scatter: no tissue has both true_<tissue>_mni_ml and <tissue>_ml columns")
+    per_row = min(3, len(present))
+    n_rows = -(-len(present) // per_row)
+    fig = Figure(figsize=(3.6 * per_row, 3.4 * n_rows + 0.5))
+    for k, tissue in enumerate(present):
+        ax = fig.add_subplot(n_rows, per_row, k + 1)
+        t = pd.to_numeric(merged[f"true_{tissue}_mni_ml"], errors="coerce").to_numpy(dtype=np.float64)
+        m = pd.to_numeric(merged[f"{tissue}_ml"], errors="coerce").to_numpy(dtype=np.float64)
+        ok = np.isfinite(t) & np.isfinite(m)
+        t, m = t[ok], m[ok]
+        ax.scatter(t, m, s=14, color=REAL_COLOUR, alpha=0.8, linewidths=0)
+        if len(t):
+            lo, hi = float(min(t.min(), m.min())), float(max(t.max(), m.max()))
+            pad = 0.05 * (hi - lo) if hi > lo else 1.0
+            ax.plot(
+                [lo - pad, hi + pad],
+                [lo - pad, hi + pad],
+                color=SYNTH_COLOUR,
+                linestyle="--",
+                linewidth=1,
+                label="identity",
+            )
+            ax.set_xlim(lo - pad, hi + pad)
+            ax.set_ylim(lo - pad, hi + pad)
+        r = np.corrcoef(t, m)[0, 1] if len(t) >= 2 and np.ptp(t) > 0 and np.ptp(m) > 0 else float("nan")
+        ax.set_title(f"{TISSUE_NAMES.get(tissue, tissue)}  (r = {r:.3f}, n = {len(t)})", fontsize=10)
+        ax.set_xlabel("true volume (ml)")
+        ax.set_ylabel("measured volume (ml)")
+        ax.set_aspect("equal", adjustable="box")
+        ax.grid(alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return save_figure(fig, out_png)

@@ -1,0 +1,375 @@
+"""The paper's tables as DataFrames, optionally written as TSV (atomically, NaN written as ``n/a``).
+
+- :func:`table1_fidelity` — Table 1: bMMD² and pairwise MS-SSIM per sub-population, real and synthetic.
+  FID is left out on purpose: it needs Inception (or other feature-network) weights, which this project cannot
+  download; the table stays purely numeric until such weights can be configured.
+- :func:`table2_volumes` — Table 2: tissue volumes, real vs synthetic, two-sided t-tests with Bonferroni.
+- :func:`subgroup_effects` — Cohen's d between paired sub-populations (old vs young, AD vs CN).
+- :func:`truth_check` — measured vs known volumes of the simulated demo cohort.
+
+Volume tables have an id column (``participant_id``, or ``sample_id`` / ``sample`` / ``id`` for synthetic
+samples) and ``<tissue>_ml`` columns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from morphgen.metrics.fidelity import as_image_stack, bmmd2, pairwise_msssim, real_baseline_bmmd2
+from morphgen.metrics.stats import bonferroni_threshold, compare_groups
+from morphgen.tsv import ID_COLUMNS, NA_REP, read_tsv, write_tsv  # noqa: F401 (re-exported)
+
+log = logging.getLogger(__name__)
+
+TISSUES = ("gm", "wm", "csf", "ventricles")
+TRUTH_TISSUES = ("gm", "wm", "csf", "ventricles", "brain")
+
+
+# ---------------------------------------------------------------------------------------------------- I/O
+
+
+def read_members(path: str | Path, split: str | None = None) -> list[str]:
+    """Participant ids of a sub-population TSV (participant_id, split columns), optionally of one split."""
+    df = read_tsv(path)
+    if "participant_id" not in df.columns:
+        raise ValueError(f"{path}: no participant_id column (columns: {list(df.columns)})")
+    if split is not None:
+        if "split" not in df.columns:
+            raise ValueError(f"{path}: no split column to select split {split!r}")
+        df = df[df["split"].astype(str) == split]
+    return df["participant_id"].tolist()
+
+
+def id_column(df: pd.DataFrame, what: str = "volume table") -> str:
+    """The id column of a volume table: the first of participant_id, sample_id, sample, id that exists."""
+    for col in ID_COLUMNS:
+        if col in df.columns:
+            return col
+    raise ValueError(f"{what}: none of the id columns {ID_COLUMNS} found (columns: {list(df.columns)})")
+
+
+def _members(volumes: pd.DataFrame, ids: Iterable[str], what: str) -> pd.DataFrame:
+    col = id_column(volumes, what)
+    ids = [str(i) for i in ids]
+    subset = volumes[volumes[col].astype(str).isin(ids)]
+    missing = len(set(ids)) - subset[col].nunique()
+    if missing:
+        log.warning("%s: %d of %d members have no volumes (excluded upstream?)", what, missing, len(set(ids)))
+    return subset
+
+
+def _values(df: pd.DataFrame | None, tissue: str) -> np.ndarray:
+    col = f"{tissue}_ml"
+    if df is None or col not in df.columns:
+        return np.empty(0)
+    arr = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=np.float64)
+    return arr[np.isfinite(arr)]
+
+
+def mean_sd_text(mean: float, sd: float, decimals: int = 1) -> str:
+    """``"595.3 ± 32.1"``, as the paper prints volumes; ``n/a`` for a missing mean."""
+    if not np.isfinite(mean):
+        return NA_REP
+    sd_text = f"{sd:.{decimals}f}" if np.isfinite(sd) else NA_REP
+    return f"{mean:.{decimals}f} ± {sd_text}"
+
+
+# ----------------------------------------------------------------------------------------------- Table 1
+
+
+def table1_fidelity(
+    real: Mapping[str, np.ndarray],
+    synth: Mapping[str, np.ndarray],
+    batch_size: int,
+    n_pairs: int,
+    kernel_size: int,
+    seed: int,
+    *,
+    n_batches: int = 100,
+    estimator: str = "biased",
+    out_tsv: str | Path | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Table 1 without FID: per sub-population a ``real`` row and a ``synthetic`` row.
+
+    Real rows: bMMD² between two disjoint random halves of the real images, MS-SSIM over pairs of real
+    images (the paper's baseline). Synthetic rows: bMMD² of real vs synthetic, MS-SSIM over pairs of synthetic
+    images.
+    Both rows of a sub-population use the same MMD batch size, ``min(batch_size, n_real // 2, n_synthetic)``,
+    because the biased estimator's floor depends on it; the size used is in column ``mmd_batch_size`` and the
+    number of MS-SSIM pairs in ``msssim_pairs``. Metrics that cannot be computed (too few images) are NaN.
+
+    Columns: source, subpopulation, n, bmmd2_mean, bmmd2_sd, msssim_mean, msssim_sd, mmd_batch_size,
+    msssim_pairs. See :mod:`morphgen.metrics.fidelity` for the estimator and kernel.
+    """
+    rows = []
+    names = list(dict.fromkeys([*real.keys(), *synth.keys()]))
+    for offset, name in enumerate(names):
+        sub_seed = seed + 1000 * offset  # distinct, reproducible draws per sub-population
+        x = as_image_stack(real[name], f"real {name}") if name in real else None
+        y = as_image_stack(synth[name], f"synthetic {name}") if name in synth else None
+        n_real = 0 if x is None else len(x)
+        n_synth = 0 if y is None else len(y)
+        b = min(batch_size, n_real // 2, n_synth)
+        min_b = 2 if estimator == "unbiased" else 1
+        if b < batch_size:
+            log.warning(
+                "%s: MMD batch size %d reduced to %d (real %d, synthetic %d images)",
+                name,
+                batch_size,
+                b,
+                n_real,
+                n_synth,
+            )
+        nan2 = (float("nan"), float("nan"))
+        mmd_real, mmd_synth = nan2, nan2
+        if b >= min_b:
+            mmd_real = real_baseline_bmmd2(
+                x, b, sub_seed, n_batches=n_batches, estimator=estimator, progress=progress
+            )
+            mmd_synth = bmmd2(
+                x, y, b, sub_seed + 2, n_batches=n_batches, estimator=estimator, progress=progress
+            )
+        for source, images, mmd, n in (("real", x, mmd_real, n_real), ("synthetic", y, mmd_synth, n_synth)):
+            ssim = nan2
+            if n >= 2:
+                ssim = pairwise_msssim(images, n_pairs, sub_seed + 3, kernel_size, progress=progress)
+            rows.append(
+                {
+                    "source": source,
+                    "subpopulation": name,
+                    "n": n,
+                    "bmmd2_mean": mmd[0],
+                    "bmmd2_sd": mmd[1],
+                    "msssim_mean": ssim[0],
+                    "msssim_sd": ssim[1],
+                    "mmd_batch_size": b if b >= min_b else 0,
+                    "msssim_pairs": min(n_pairs, n * (n - 1) // 2),
+                }
+            )
+    df = pd.DataFrame(rows)
+    if out_tsv is not None:
+        write_tsv(df, out_tsv)
+    return df
+
+
+# ----------------------------------------------------------------------------------------------- Table 2
+
+
+def table2_volumes(
+    real_volumes: pd.DataFrame,
+    synth_volumes: Mapping[str, pd.DataFrame],
+    subpop_members: Mapping[str, Sequence[str]],
+    alpha: float,
+    *,
+    tissues: Sequence[str] = TISSUES,
+    equal_var: bool = False,
+    out_tsv: str | Path | None = None,
+) -> pd.DataFrame:
+    """Table 2: tissue volumes (ml) of real vs synthetic images per sub-population with two-sided t-tests.
+
+    For every sub-population in ``subpop_members`` and every tissue with values on both sides (tissues whose
+    column is missing or all NaN are skipped), compares synthetic against real: t and Cohen's d are
+    synthetic minus real (positive = synthetic larger). ``equal_var=False`` is Welch's test, True Student's.
+    The Bonferroni threshold is ``alpha / number of rows``; ``significant`` is ``p < threshold``.
+
+    Columns: subpopulation, tissue, n_real, real_mean, real_sd, n_synthetic, synthetic_mean, synthetic_sd,
+    real, synthetic ("mean ± sd" text), t, p, cohen_d, test, bonferroni_threshold, significant.
+    """
+    rows = []
+    for name, ids in subpop_members.items():
+        real_sub = _members(real_volumes, ids, f"real volumes of {name}")
+        synth_sub = synth_volumes.get(name)
+        if synth_sub is None:
+            log.warning("%s: no synthetic volumes; left out of Table 2", name)
+        for tissue in tissues:
+            r, s = _values(real_sub, tissue), _values(synth_sub, tissue)
+            if len(r) == 0 or len(s) == 0:
+                continue
+            c = compare_groups(s, r, equal_var=equal_var)
+            rows.append(
+                {
+                    "subpopulation": name,
+                    "tissue": tissue,
+                    "n_real": c["n_b"],
+                    "real_mean": c["mean_b"],
+                    "real_sd": c["sd_b"],
+                    "n_synthetic": c["n_a"],
+                    "synthetic_mean": c["mean_a"],
+                    "synthetic_sd": c["sd_a"],
+                    "real": mean_sd_text(c["mean_b"], c["sd_b"]),
+                    "synthetic": mean_sd_text(c["mean_a"], c["sd_a"]),
+                    "t": c["t"],
+                    "p": c["p"],
+                    "cohen_d": c["cohen_d"],
+                    "test": c["test"],
+                }
+            )
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "subpopulation",
+            "tissue",
+            "n_real",
+            "real_mean",
+            "real_sd",
+            "n_synthetic",
+            "synthetic_mean",
+            "synthetic_sd",
+            "real",
+            "synthetic",
+            "t",
+            "p",
+            "cohen_d",
+            "test",
+        ],
+    )
+    threshold = bonferroni_threshold(alpha, len(df)) if len(df) else float("nan")
+    df["bonferroni_threshold"] = threshold
+    df["significant"] = (df["p"] < threshold).astype(bool)
+    if out_tsv is not None:
+        write_tsv(df, out_tsv)
+    return df
+
+
+# ------------------------------------------------------------------------------------------ sub-groups
+
+
+def default_contrasts(names: Iterable[str]) -> list[tuple[str, str]]:
+    """Pairs ``(second, first)`` of sub-populations sharing a prefix before ``-``, in the order given.
+
+    With the configuration's order (``age-young, age-old``; ``diagnosis-cn, diagnosis-ad``) this gives
+    old vs young and AD vs CN. Prefixes with other than exactly two sub-populations are skipped.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.split("-", 1)[0], []).append(name)
+    return [(members[1], members[0]) for members in groups.values() if len(members) == 2]
+
+
+def subgroup_effects(
+    real_volumes: pd.DataFrame,
+    synth_volumes: Mapping[str, pd.DataFrame],
+    subpop_members: Mapping[str, Sequence[str]],
+    contrasts: Sequence[tuple[str, str]] | None = None,
+    *,
+    tissues: Sequence[str] = TISSUES,
+    equal_var: bool = False,
+    out_tsv: str | Path | None = None,
+) -> pd.DataFrame:
+    """Does the designed group effect survive in the samples? Cohen's d of ``a`` minus ``b`` per tissue.
+
+    ``contrasts`` lists pairs ``(a, b)`` of sub-population names, e.g. ``("age-old", "age-young")``; by
+    default :func:`default_contrasts` of ``subpop_members``. Real groups are the members' real volumes,
+    synthetic groups the samples of each sub-population's prior. Columns: contrast, a, b, tissue, real_d,
+    real_p, synthetic_d, synthetic_p, same_sign (both d finite and of the same sign), n_real_a, n_real_b,
+    n_synthetic_a, n_synthetic_b.
+    """
+    if contrasts is None:
+        contrasts = default_contrasts(subpop_members.keys())
+    rows = []
+    for a, b in contrasts:
+        for name in (a, b):
+            if name not in subpop_members:
+                raise ValueError(f"contrast {a} vs {b}: unknown sub-population {name!r}")
+        real_a = _members(real_volumes, subpop_members[a], f"real volumes of {a}")
+        real_b = _members(real_volumes, subpop_members[b], f"real volumes of {b}")
+        for tissue in tissues:
+            ra, rb = _values(real_a, tissue), _values(real_b, tissue)
+            sa, sb = _values(synth_volumes.get(a), tissue), _values(synth_volumes.get(b), tissue)
+            if len(ra) + len(rb) + len(sa) + len(sb) == 0:
+                continue
+            real = compare_groups(ra, rb, equal_var=equal_var)
+            synth = compare_groups(sa, sb, equal_var=equal_var)
+            rd, sd = real["cohen_d"], synth["cohen_d"]
+            rows.append(
+                {
+                    "contrast": f"{a} vs {b}",
+                    "a": a,
+                    "b": b,
+                    "tissue": tissue,
+                    "real_d": rd,
+                    "real_p": real["p"],
+                    "synthetic_d": sd,
+                    "synthetic_p": synth["p"],
+                    "same_sign": bool(np.isfinite(rd) and np.isfinite(sd) and np.sign(rd) == np.sign(sd)),
+                    "n_real_a": real["n_a"],
+                    "n_real_b": real["n_b"],
+                    "n_synthetic_a": synth["n_a"],
+                    "n_synthetic_b": synth["n_b"],
+                }
+            )
+    df = pd.DataFrame(rows)
+    if out_tsv is not None:
+        write_tsv(df, out_tsv)
+    return df
+
+
+# ------------------------------------------------------------------------------------------ truth check
+
+
+def truth_check(
+    participants: pd.DataFrame,
+    measured: pd.DataFrame,
+    *,
+    tissues: Sequence[str] = TRUTH_TISSUES,
+    out_tsv: str | Path | None = None,
+) -> pd.DataFrame:
+    """Measured volumes against the simulated cohort's known truth (``true_<tissue>_mni_ml`` columns).
+
+    Matches rows on participant id. Per tissue present on both sides: n, Pearson r, mean absolute percentage
+    error ``100 * mean(|measured - true| / true)``, signed bias ``100 * mean((measured - true) / true)``, and
+    the two means. Columns: tissue, n, pearson_r, mape_percent, bias_percent, true_mean_ml, measured_mean_ml.
+    """
+    merged = merge_truth(participants, measured)
+    rows = []
+    for tissue in tissues:
+        true_col, meas_col = f"true_{tissue}_mni_ml", f"{tissue}_ml"
+        if true_col not in merged.columns or meas_col not in merged.columns:
+            continue
+        t = pd.to_numeric(merged[true_col], errors="coerce").to_numpy(dtype=np.float64)
+        m = pd.to_numeric(merged[meas_col], errors="coerce").to_numpy(dtype=np.float64)
+        ok = np.isfinite(t) & np.isfinite(m) & (t != 0)
+        t, m = t[ok], m[ok]
+        if len(t) == 0:
+            continue
+        r = float("nan")
+        if len(t) >= 2 and np.ptp(t) > 0 and np.ptp(m) > 0:
+            r = float(stats.pearsonr(m, t).statistic)
+        rel = (m - t) / np.abs(t)
+        rows.append(
+            {
+                "tissue": tissue,
+                "n": len(t),
+                "pearson_r": r,
+                "mape_percent": float(100 * np.mean(np.abs(rel))),
+                "bias_percent": float(100 * np.mean(rel)),
+                "true_mean_ml": float(t.mean()),
+                "measured_mean_ml": float(m.mean()),
+            }
+        )
+    df = pd.DataFrame(rows)
+    if out_tsv is not None:
+        write_tsv(df, out_tsv)
+    return df
+
+
+def merge_truth(participants: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFrame:
+    """Inner join of the participants sheet (with truth columns) and measured volumes on participant id."""
+    p_col, m_col = id_column(participants, "participants"), id_column(measured, "measured volumes")
+    left = participants.assign(_id=participants[p_col].astype(str))
+    right = measured.assign(_id=measured[m_col].astype(str))
+    right = right[[c for c in right.columns if c == "_id" or c.endswith("_ml") and not c.startswith("true_")]]
+    merged = left.merge(right, on="_id", how="inner", suffixes=("_sheet", ""))
+    if merged.empty:
+        raise ValueError(
+            f"no participant ids shared by the participants sheet ({len(participants)} rows) and the "
+            f"measured volumes ({len(measured)} rows)"
+        )
+    return merged

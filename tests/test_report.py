@@ -1,0 +1,229 @@
+"""Tables (planted effects, known truth) and figures (PNG written, orientation of the sample grid)."""
+
+from __future__ import annotations
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from morphgen.nifti import save_volume
+from morphgen.report import (
+    loss_curves,
+    read_members,
+    read_tsv,
+    sample_grid,
+    subgroup_effects,
+    table1_fidelity,
+    table2_volumes,
+    truth_check,
+    truth_scatter,
+    volume_distributions,
+)
+from morphgen.report.figures import orthogonal_planes
+from morphgen.report.tables import default_contrasts, write_tsv
+from morphgen.space import Grid
+
+torch.set_num_threads(1)
+
+
+def _volumes(ids, rng, gm=600.0, wm=450.0, csf=280.0, sd=10.0, id_col="participant_id") -> pd.DataFrame:
+    n = len(ids)
+    return pd.DataFrame(
+        {
+            id_col: ids,
+            "gm_ml": rng.normal(gm, sd, n),
+            "wm_ml": rng.normal(wm, sd, n),
+            "csf_ml": rng.normal(csf, sd, n),
+            "ventricles_ml": np.nan,  # e.g. a backend that does not segment ventricles
+            "brain_ml": rng.normal(gm + wm, sd, n),
+        }
+    )
+
+
+@pytest.fixture
+def cohort():
+    """Real volumes of two sub-populations; 'old' has 40 ml less GM. Synthetic: old preserved exactly
+    (a shuffled copy of the real values, a null difference), young with 50 ml more GM (planted)."""
+    rng = np.random.default_rng(0)
+    young = [f"sub-{k:02d}" for k in range(12)]
+    old = [f"sub-{k:02d}" for k in range(12, 24)]
+    real = pd.concat([_volumes(young, rng), _volumes(old, rng, gm=560.0)], ignore_index=True)
+    real_old = real[real.participant_id.isin(old)]
+    synth_old = real_old.sample(frac=1.0, random_state=1).assign(sample_id=[f"s{k}" for k in range(12)])
+    synth_old = synth_old.drop(columns="participant_id")
+    synth_young = real[real.participant_id.isin(young)].drop(columns="participant_id").copy()
+    synth_young["sample_id"] = [f"s{k}" for k in range(12)]
+    synth_young["gm_ml"] += 50.0
+    members = {"age-young": young, "age-old": old}
+    return real, {"age-young": synth_young, "age-old": synth_old}, members
+
+
+def test_table2_flags_planted_difference_only(cohort, tmp_path):
+    real, synth, members = cohort
+    out = tmp_path / "table2.tsv"
+    df = table2_volumes(real, synth, members, alpha=0.05, out_tsv=out)
+    # ventricles are all NaN: skipped; 2 sub-populations x 3 tissues
+    assert len(df) == 6 and "ventricles" not in set(df.tissue)
+    assert df.bonferroni_threshold.iloc[0] == pytest.approx(0.05 / 6)
+    flagged = df[df.significant]
+    assert list(zip(flagged.subpopulation, flagged.tissue, strict=True)) == [("age-young", "gm")]
+    assert flagged.t.iloc[0] > 0 and flagged.cohen_d.iloc[0] > 2
+    null = df[(df.subpopulation == "age-old") & (df.tissue == "gm")].iloc[0]
+    assert null.p == pytest.approx(1.0) and null.cohen_d == pytest.approx(0.0, abs=1e-12)
+    young_gm = real[real.participant_id.isin(members["age-young"])].gm_ml
+    row = df[(df.subpopulation == "age-young") & (df.tissue == "gm")].iloc[0]
+    assert row.real == f"{young_gm.mean():.1f} ± {young_gm.std(ddof=1):.1f}"
+    back = read_tsv(out)
+    assert back.shape == df.shape and back.significant.sum() == 1
+
+
+def test_subgroup_effects_show_whether_the_effect_survives(cohort):
+    real, synth, members = cohort
+    assert default_contrasts(members) == [("age-old", "age-young")]
+    df = subgroup_effects(real, synth, members).set_index("tissue")
+    assert df.loc["gm", "contrast"] == "age-old vs age-young"
+    assert df.loc["gm", "real_d"] < -2  # 40 ml less GM with sd 10
+    assert df.loc["gm", "synthetic_d"] < df.loc["gm", "real_d"]  # synthetic young got 50 ml more
+    assert df.loc["gm", "same_sign"]
+    reversed_synth = {"age-young": synth["age-old"], "age-old": synth["age-young"]}
+    flipped = subgroup_effects(real, reversed_synth, members).set_index("tissue")
+    assert not flipped.loc["gm", "same_sign"]
+
+
+def _truth(n: int = 10) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    truth = pd.DataFrame(
+        {"participant_id": [f"sub-{k:02d}" for k in range(n)], "age": rng.uniform(45, 85, n)}
+    )
+    for tissue, mean in (("gm", 600), ("wm", 450), ("csf", 280), ("ventricles", 25), ("brain", 1050)):
+        truth[f"true_{tissue}_mni_ml"] = rng.normal(mean, mean / 10, n)
+    return truth
+
+
+def _measured(truth: pd.DataFrame, factor) -> pd.DataFrame:
+    out = pd.DataFrame({"participant_id": truth.participant_id})
+    for tissue in ("gm", "wm", "csf", "ventricles", "brain"):
+        out[f"{tissue}_ml"] = truth[f"true_{tissue}_mni_ml"] * factor
+    return out.iloc[::-1]  # row order must not matter
+
+
+def test_truth_check_perfect_biased_and_mixed():
+    truth = _truth()
+    perfect = truth_check(truth, _measured(truth, 1.0))
+    assert list(perfect.tissue) == ["gm", "wm", "csf", "ventricles", "brain"]
+    assert np.allclose(perfect.pearson_r, 1.0) and np.allclose(perfect.mape_percent, 0.0)
+    biased = truth_check(truth, _measured(truth, 1.1))
+    assert np.allclose(biased.mape_percent, 10.0) and np.allclose(biased.bias_percent, 10.0)
+    assert np.allclose(biased.pearson_r, 1.0) and (biased.n == 10).all()
+    mixed = truth_check(truth, _measured(truth, np.where(np.arange(10) % 2, 1.1, 0.9)))
+    assert np.allclose(mixed.mape_percent, 10.0) and np.allclose(mixed.bias_percent, 0.0, atol=1e-9)
+    assert (mixed.pearson_r < 1).all()
+    with pytest.raises(ValueError, match="no participant ids shared"):
+        truth_check(truth, _measured(truth, 1.0).assign(participant_id="other"))
+
+
+def test_table1_fidelity_rows_and_tsv(tmp_path):
+    g = np.stack(np.meshgrid(*[np.linspace(-1, 1, 48)] * 3, indexing="ij"))
+    blob = np.clip(1.2 - 1.5 * np.sqrt((g**2).sum(0)), 0, 1)
+    rng = np.random.default_rng(0)
+    real = np.clip(blob + rng.normal(0, 0.05, (4, 48, 48, 48)), 0, 1)
+    synth_good = np.stack([blob] * 3)  # identical samples: no diversity (MS-SSIM 1)
+    synth_bad = np.clip(blob * 0.5, 0, 1)[None].repeat(3, axis=0)  # shifted intensities
+    out = tmp_path / "table1.tsv"
+    df = table1_fidelity(
+        {"a": real, "b": real},
+        {"a": synth_good, "b": synth_bad},
+        batch_size=4, n_pairs=3, kernel_size=3, seed=0, n_batches=5, out_tsv=out, progress=False,
+    )  # fmt: skip
+    assert list(df.source) == ["real", "synthetic", "real", "synthetic"]
+    assert list(df.n) == [4, 3, 4, 3] and (df.mmd_batch_size == 2).all()  # min(4, 4 // 2, 3)
+    assert list(df.msssim_pairs) == [3, 3, 3, 3]
+    rows = df.set_index(["subpopulation", "source"])
+    assert rows.loc[("a", "synthetic"), "msssim_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert rows.loc[("a", "real"), "msssim_mean"] < 0.999
+    assert rows.loc[("b", "synthetic"), "bmmd2_mean"] > 10 * rows.loc[("a", "synthetic"), "bmmd2_mean"]
+    assert rows.loc[("a", "real"), "bmmd2_mean"] > 0
+    assert read_tsv(out).shape == df.shape
+
+
+def test_tsv_round_trip_and_members(tmp_path):
+    path = write_tsv(
+        pd.DataFrame(
+            {"participant_id": ["001", "002", "003"], "split": ["train", "test", "train"], "x": [1, None, 3]}
+        ),
+        tmp_path / "sub" / "members.tsv",
+    )
+    assert "n/a" in path.read_text()
+    assert read_members(path) == ["001", "002", "003"]  # ids stay strings (no int parsing)
+    assert read_members(path, split="train") == ["001", "003"]
+    assert np.isnan(read_tsv(path).x.iloc[1])
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def _png_shape(path) -> tuple[int, ...]:
+    assert path.exists() and path.stat().st_size > 0
+    return mpimg.imread(path).shape
+
+
+def test_orthogonal_planes_put_right_anterior_superior_where_expected():
+    full = np.zeros((10, 12, 8))  # RAS+: high i = patient's right, high j = anterior, high k = superior
+    full[5:, 6:, 4:] = 1.0  # the right-anterior-superior octant, so every centre slice cuts it
+    planes = orthogonal_planes(full, "radiological")
+    axial, labels = planes["axial"]
+    assert labels == ("R", "L", "A", "P")
+    rows, cols = np.nonzero(axial)
+    assert rows.max() < axial.shape[0] / 2 and cols.max() < axial.shape[1] / 2  # top-left: anterior, right
+    coronal, _ = planes["coronal"]
+    rows, cols = np.nonzero(coronal)
+    assert (
+        rows.max() < coronal.shape[0] / 2 and cols.max() < coronal.shape[1] / 2
+    )  # top-left: superior, right
+    sagittal, labels = planes["sagittal"]
+    assert labels == ("A", "P", "S", "I")
+    rows, cols = np.nonzero(sagittal)
+    assert (
+        rows.max() < sagittal.shape[0] / 2 and cols.max() < sagittal.shape[1] / 2
+    )  # top-left: superior, ant.
+    axial_neuro, labels = orthogonal_planes(full, "neurological")["axial"]
+    assert labels[0] == "L" and np.array_equal(axial_neuro, axial[:, ::-1])
+
+
+def test_sample_grid_from_arrays_and_paths(tmp_path):
+    grid = Grid(voxel_size=8.0, shape=(24, 28, 24))
+    g = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in grid.shape], indexing="ij"))
+    vols = [np.clip(1.1 - np.sqrt((g**2).sum(0)) * (1 + 0.1 * k), 0, 1) for k in range(3)]
+    paths = [save_volume(tmp_path / f"s{k}.nii.gz", v, grid.affine) for k, v in enumerate(vols)]
+    png = sample_grid(paths, tmp_path / "grid_paths.png", "Synthetic samples", ids=["a", "b", "c"],
+                      scores=[0.9, 0.8, 0.7])  # fmt: skip
+    h, w, _ = _png_shape(png)
+    assert w > h  # three samples side by side, three planes each
+    png = sample_grid(np.stack(vols * 6), tmp_path / "grid_arrays.png", "Real images", n_max=16)
+    assert _png_shape(png)[0] > h  # 16 of 18 samples: four rows
+
+
+def test_volume_distributions_loss_curves_and_truth_scatter(cohort, tmp_path):
+    real, synth, members = cohort
+    png = volume_distributions(real, synth, members, tmp_path / "volumes.png")
+    h, w, channels = _png_shape(png)
+    assert h > w and channels in (3, 4)  # three tissue panels stacked (ventricles all NaN: left out)
+
+    losses = pd.DataFrame(
+        {
+            "epoch": np.repeat(np.arange(5), 4),
+            "step": np.arange(20),
+            "l1": np.geomspace(1, 0.01, 20),
+            "adversarial": np.r_[[np.nan] * 8, np.linspace(-0.5, 0.5, 12)],  # starts late, can be negative
+        }
+    )
+    losses.to_csv(tmp_path / "losses.tsv", sep="\t", index=False)
+    png = loss_curves(tmp_path / "losses.tsv", tmp_path / "losses.png", "VQ-VAE training")
+    h, w, _ = _png_shape(png)
+    assert w > h  # two panels side by side: l1 (log) and adversarial (linear)
+
+    truth = _truth()
+    png = truth_scatter(truth, _measured(truth, 1.05), tmp_path / "truth.png")
+    assert len(_png_shape(png)) == 3

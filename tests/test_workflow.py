@@ -1,0 +1,122 @@
+"""The Snakemake workflow itself: lint, and one real end-to-end run of the DAG on a small simulated cohort."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from morphgen.space import Grid
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def _snakemake(workdir: Path, *args: str, check=True) -> subprocess.CompletedProcess:
+    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def test_lint_is_clean(tmp_path):
+    proc = _snakemake(tmp_path, "--configfile", str(REPO / "config.yaml"), "--lint")
+    assert "Congratulations" in proc.stdout + proc.stderr
+
+
+def _config_args(results: Path) -> list[str]:
+    return [
+        "--configfile", str(REPO / "config.yaml"), str(REPO / "tests/data/config_e2e.yaml"),
+        "--config", f"results={results}",
+    ]
+
+
+def test_invalid_config_is_refused(tmp_path):
+    proc = _snakemake(tmp_path, *_config_args(tmp_path / "r"), "input={'source': 'nowhere'}", "-n", check=False)
+    assert proc.returncode != 0
+    assert "source" in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def e2e_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    results = work / "results"
+    shutil.copy(REPO / "config.yaml", work / "config.yaml")
+    _snakemake(work, *_config_args(results), "--cores", "2", "all")
+    return work, results
+
+
+@pytest.mark.slow
+def test_end_to_end_outputs_are_sane(e2e_run):
+    work, R = e2e_run
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    grid = Grid.from_config(cfg["space"])
+    sheet = pd.read_csv(R / "demo_cohort/participants.tsv", sep="\t")
+    assert sheet["simulated"].astype(str).str.lower().eq("true").all()
+
+    subjects = pd.read_csv(R / "split/subjects.tsv", sep="\t")
+    assert set(subjects["split"]) == {"train", "test"}
+    for key in ("age", "diagnosis"):
+        a, b = (pd.read_csv(p, sep="\t") for p in sorted((R / "subpopulations").glob(f"{key}-*.tsv")))
+        assert len(a) and len(b) and set(a.participant_id).isdisjoint(b.participant_id)
+
+    for sid in subjects["participant_id"]:
+        img = nib.load(R / f"preprocessed/{sid}/{sid}_space-MNI152_T1w.nii.gz")
+        assert img.shape == grid.shape
+        np.testing.assert_allclose(img.affine, grid.affine, atol=1e-4)
+        data = img.get_fdata()
+        assert np.isfinite(data).all() and data.min() >= 0 and data.max() <= 1 and data.max() > 0.5
+        assert (R / f"preprocessed/{sid}/{sid}_qc.png").stat().st_size > 1000
+
+    for subpop_dir in sorted((R / "samples").iterdir()):
+        scores = pd.read_csv(subpop_dir / "scores.tsv", sep="\t")
+        assert len(scores) == 4 and scores["kept"].astype(bool).sum() == 2
+        for f in sorted(subpop_dir.glob("sample-*.nii.gz")):
+            img = nib.load(f)
+            assert img.get_data_dtype() == np.float32
+            np.testing.assert_allclose(img.affine, grid.affine, atol=1e-4)
+            assert np.isfinite(img.get_fdata()).all()
+
+    real = pd.read_csv(R / "volumes/real.tsv", sep="\t")
+    assert len(real) == len(subjects)
+    # plausible adult brains after affine normalisation to MNI (ml)
+    assert real["brain_ml"].between(1000, 2500).all()
+    assert real["gm_ml"].between(300, 1300).all() and real["wm_ml"].between(200, 1000).all()
+
+    t1 = pd.read_csv(R / "tables/table1_fidelity.tsv", sep="\t")
+    assert set(t1["source"]) == {"real", "synthetic"}
+    assert np.isfinite(t1.select_dtypes("number").to_numpy()).all()
+    t2 = pd.read_csv(R / "tables/table2_volumes.tsv", sep="\t")
+    assert len(t2) and t2["p"].between(0, 1).all()
+    for png in ["volumes.png", "loss_autoencoder.png", "volumetry_truth.png"]:
+        assert (R / "figures" / png).stat().st_size > 1000
+    assert len(list((R / "figures").glob("samples_*.png"))) == 4
+    # every rule left a log and a benchmark
+    assert (R / "logs/train_autoencoder/train_autoencoder.log").stat().st_size > 0
+    assert (R / "benchmarks/train_autoencoder/train_autoencoder.tsv").exists()
+
+
+@pytest.mark.slow
+def test_forcerun_redoes_only_the_stage_and_its_dependents(e2e_run):
+    work, R = e2e_run
+    proc = _snakemake(work, *_config_args(R), "-n", "--forcerun", "segment_real", "--quiet", "rules", "all")
+    out = proc.stdout + proc.stderr
+    planned = {line.split()[0] for line in out.splitlines() if line.strip() and line.split()[-1].isdigit()}
+    planned -= {"total", "job"}
+    assert planned == {"segment_real", "table2_volumes", "volumetry_truth", "all"}, out
+
+
+@pytest.mark.slow
+def test_complete_run_has_nothing_left_to_do(e2e_run):
+    work, R = e2e_run
+    proc = _snakemake(work, *_config_args(R), "-n", "all")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
