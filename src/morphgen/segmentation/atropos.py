@@ -1,0 +1,145 @@
+"""Default back-end: ANTs Atropos (3 classes) with MNI152 tissue priors, and partial-volume tissue volumes."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage as ndi
+
+from morphgen.segmentation.ants_bridge import to_ants
+from morphgen.segmentation.base import (
+    TISSUES,
+    Segmentation,
+    Segmenter,
+    check_mask,
+    image_data,
+    labels_from_probabilities,
+    tissue_volumes,
+    voxel_volume_ml,
+)
+from morphgen.segmentation.mni_atlas import mni_atlas
+from morphgen.segmentation.partial_volume import fit_partial_volume
+
+# Prior of background (vs tissue) in the rim of the mask. Tuned on 4 mm phantoms built from the MNI maps:
+# lower values read the brain's rim (background/GM mixes, intensity like CSF) as CSF.
+EDGE_BACKGROUND_PRIOR = 0.9
+
+
+@contextlib.contextmanager
+def _private_tempdir() -> Iterator[None]:
+    """ants.atropos writes its posteriors to tempfile's folder and never deletes them: give it its own."""
+    saved = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="morphgen-atropos-") as tmp:
+        tempfile.tempdir = tmp
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
+
+
+class AtroposSegmenter(Segmenter):
+    """Atropos GM/WM/CSF segmentation initialised and constrained by MNI152 2009 tissue priors.
+
+    The image must be in MNI space (any voxel grid; priors are resampled to it). Atropos runs inside the
+    brain mask with ``PriorProbabilityImages`` (csf, gm, wm) of weight ``prior_weight``, MRF ``mrf`` and
+    ``iterations`` iterations; its posteriors are ``Segmentation.probabilities`` and their argmax the labels.
+
+    Volumes: with ``partial_volume`` (default) they are sums of partial-volume fractions
+    (:mod:`morphgen.segmentation.partial_volume`): a mixel model whose spatial prior is
+    ``atlas_weight`` x MNI prior + (1 - ``atlas_weight``) x Atropos posterior, and which may mix in
+    background only within ``edge_voxels`` of the mask border. Otherwise they are sums of the posteriors
+    inside the mask. Posteriors alone badly miss sub-voxel CSF: on a 4 mm phantom they report ~2x the true
+    CSF and see only 2 of 10 ml added to the ventricles.
+
+    Ventricles are defined as the CSF (fraction, or posterior) inside morphgen.templates.ventricle_roi: the
+    MNI lateral ventricles dilated by 6 mm, within the mask. This includes the third ventricle's upper part
+    and excludes the temporal horns.
+    """
+
+    def __init__(
+        self,
+        prior_weight: float = 0.25,
+        mrf: str = "[0.1,1x1x1]",
+        iterations: int = 5,
+        partial_volume: bool = True,
+        mask_threshold: float = 0.05,
+        edge_voxels: int = 2,
+        atlas_weight: float = 0.75,
+    ):
+        self.prior_weight = float(prior_weight)
+        self.mrf = str(mrf)
+        self.iterations = int(iterations)
+        self.partial_volume = bool(partial_volume)
+        self.mask_threshold = float(mask_threshold)
+        self.edge_voxels = int(edge_voxels)
+        self.atlas_weight = float(atlas_weight)
+
+    def posteriors(
+        self, data: np.ndarray, affine: np.ndarray, mask: np.ndarray, priors: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Atropos posteriors (csf, gm, wm), zero outside ``mask``."""
+        import ants
+
+        with _private_tempdir():
+            out = ants.atropos(
+                a=to_ants(data, affine),
+                x=to_ants(mask.astype(np.float32), affine),
+                i=[to_ants(priors[t], affine) for t in TISSUES],  # the prior order is the class order
+                m=self.mrf,
+                c=f"[{self.iterations},0]",
+                priorweight=self.prior_weight,
+            )
+        images = out["probabilityimages"]
+        if len(images) != len(TISSUES):
+            raise RuntimeError(f"Atropos returned {len(images)} posterior images, expected {len(TISSUES)}")
+        return {t: (img.numpy().astype(np.float32) * mask) for t, img in zip(TISSUES, images, strict=True)}
+
+    def fractions(
+        self,
+        data: np.ndarray,
+        mask: np.ndarray,
+        priors: dict[str, np.ndarray],
+        posteriors: dict[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """Partial-volume csf, gm, wm fractions inside ``mask`` (see the class docstring)."""
+        atlas = np.stack([priors[t] for t in TISSUES])[:, mask]
+        post = np.stack([posteriors[t] for t in TISSUES])[:, mask]
+        spatial = self.atlas_weight * atlas / np.clip(atlas.sum(0), 1e-6, None)
+        spatial += (1.0 - self.atlas_weight) * post / np.clip(post.sum(0), 1e-6, None)
+        interior = ndi.binary_erosion(mask, iterations=self.edge_voxels) if self.edge_voxels > 0 else mask
+        edge = (mask & ~interior)[mask].astype(np.float64)
+        bg = EDGE_BACKGROUND_PRIOR * edge
+        prior = np.concatenate([bg[None], spatial * (1.0 - bg)[None]]) + 1e-4
+        x = data[mask]
+        # start from the posterior-weighted class means (T1 defaults for an empty class)
+        weights = post.sum(axis=1)
+        defaults = (0.2, 0.6, 1.0)
+        means = tuple(float(post[k] @ x / weights[k]) if weights[k] > 0 else defaults[k] for k in range(3))
+        fit = fit_partial_volume(x, prior, means)
+        out = {}
+        for k, t in enumerate(TISSUES):
+            vol = np.zeros(data.shape, dtype=np.float32)
+            vol[mask] = fit.fractions[k + 1]
+            out[t] = vol
+        return out
+
+    def segment(self, image: nib.Nifti1Image, mask: np.ndarray | None = None) -> Segmentation:
+        data = image_data(image)
+        mask = check_mask(mask, data, self.mask_threshold)
+        priors, ventricle_region = mni_atlas(image.affine, data.shape)
+        posteriors = self.posteriors(data, image.affine, mask, priors)
+        labels = labels_from_probabilities(posteriors, mask)
+        fractions = self.fractions(data, mask, priors, posteriors) if self.partial_volume else None
+        amounts = fractions if fractions is not None else posteriors
+        voxel_ml = voxel_volume_ml(image.affine)
+        ventricles = float(np.sum(amounts["csf"][ventricle_region & mask], dtype=np.float64)) * voxel_ml
+        return Segmentation(
+            probabilities=posteriors,
+            labels=labels,
+            volumes_ml=tissue_volumes(amounts, voxel_ml, ventricles),
+            fractions=fractions,
+        )

@@ -1,0 +1,53 @@
+"""Checksums of weight files: a configured model is used only if its sha256 matches the configuration."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from morphgen.errors import ChecksumError, ConfigError
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+def sha256sum(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (weights can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(
+    path: str | Path, expected: str | None, what: str, *, allow_unverified: bool = False
+) -> str:
+    """Check that ``path`` has the sha256 ``expected``; return the actual digest.
+
+    ``what`` says what the file is for (e.g. "ONNX segmentation model (segmentation.onnx_model)"); every
+    error names it with the file. Raises :class:`ConfigError` when the file does not exist and
+    :class:`ChecksumError` when the digest differs, is malformed, or is missing (``expected`` None), unless
+    ``allow_unverified`` is set: weights of unknown origin are refused by default.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what}: weights file {path} does not exist")
+    actual = sha256sum(path)
+    if expected is None:
+        if allow_unverified:
+            return actual
+        raise ChecksumError(
+            f"{what}: refusing unverified weights {path}: no sha256 is configured "
+            f"(the file's sha256 is {actual}; put it in the configuration after checking where it came from)"
+        )
+    wanted = expected.strip().lower().removeprefix("sha256:")
+    if not _HEX64.match(wanted):
+        raise ChecksumError(f"{what}: the configured sha256 {expected!r} for {path} is not 64 hex digits")
+    if wanted != actual:
+        raise ChecksumError(
+            f"{what}: sha256 mismatch for {path}: expected {wanted}, actual {actual} "
+            "(wrong or corrupted file, or the configuration names another version)"
+        )
+    return actual
