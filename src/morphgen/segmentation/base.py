@@ -25,7 +25,7 @@ class Segmentation:
 
     probabilities: ``csf``, ``gm``, ``wm`` maps in [0, 1] (the back-end's posteriors).
     labels: uint8, 0 background, 1 csf, 2 gm, 3 wm.
-    volumes_ml: ``gm``, ``wm``, ``csf``, ``ventricles`` (NaN if not measured), ``brain`` (parenchyma, = gm + wm),
+    volumes_ml: ``gm``, ``wm``, ``csf``, ``ventricles`` (NaN if not measured), ``brain`` (gm + wm),
     then any regional volumes of the back-end, all in ml of the image's space (MNI for morphgen's grids).
     fractions: partial-volume fractions the volumes were summed from, when the back-end estimates them.
     """
