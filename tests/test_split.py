@@ -29,7 +29,9 @@ def test_split_is_seeded_and_order_free():
 
 def test_quantile_groups_are_first_and_last_bins():
     ages = pd.Series(np.arange(100, dtype=float), index=[f"s{i}" for i in range(100)])
-    groups = assign_subpopulation(ages, "age", {"covariate": "age", "quantiles": 5, "names": ["young", "old"]})
+    groups = assign_subpopulation(
+        ages, "age", {"covariate": "age", "quantiles": 5, "names": ["young", "old"]}
+    )
     assert set(ages[groups == "age-young"]) == set(range(0, 20))
     assert set(ages[groups == "age-old"]) == set(range(80, 100))
     assert (groups == "").sum() == 60

@@ -33,13 +33,18 @@ def test_lint_is_clean(tmp_path):
 
 def _config_args(results: Path) -> list[str]:
     return [
-        "--configfile", str(REPO / "config.yaml"), str(REPO / "tests/data/config_e2e.yaml"),
-        "--config", f"results={results}",
+        "--configfile",
+        str(REPO / "config.yaml"),
+        str(REPO / "tests/data/config_e2e.yaml"),
+        "--config",
+        f"results={results}",
     ]
 
 
 def test_invalid_config_is_refused(tmp_path):
-    proc = _snakemake(tmp_path, *_config_args(tmp_path / "r"), "input={'source': 'nowhere'}", "-n", check=False)
+    proc = _snakemake(
+        tmp_path, *_config_args(tmp_path / "r"), "input={'source': 'nowhere'}", "-n", check=False
+    )
     assert proc.returncode != 0
     assert "source" in proc.stdout + proc.stderr
 

@@ -60,7 +60,9 @@ def load_volume(path: str | Path, subject: str | None = None) -> nib.Nifti1Image
     try:
         data = np.asanyarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # truncated gzip or short data block
-        raise SubjectError(subject, path, f"image data cannot be read, the file may be truncated ({exc})") from exc
+        raise SubjectError(
+            subject, path, f"image data cannot be read, the file may be truncated ({exc})"
+        ) from exc
     if min(data.shape) < 2:
         raise SubjectError(subject, path, f"volume has a degenerate shape {data.shape}")
     if not np.all(np.isfinite(data)):

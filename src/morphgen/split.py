@@ -1,4 +1,4 @@
-"""Seeded train/test split and sub-populations (first vs last quantile, or levels of a categorical covariate)."""
+"""Seeded train/test split and sub-populations (first vs last quantile, or levels of a category)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def assign_subpopulation(values: pd.Series, key: str, entry: dict) -> pd.Series:
         x = pd.to_numeric(values, errors="coerce")
         if x.isna().any():
             bad = list(values.index[x.isna()])
-            raise ConfigError(f"sub-population {key!r}: covariate {entry['covariate']!r} is not numeric for {bad}")
+            raise ConfigError(
+                f"sub-population {key!r}: covariate {entry['covariate']!r} is not numeric for {bad}"
+            )
         q = int(entry["quantiles"])
         lo, hi = np.quantile(x.to_numpy(dtype=float), [1.0 / q, 1.0 - 1.0 / q])
         out[x <= lo] = f"{key}-{names[0]}"
@@ -53,7 +55,9 @@ def make_split(subjects: pd.DataFrame, split_cfg: dict, subpop_cfg: dict) -> pd.
     table["split"] = assign_split(list(table.index), split_cfg["test_fraction"], split_cfg["seed"])
     for key, entry in subpop_cfg.items():
         if entry["covariate"] not in table.columns:
-            raise ConfigError(f"sub-population {key!r} needs covariate {entry['covariate']!r}, absent from the sheet")
+            raise ConfigError(
+                f"sub-population {key!r} needs covariate {entry['covariate']!r}, absent from the sheet"
+            )
         table[f"subpop_{key}"] = assign_subpopulation(table[entry["covariate"]], key, entry)
         for name in entry["names"]:
             members = table[table[f"subpop_{key}"] == f"{key}-{name}"]

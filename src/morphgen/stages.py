@@ -19,7 +19,9 @@ def read_input_subjects(input_cfg: dict, sheet_path: str | Path) -> pd.DataFrame
     return read_subjects(input_cfg)
 
 
-def check_inputs(input_cfg: dict, subpop_cfg: dict, sheet_path: str | Path, out_qc: str | Path) -> pd.DataFrame:
+def check_inputs(
+    input_cfg: dict, subpop_cfg: dict, sheet_path: str | Path, out_qc: str | Path
+) -> pd.DataFrame:
     """Input QC table: every subject ok or excluded with a reason (fails fast when on_error is 'fail')."""
     from morphgen.cohort.sheet import required_covariates
     from morphgen.cohort.validate import check_subjects
@@ -98,7 +100,9 @@ def subpop_of(path: str | Path) -> str:
     return p.name.removesuffix(".tsv") if p.suffix == ".tsv" else p.parent.name
 
 
-def fidelity_inputs(subpops: list[str], member_tsvs: list[str], real_paths: list[str], synth_paths: list[str]):
+def fidelity_inputs(
+    subpops: list[str], member_tsvs: list[str], real_paths: list[str], synth_paths: list[str]
+):
     """Real and synthetic image stacks per sub-population, for Table 1."""
     real_by_id = image_map(real_paths)
     real, synthetic = {}, {}

@@ -17,7 +17,7 @@ VENTRICLE_BOX_MM = ((-32.0, 32.0), (-50.0, 35.0), (-8.0, 35.0))
 
 @functools.lru_cache(maxsize=1)
 def mni_1mm() -> dict[str, np.ndarray]:
-    """T1 (scaled to [0, 1]), GM, WM, CSF probabilities, brain mask and ventricles on the 1 mm template grid."""
+    """T1 (scaled to [0, 1]), GM, WM, CSF probabilities, brain mask and ventricles on the 1 mm grid."""
     from nilearn import datasets
 
     t1_img = datasets.load_mni152_template(resolution=1)
