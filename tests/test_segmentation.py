@@ -453,6 +453,23 @@ def test_segment_files_names_the_subject_and_file_that_failed(tmp_path):
     data[2, 2, 2] = 10.0
     nib.save(grid.image(data), bad)
     with pytest.raises(SubjectError) as err:
-        segment_files({"sub-07": bad}, FixedSegmenter(), tmp_path / "v.tsv", progress=False)
+        segment_files({"sub-07": bad}, FixedSegmenter(), tmp_path / "v.tsv", progress=False, on_error="raise")
     assert "sub-07" in str(err.value) and str(bad) in str(err.value) and "out of range" in str(err.value)
     assert not (tmp_path / "v.tsv").exists()
+
+
+def test_segment_files_records_a_failed_image_and_keeps_the_others(tmp_path):
+    grid = Grid(4.0, (6, 8, 5))
+    good, blank = tmp_path / "sample-0000.nii.gz", tmp_path / "sample-0001.nii.gz"
+    data = np.zeros(grid.shape, dtype=np.float32)
+    nib.save(grid.image(data), blank)  # a blank synthetic sample
+    data[1:3, 2:5, 1:4] = 1.0
+    nib.save(grid.image(data), good)
+    table = segment_files(
+        {"sample-0000": good, "sample-0001": blank}, FixedSegmenter(), tmp_path / "v.tsv", progress=False
+    )
+    assert table["gm_ml"].iloc[0] == 18.0 and np.isnan(table["gm_ml"].iloc[1])
+    assert (
+        "sample-0001" in table["segmentation_error"].iloc[1]
+        and "empty" in table["segmentation_error"].iloc[1]
+    )

@@ -58,5 +58,19 @@ def test_missing_covariate_is_named():
 
 def test_too_few_training_subjects_is_an_error():
     cfg = {"age": {"covariate": "age", "quantiles": 10, "names": ["young", "old"]}}
-    with pytest.raises(ConfigError, match="training subjects"):
+    with pytest.raises(ConfigError, match="1 training and"):
         make_split(_subjects(n=12), {"test_fraction": 0.5, "seed": 0}, cfg)
+
+
+def test_stratified_split_gives_every_subpopulation_held_out_subjects():
+    cfg = {
+        "age": {"covariate": "age", "quantiles": 2, "names": ["young", "old"]},
+        "diagnosis": {"covariate": "group", "levels": ["CN", "AD"], "names": ["cn", "ad"]},
+    }
+    for seed in range(20):
+        subjects = _subjects(n=12, seed=seed)
+        subjects["group"] = ["CN", "AD"] * 6  # both groups big enough for 2 training + 1 held-out
+        table = make_split(subjects, {"test_fraction": 0.25, "seed": seed}, cfg)
+        assert (table["split"] == "test").sum() == 3
+        for subpop in ("age-young", "age-old", "diagnosis-cn", "diagnosis-ad"):
+            assert set(members(table, subpop)["split"]) == {"train", "test"}, (seed, subpop)

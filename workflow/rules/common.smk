@@ -76,6 +76,12 @@ def preprocessed_images(split=None):
     return _inputs
 
 
+def preprocessed_masks(wildcards):
+    return [
+        f"{R}/preprocessed/{s}/{s}_space-MNI152_desc-brain_mask.nii.gz" for s in subject_ids()
+    ]
+
+
 def all_samples(wildcards):
     return expand(f"{R}/samples/{{subpop}}/{{sample}}.nii.gz", subpop=SUBPOPS, sample=SAMPLE_IDS)
 

@@ -5,6 +5,7 @@ rule segment_real:
     """GM/WM/CSF/ventricle volumes (ml, MNI space) of every preprocessed real image."""
     input:
         images=preprocessed_images(),
+        masks=preprocessed_masks,
     output:
         volumes=f"{R}/volumes/real.tsv",
         labels=directory(f"{R}/segmentation/real"),

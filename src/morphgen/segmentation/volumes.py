@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,8 @@ from morphgen.errors import SubjectError
 from morphgen.nifti import load_volume, save_volume
 from morphgen.segmentation.base import CORE_VOLUMES, Segmentation, Segmenter
 from morphgen.tsv import write_tsv
+
+LOG = logging.getLogger(__name__)
 
 ID_COLUMN = "participant_id"
 LABELS_DESCRIPTION = "morphgen tissue labels: 0 background, 1 csf, 2 gm, 3 wm"
@@ -40,13 +43,16 @@ def segment_files(
     out_label_dir: str | Path | None = None,
     progress: bool = True,
     masks: Mapping[str, str | Path] | None = None,
+    on_error: str = "record",
 ) -> pd.DataFrame:
     """Segment every image (id -> path) and write the volumes TSV atomically; return the table.
 
     The id column is ``participant_id`` for real subjects and synthetic samples alike (the value is the sample
     id). Label maps (uint8, 0 bg / 1 csf / 2 gm / 3 wm, the image's affine) go to
     ``out_label_dir/<id>_dseg.nii.gz`` when a folder is given. ``masks`` (id -> brain mask file) is optional;
-    images without one get a mask derived from the image. A failure names the subject and its file.
+    images without one get a mask derived from the image. A failure names the subject and its file: with
+    ``on_error="record"`` (default) its volumes are NaN and the reason is in the ``segmentation_error`` column
+    (e.g. a blank synthetic sample), so one image does not lose the others; ``"raise"`` stops at it.
     """
     if out_label_dir is not None:
         Path(out_label_dir).mkdir(parents=True, exist_ok=True)
@@ -54,16 +60,23 @@ def segment_files(
     for subject_id, path in tqdm(
         images.items(), desc="segmenting", unit="image", file=sys.stderr, disable=not progress
     ):
-        image = load_volume(path, subject=subject_id)
-        mask = None
-        if masks is not None and subject_id in masks:
-            mask = np.asanyarray(load_volume(masks[subject_id], subject=subject_id).dataobj) > 0.5
         try:
-            seg = segmenter.segment(image, mask)
-        except SubjectError:
-            raise
-        except Exception as exc:  # any back-end failure: say whose image it was
-            raise SubjectError(subject_id, path, f"segmentation failed: {exc}") from exc
+            image = load_volume(path, subject=subject_id)
+            mask = None
+            if masks is not None and subject_id in masks:
+                mask = np.asanyarray(load_volume(masks[subject_id], subject=subject_id).dataobj) > 0.5
+            try:
+                seg = segmenter.segment(image, mask)
+            except SubjectError:
+                raise
+            except Exception as exc:  # any back-end failure: say whose image it was
+                raise SubjectError(subject_id, path, f"segmentation failed: {exc}") from exc
+        except SubjectError as exc:
+            if on_error == "raise":
+                raise
+            LOG.warning("%s", exc)
+            rows.append({ID_COLUMN: subject_id, "segmentation_error": str(exc)})
+            continue
         if out_label_dir is not None:
             save_volume(
                 label_path(out_label_dir, subject_id),
