@@ -1,0 +1,377 @@
+"""Training the VQ-VAE with its PatchGAN discriminator: resumable, deterministic on CPU for a given seed.
+
+Determinism: network initialisation comes from ``torch.manual_seed(seed)``; the data order of epoch ``e`` and
+the augmentation of subject ``i`` in epoch ``e`` come from numpy generators seeded with ``(seed, e[, i])``, so
+they do not depend on where a run was interrupted; torch's random state is checkpointed. A run resumed from
+``checkpoints/last.pt`` therefore ends with exactly the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from morphgen.errors import ConfigError
+from morphgen.models.base import LAST_CHECKPOINT, LOSS_PNG, LOSS_TSV, MODEL_FILE
+from morphgen.models.checkpoint import (
+    load_weights_only,
+    rng_state,
+    save_atomic,
+    save_autoencoder,
+    set_rng_state,
+)
+from morphgen.models.data import VolumeAugmentation, VolumeDataset, seed_for, torch_generator
+from morphgen.models.losses import (
+    ReconstructionLoss,
+    adversarial_criterion,
+    build_perceptual_loss,
+    discriminator_loss,
+    generator_adversarial_loss,
+)
+from morphgen.models.vqvae import build_discriminator, build_vqvae, network_config, restart_dead_codes
+from morphgen.nifti import atomic_output
+
+CHECKPOINT_FORMAT = "morphgen-vqvae-checkpoint-1"
+# Codebook entries whose EMA usage (tokens per step) falls below this are restarted on encoder outputs;
+# model.autoencoder.dead_code_threshold overrides it, 0 turns restarts off (MONAI / the paper as published).
+DEAD_CODE_THRESHOLD = 0.01
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Optimisation settings from ``config['model']['autoencoder']``."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    lr_decay: float
+    disc_lr: float
+    l1_weight: float
+    fft_weight: float
+    adversarial_weight: float
+    adversarial_start_epoch: int
+    dead_code_threshold: float = DEAD_CODE_THRESHOLD
+
+    @classmethod
+    def from_config(cls, ae_cfg: dict) -> TrainingSettings:
+        try:
+            settings = cls(
+                epochs=int(ae_cfg["epochs"]),
+                batch_size=int(ae_cfg["batch_size"]),
+                lr=float(ae_cfg["lr"]),
+                lr_decay=float(ae_cfg["lr_decay"]),
+                disc_lr=float(ae_cfg["disc_lr"]),
+                l1_weight=float(ae_cfg["l1_weight"]),
+                fft_weight=float(ae_cfg["fft_weight"]),
+                adversarial_weight=float(ae_cfg["adversarial_weight"]),
+                adversarial_start_epoch=int(ae_cfg["adversarial_start_epoch"]),
+                dead_code_threshold=float(ae_cfg.get("dead_code_threshold", DEAD_CODE_THRESHOLD)),
+            )
+        except KeyError as exc:
+            raise ConfigError(f"model.autoencoder.{exc.args[0]} is missing from the configuration") from None
+        if settings.epochs < 1 or settings.batch_size < 1:
+            raise ConfigError("model.autoencoder: epochs and batch_size must be at least 1")
+        if not 0 < settings.lr_decay <= 1:
+            raise ConfigError(f"model.autoencoder.lr_decay must lie in (0, 1], got {settings.lr_decay}")
+        return settings
+
+    def adversarial_on(self, epoch: int) -> bool:
+        """Whether the GAN terms are used in (0-based) ``epoch``: after the reconstruction-only warm-up."""
+        return self.adversarial_weight > 0 and epoch >= self.adversarial_start_epoch
+
+
+class AutoencoderTrainer:
+    """Owns the networks, optimisers and schedulers of one training run in ``out_dir``.
+
+    Args:
+        train_images / val_images: preprocessed volumes on the working grid (val may be empty).
+        ae_cfg: ``config['model']['autoencoder']``.
+        out_dir: where model.pt, checkpoints/last.pt, loss.tsv and loss.png go.
+        seed: ``config['model']['seed']``.
+    """
+
+    def __init__(
+        self, train_images: list[Path], val_images: list[Path], ae_cfg: dict, out_dir: Path, seed: int
+    ):
+        self.settings = TrainingSettings.from_config(ae_cfg)
+        self.out_dir = Path(out_dir)
+        self.seed = int(seed)
+        augment = VolumeAugmentation(ae_cfg.get("augment"))
+        self.train_data = VolumeDataset(train_images, augment=augment if augment.enabled else None)
+        self.val_data = VolumeDataset(val_images) if val_images else None
+        if self.val_data is not None and self.val_data.shape != self.train_data.shape:
+            raise ConfigError(
+                f"validation volumes have shape {self.val_data.shape}, "
+                f"training volumes {self.train_data.shape}"
+            )
+        self.network = network_config(ae_cfg, self.train_data.shape)
+        perceptual, perceptual_weight = build_perceptual_loss(ae_cfg.get("perceptual"))
+
+        torch.manual_seed(self.seed)
+        self.vqvae = build_vqvae(self.network)
+        self.disc = build_discriminator(self.network)
+        self.recon_loss = ReconstructionLoss(
+            self.settings.l1_weight, self.settings.fft_weight, perceptual, perceptual_weight
+        )
+        self.adv_criterion = adversarial_criterion()
+        trainable = [
+            p for p in self.vqvae.parameters() if p.requires_grad
+        ]  # the EMA codebook has no gradient
+        self.opt_g = torch.optim.Adam(trainable, lr=self.settings.lr)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=self.settings.disc_lr)
+        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=self.settings.lr_decay)
+        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=self.settings.lr_decay)
+        self.epoch = 0  # epochs completed
+        self.step = 0  # generator updates completed
+        self.history: list[dict[str, float]] = []
+
+    # ---- checkpoints -------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / LAST_CHECKPOINT
+
+    def state(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "network": self.network,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "step": self.step,
+            "autoencoder": self.vqvae.state_dict(),
+            "discriminator": self.disc.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "rng": rng_state(),
+            "history": self.history,
+        }
+
+    def resume(self) -> bool:
+        """Load ``checkpoints/last.pt`` if it exists; refuse one made with another network or seed."""
+        path = self.checkpoint_path
+        if not path.exists():
+            return False
+        state = load_weights_only(path, "checkpoint")
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(
+                f"checkpoint {path} has format {state.get('format')!r}; delete it to start again"
+            )
+        if state["network"] != self.network or state["seed"] != self.seed:
+            raise ConfigError(
+                f"checkpoint {path} was made with another network configuration or seed; delete it to start "
+                "again with the current configuration"
+            )
+        self.vqvae.load_state_dict(state["autoencoder"])
+        self.disc.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        set_rng_state(state["rng"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state["history"])
+        return True
+
+    # ---- one epoch -----------------------------------------------------------------------------------------
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        order = np.random.default_rng(seed_for(self.seed, "order", epoch)).permutation(len(self.train_data))
+        size = self.settings.batch_size
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    def train_epoch(self, bar: tqdm | None = None) -> dict[str, float]:
+        """One pass over the training set: mean of each loss term, codebook entries used and restarted."""
+        epoch = self.epoch
+        adversarial = self.settings.adversarial_on(epoch)
+        self.vqvae.train()
+        self.disc.train()
+        sums: dict[str, float] = {}
+        batches = self._batches(epoch)
+        used = torch.zeros(self.network["codebook_size"], dtype=torch.bool)
+        restarts = 0
+        for indices in batches:
+            rngs = None
+            if self.train_data.augment is not None:
+                rngs = [np.random.default_rng(seed_for(self.seed, "augment", epoch, int(i))) for i in indices]
+            images = self.train_data.batch(indices, rngs)
+
+            self.opt_g.zero_grad(set_to_none=True)
+            # VQVAE.forward, unrolled to keep the encoder outputs for codebook restarts
+            encodings = self.vqvae.encode(images)
+            quantised, quantisation = self.vqvae.quantize(encodings)
+            recon = self.vqvae.decode(quantised)
+            loss_g, terms = self.recon_loss(recon, images)
+            loss_g = loss_g + quantisation
+            terms["quantisation"] = quantisation
+            if adversarial:
+                gen_adv = generator_adversarial_loss(self.adv_criterion, self.disc(recon)[-1])
+                loss_g = loss_g + self.settings.adversarial_weight * gen_adv
+                terms["generator_adversarial"] = gen_adv
+            loss_g.backward()
+            self.opt_g.step()
+            self.sched_g.step()
+            with torch.no_grad():
+                used |= torch.bincount(
+                    self.vqvae.quantizer.quantizer.quantize(encodings)[2].flatten(),
+                    minlength=len(used),
+                ).bool()
+            if self.settings.dead_code_threshold > 0:
+                generator = torch_generator(self.seed, "restart", self.step)
+                restarts += restart_dead_codes(
+                    self.vqvae, encodings, self.settings.dead_code_threshold, generator
+                )
+
+            if adversarial:
+                self.opt_d.zero_grad(set_to_none=True)
+                loss_d = discriminator_loss(
+                    self.adv_criterion, self.disc(recon.detach())[-1], self.disc(images)[-1]
+                )
+                (self.settings.adversarial_weight * loss_d).backward()
+                self.opt_d.step()
+                self.sched_d.step()
+                terms["discriminator"] = loss_d
+            terms["total"] = loss_g
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            self.step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_g.detach()):.4f}")
+        means = {key: value / len(batches) for key, value in sums.items()}
+        return {**means, "codes_used": int(used.sum()), "codes_restarted": restarts}
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean reconstruction terms on the validation set (eval mode: the codebook is not updated)."""
+        if self.val_data is None:
+            return {}
+        self.vqvae.eval()
+        sums: dict[str, float] = {}
+        n = len(self.val_data)
+        size = self.settings.batch_size
+        for start in range(0, n, size):
+            images = self.val_data.batch(range(start, min(n, start + size)))
+            recon, quantisation = self.vqvae(images)
+            total, terms = self.recon_loss(recon, images)
+            terms["quantisation"] = quantisation
+            terms["total"] = total + quantisation
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value) * len(images)
+        self.vqvae.train()
+        return {key: value / n for key, value in sums.items()}
+
+    # ---- the run -------------------------------------------------------------------------------------------
+    def fit(self, progress: bool = True) -> Path:
+        """Train (resuming if possible) to ``epochs``; returns the path of ``model.pt``."""
+        self.resume()
+        steps_per_epoch = len(self._batches(0))
+        bar = tqdm(
+            total=self.settings.epochs * steps_per_epoch,
+            initial=min(self.step, self.settings.epochs * steps_per_epoch),
+            desc="VQ-VAE training steps",
+            disable=not progress,
+            unit="step",
+        )
+        with bar:
+            while self.epoch < self.settings.epochs:
+                started = time.perf_counter()
+                train = self.train_epoch(bar)
+                val = self.validate()
+                self.epoch += 1
+                row = {"epoch": self.epoch, "step": self.step, "lr": self.sched_g.get_last_lr()[0]}
+                row.update(train)
+                row.update({f"val_{key}": value for key, value in val.items()})
+                row["seconds"] = time.perf_counter() - started
+                self.history.append(row)
+                save_atomic(self.state(), self.checkpoint_path)
+                write_loss_table(self.history, self.out_dir / LOSS_TSV)
+                plot_losses(self.history, self.out_dir / LOSS_PNG)
+        info = {"epochs": self.epoch, "steps": self.step, "seed": self.seed, "n_train": len(self.train_data)}
+        if not (self.out_dir / LOSS_TSV).exists():  # resumed from a finished checkpoint
+            write_loss_table(self.history, self.out_dir / LOSS_TSV)
+            plot_losses(self.history, self.out_dir / LOSS_PNG)
+        return save_autoencoder(self.out_dir / MODEL_FILE, self.vqvae, self.disc, self.network, info)
+
+
+LOSS_COLUMNS = (
+    "epoch",
+    "step",
+    "lr",
+    "l1",
+    "spectral",
+    "perceptual",
+    "quantisation",
+    "generator_adversarial",
+    "discriminator",
+    "total",
+    "val_l1",
+    "val_spectral",
+    "val_perceptual",
+    "val_quantisation",
+    "val_total",
+    "codes_used",
+    "codes_restarted",
+    "seconds",
+)
+
+
+def write_loss_table(history: list[dict[str, float]], path: Path) -> None:
+    """loss.tsv: one row per epoch; terms that were not computed (no GAN yet, no val set) are ``nan``."""
+    columns = [c for c in LOSS_COLUMNS if any(c in row for row in history) or c in ("epoch", "step")]
+    lines = ["\t".join(columns)]
+    for row in history:
+        cells = []
+        for c in columns:
+            value = row.get(c, math.nan)
+            integer = c in ("epoch", "step", "codes_used", "codes_restarted")
+            cells.append(str(int(value)) if integer else f"{value:.6g}")
+        lines.append("\t".join(cells))
+    with atomic_output(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def plot_losses(history: list[dict[str, float]], path: Path) -> None:
+    """loss.png: reconstruction terms (train and validation) and the adversarial terms per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_rec, ax_adv) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in ("total", "l1", "spectral", "quantisation", "val_total", "val_l1"):
+        values = [row.get(key, math.nan) for row in history]
+        if not all(math.isnan(v) for v in values):
+            ax_rec.plot(epochs, values, label=key, linestyle="--" if key.startswith("val_") else "-")
+    ax_rec.set_yscale("log")
+    ax_rec.set_xlabel("epoch")
+    ax_rec.set_title("reconstruction")
+    ax_rec.legend(fontsize=8)
+    for key in ("generator_adversarial", "discriminator"):
+        values = [row.get(key, math.nan) for row in history]
+        ax_adv.plot(epochs, values, label=key)
+    ax_adv.set_xlabel("epoch")
+    ax_adv.set_title("adversarial (least squares)")
+    ax_adv.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def train_autoencoder(
+    train_images: list[Path],
+    val_images: list[Path],
+    ae_cfg: dict,
+    out_dir: Path,
+    seed: int,
+    progress: bool = True,
+) -> Path:
+    """Train (or resume) the VQ-VAE in ``out_dir``; returns the path of ``model.pt``."""
+    return AutoencoderTrainer(train_images, val_images, ae_cfg, out_dir, seed).fit(progress=progress)

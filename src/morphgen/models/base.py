@@ -1,0 +1,123 @@
+"""The contract every model family fulfils, so that one set of Snakemake rules runs any of them.
+
+A *model family* is the pair "compression model + generative prior" (here a VQ-VAE with a transformer prior;
+later latent diffusion, a metamorphic VAE, a multi-level VQ-VAE). The workflow only ever talks to a family
+through the five methods below and the files they write, so adding a family means:
+
+1. subclass :class:`ModelFamily` in ``morphgen/models/families/<name>.py``;
+2. decorate it with ``@register_family("<name>")`` (``morphgen.models.registry``) and import the module in
+   ``morphgen/models/families/__init__.py``;
+3. read its hyper-parameters from ``config['model']`` (given to ``__init__``; ``config['model']['family']``
+   selects the family), raising :class:`morphgen.errors.ConfigError` for missing or inconsistent keys;
+4. honour every file contract stated in the method docstrings: the file names are fixed because the rules
+   name them. Writes must be atomic (``morphgen.nifti.atomic_output`` / ``save_volume``) and long loops must
+   show a tqdm bar on stderr unless ``progress=False``.
+
+What a family's "latent" file holds is its own business (tokens for a VQ-VAE, continuous latents for a
+diffusion model), as long as ``encode`` writes ``<subject>.npy`` and ``fit_prior`` reads those files.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+import numpy as np
+
+# File names shared by the workflow and every family.
+MODEL_FILE = "model.pt"
+LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
+LOSS_TSV = "loss.tsv"
+LOSS_PNG = "loss.png"
+SCORES_TSV = "scores.tsv"
+
+
+def sample_filename(rank: int) -> str:
+    """Name of the kept sample of the given rank (0 = best score)."""
+    return f"sample-{rank:04d}.nii.gz"
+
+
+class ModelFamily(abc.ABC):
+    """A compression model plus a prior over its latents, driven through files.
+
+    Args:
+        model_cfg: ``config['model']`` as read from config.yaml.
+    """
+
+    #: the name the family is registered under (set by ``register_family``)
+    name: str = ""
+
+    def __init__(self, model_cfg: dict):
+        self.model_cfg = model_cfg
+
+    @abc.abstractmethod
+    def fit_autoencoder(
+        self, train_images: list[Path], val_images: list[Path], out_dir: Path, progress: bool = True
+    ) -> None:
+        """Train the compression model on preprocessed volumes (float, [0, 1], on the working grid).
+
+        Writes ``out_dir/model.pt`` (final weights plus what is needed to rebuild the networks, loadable
+        with ``torch.load(weights_only=True)``), ``out_dir/checkpoints/last.pt`` (rewritten atomically every
+        epoch), ``out_dir/loss.tsv`` (one row per epoch: epoch, step, then one column per loss term) and
+        ``out_dir/loss.png``. A rerun after a crash resumes from ``last.pt``.
+        """
+
+    @abc.abstractmethod
+    def encode(
+        self,
+        model_path: Path,
+        images: dict[str, Path],
+        out_dir: Path,
+        augmented_copies: int,
+        progress: bool = True,
+    ) -> None:
+        """Encode each subject's volume into its latent representation.
+
+        Writes ``out_dir/<subject>.npy`` per subject: an array whose first axis is the copy
+        (``1 + augmented_copies``); copy 0 is the unaugmented volume, the others are seeded random
+        augmentations. Spatial axes are in RAS+ order, as the images are RAS+ on the working grid.
+        """
+
+    @abc.abstractmethod
+    def evaluate_reconstruction(
+        self,
+        model_path: Path,
+        images: dict[str, Path],
+        out_tsv: Path,
+        out_dir: Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        """Reconstruct held-out volumes and measure how close they are.
+
+        Writes ``out_tsv`` with columns subject, mae, psnr, msssim (one row per subject, then a row with
+        subject ``mean``); with ``out_dir``, also ``out_dir/<subject>.nii.gz`` reconstructions (float32,
+        the input's affine).
+        """
+
+    @abc.abstractmethod
+    def fit_prior(
+        self, latents: list[Path], val_latents: list[Path], out_dir: Path, progress: bool = True
+    ) -> None:
+        """Train the generative prior of one sub-population on the latent files written by :meth:`encode`.
+
+        Writes ``out_dir/model.pt``, ``out_dir/checkpoints/last.pt`` and ``out_dir/loss.tsv``; resumes.
+        """
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        model_path: Path,
+        prior_path: Path,
+        n_generate: int,
+        n_keep: int,
+        out_dir: Path,
+        affine: np.ndarray,
+        progress: bool = True,
+    ) -> None:
+        """Draw ``n_generate`` samples, keep the ``n_keep`` best by a quality score, write them.
+
+        Streaming: memory must not grow with ``n_generate``. Writes the kept samples, clipped to [0, 1], as
+        float32 NIfTI ``out_dir/sample-0000.nii.gz`` ... (rank 0 = highest score) with ``affine``, and
+        ``out_dir/scores.tsv`` with one row per generated sample: index, score, kept, file (empty if not
+        kept).
+        """

@@ -1,0 +1,74 @@
+"""Atomic checkpoints and the final autoencoder file, all loadable with ``torch.load(weights_only=True)``.
+
+Everything stored is tensors, numbers, strings, lists and dicts, so no pickled code runs when loading.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from monai.networks.nets import VQVAE, PatchDiscriminator
+
+from morphgen.errors import ConfigError
+from morphgen.models.vqvae import build_discriminator, build_vqvae
+from morphgen.nifti import atomic_output
+
+# bump when the content of model.pt changes in a way older readers cannot handle
+AUTOENCODER_FORMAT = "morphgen-vqvae-1"
+
+
+def save_atomic(obj: dict, path: Path) -> Path:
+    """``torch.save`` to a temporary file beside ``path`` and rename it into place."""
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def load_weights_only(path: Path, what: str) -> dict:
+    """``torch.load(path, weights_only=True)`` on CPU, with an error that names the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file
+        raise ConfigError(f"{what} {path} cannot be read ({exc}); delete it to start again") from exc
+
+
+def rng_state() -> dict:
+    """Torch's CPU random state (the only generator the training loop draws from implicitly)."""
+    return {"torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+
+
+def save_autoencoder(path: Path, vqvae: VQVAE, disc: PatchDiscriminator, network: dict, info: dict) -> Path:
+    """Write ``model.pt``: both networks' state dicts, the network config and training info."""
+    return save_atomic(
+        {
+            "format": AUTOENCODER_FORMAT,
+            "network": network,
+            "autoencoder": vqvae.state_dict(),
+            "discriminator": disc.state_dict(),
+            "info": info,
+        },
+        path,
+    )
+
+
+def load_autoencoder(path: Path) -> tuple[VQVAE, PatchDiscriminator, dict]:
+    """Rebuild the VQ-VAE and discriminator from ``model.pt``, in eval mode: (vqvae, disc, network config)."""
+    blob = load_weights_only(path, "autoencoder file")
+    if blob.get("format") != AUTOENCODER_FORMAT:
+        raise ConfigError(
+            f"autoencoder file {path} has format {blob.get('format')!r}, expected {AUTOENCODER_FORMAT}"
+        )
+    network = blob["network"]
+    vqvae = build_vqvae(network)
+    vqvae.load_state_dict(blob["autoencoder"])
+    disc = build_discriminator(network)
+    disc.load_state_dict(blob["discriminator"])
+    return vqvae.eval(), disc.eval(), network

@@ -1,0 +1,104 @@
+"""VQ-VAE token grids: encoding subjects (with seeded augmented copies) and reading them back for the prior.
+
+A latent file ``<subject>.npy`` holds an int16/int32 array (copies, h, w, d); copy 0 is the unaugmented
+volume. The spatial axes follow the image axes, which are RAS+ on the working grid, so flattening a copy in C
+order gives the raster order the prior models (Tudosiu et al. 2022, appendix 6.2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.networks.nets import VQVAE
+from tqdm import tqdm
+
+from morphgen.errors import SubjectError
+from morphgen.models.data import VolumeAugmentation, VolumeDataset, seed_for
+from morphgen.models.vqvae import token_dtype
+from morphgen.nifti import atomic_output
+
+
+@torch.no_grad()
+def encode_tokens(vqvae: VQVAE, images: torch.Tensor) -> torch.Tensor:
+    """Codebook indices (B, h, w, d) of a (B, 1, X, Y, Z) batch; the model must be in eval mode.
+
+    (MONAI's ``index_quantize`` runs the EMA quantiser, which would update the codebook in training mode.)
+    """
+    if vqvae.training:
+        raise RuntimeError("encode_tokens needs the VQ-VAE in eval mode (training mode updates the codebook)")
+    return vqvae.index_quantize(images)
+
+
+@torch.no_grad()
+def decode_tokens(vqvae: VQVAE, tokens: torch.Tensor) -> torch.Tensor:
+    """Images (B, 1, X, Y, Z) decoded from codebook indices (B, h, w, d)."""
+    return vqvae.decode_samples(tokens.long())
+
+
+def encode_subjects(
+    vqvae: VQVAE,
+    images: dict[str, Path],
+    out_dir: Path,
+    augmented_copies: int,
+    augment: VolumeAugmentation,
+    seed: int,
+    batch_size: int = 4,
+    progress: bool = True,
+) -> list[Path]:
+    """Write ``out_dir/<subject>.npy`` for every subject; returns the paths written.
+
+    Copy ``k >= 1`` of a subject is augmented with a generator seeded by (seed, subject, k), so it does not
+    depend on which other subjects are encoded or in which order.
+    """
+    vqvae.eval()
+    codebook_size = vqvae.num_embeddings
+    dtype = token_dtype(codebook_size)
+    subjects = list(images)
+    data = VolumeDataset([images[s] for s in subjects], subjects, cache=False, augment=augment)
+    out_dir = Path(out_dir)
+    written = []
+    for index, subject in enumerate(tqdm(subjects, desc="encoding subjects", disable=not progress)):
+        copies = []
+        for copy in range(1 + int(augmented_copies)):
+            rng = None if copy == 0 else np.random.default_rng(seed_for(seed, "latents", subject, copy))
+            copies.append(data.get(index, rng))
+        tokens = []
+        for start in range(0, len(copies), batch_size):
+            batch = torch.stack(copies[start : start + batch_size])
+            tokens.append(encode_tokens(vqvae, batch).numpy())
+        array = np.concatenate(tokens).astype(dtype)
+        if array.min() < 0 or array.max() >= codebook_size:
+            raise SubjectError(subject, images[subject], "token index outside the codebook")
+        path = out_dir / f"{subject}.npy"
+        with atomic_output(path) as tmp:
+            np.save(tmp, array)
+        written.append(path)
+    return written
+
+
+def load_token_sequences(paths: list[Path], copies: str = "all") -> np.ndarray:
+    """Token sequences (N, L) for the prior: every copy of every file (``copies="all"``) or copy 0 only
+    (``"first"``), each flattened in C order. All files must share one latent shape."""
+    sequences = []
+    shape = None
+    for path in paths:
+        path = Path(path)
+        try:
+            array = np.load(path)
+        except Exception as exc:
+            raise SubjectError(path.stem, path, f"latent file cannot be read ({exc})") from exc
+        if array.ndim != 4 or not np.issubdtype(array.dtype, np.integer):
+            raise SubjectError(
+                path.stem, path, f"expected an integer array (copies, h, w, d), got {array.shape}"
+            )
+        if shape is None:
+            shape = array.shape[1:]
+        elif array.shape[1:] != shape:
+            raise SubjectError(path.stem, path, f"latent shape {array.shape[1:]} differs from {shape}")
+        chosen = array if copies == "all" else array[:1]
+        sequences.append(chosen.reshape(len(chosen), -1))
+    if not sequences:
+        raise ValueError("no latent files were given")
+    return np.concatenate(sequences).astype(np.int64)

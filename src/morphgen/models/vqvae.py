@@ -1,0 +1,174 @@
+"""The VQ-VAE and its PatchGAN discriminator (MONAI networks), built from a plain-dict network config.
+
+The network config is stored inside every checkpoint and ``model.pt`` so that a model rebuilds without
+config.yaml. Each level of ``channels`` is one stride-2, kernel-4 convolution (transposed in the decoder), as
+in Tudosiu et al. 2022, appendix 6.1, so the latent grid is the image grid divided by ``2 ** len(channels)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from monai.networks.nets import VQVAE, PatchDiscriminator
+
+from morphgen.errors import ConfigError
+
+NETWORK_KEYS = (
+    "channels",
+    "num_res_layers",
+    "num_res_channels",
+    "codebook_size",
+    "embedding_dim",
+    "commitment_cost",
+    "decay",
+    "disc_channels",
+    "disc_layers",
+)
+
+# stride, kernel, dilation, padding (+ output padding): halves / doubles an even side exactly
+DOWNSAMPLE = (2, 4, 1, 1)
+UPSAMPLE = (2, 4, 1, 1, 0)
+DISC_KERNEL = 4
+
+
+def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
+    """The plain-dict description of both networks, from ``config['model']['autoencoder']``.
+
+    Raises :class:`ConfigError` when a key is missing or the grid does not fit the number of levels.
+    """
+    missing = [k for k in NETWORK_KEYS if k not in ae_cfg]
+    if missing:
+        raise ConfigError(f"model.autoencoder: missing keys {missing}")
+    cfg = {
+        "channels": [int(c) for c in ae_cfg["channels"]],
+        "num_res_layers": int(ae_cfg["num_res_layers"]),
+        "num_res_channels": _per_level(
+            ae_cfg["num_res_channels"], len(ae_cfg["channels"]), "num_res_channels"
+        ),
+        "codebook_size": int(ae_cfg["codebook_size"]),
+        "embedding_dim": int(ae_cfg["embedding_dim"]),
+        "commitment_cost": float(ae_cfg["commitment_cost"]),
+        "decay": float(ae_cfg["decay"]),
+        "epsilon": float(ae_cfg.get("epsilon", 1e-5)),
+        "disc_channels": int(ae_cfg["disc_channels"]),
+        "disc_layers": int(ae_cfg["disc_layers"]),
+        "image_shape": [int(s) for s in image_shape],
+    }
+    if not cfg["channels"]:
+        raise ConfigError("model.autoencoder.channels: give at least one level")
+    if cfg["codebook_size"] < 2 or cfg["codebook_size"] > 2**31 - 2:
+        raise ConfigError(f"model.autoencoder.codebook_size: {cfg['codebook_size']} is out of range")
+    cfg["latent_shape"] = latent_shape(cfg["image_shape"], len(cfg["channels"]))
+    out = discriminator_output_shape(cfg["image_shape"], cfg["disc_layers"])
+    if min(out) < 1:
+        raise ConfigError(
+            f"model.autoencoder.disc_layers: {cfg['disc_layers']} layers shrink a {cfg['image_shape']} image "
+            f"to nothing; use fewer"
+        )
+    return cfg
+
+
+def _per_level(value: int | list[int], levels: int, key: str) -> int | list[int]:
+    """An int (same at every level) or one int per level."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != levels:
+            raise ConfigError(f"model.autoencoder.{key}: give one value or one per level ({levels})")
+        return [int(v) for v in value]
+    return int(value)
+
+
+def latent_shape(image_shape: list[int] | tuple[int, ...], levels: int) -> list[int]:
+    """Token grid of an image: each side divided by ``2 ** levels`` (sides must be divisible)."""
+    factor = 2**levels
+    bad = [s for s in image_shape if s % factor]
+    if bad:
+        raise ConfigError(
+            f"model.autoencoder.channels: {levels} stride-2 levels need every side of the grid "
+            f"{list(image_shape)} divisible by {factor}"
+        )
+    return [s // factor for s in image_shape]
+
+
+def discriminator_output_shape(image_shape: list[int] | tuple[int, ...], layers: int) -> list[int]:
+    """Patch grid of MONAI's PatchDiscriminator (kernel 4, padding 1): strides 2 x ``layers``, then 1, 1."""
+    strides = [2] * layers + [
+        1,
+        1,
+    ]  # initial conv + layers - 1 stride-2 convs, last layer and final conv stride 1
+    side = list(image_shape)
+    for stride in strides:
+        side = [math.floor((s + 2 - DISC_KERNEL) / stride) + 1 for s in side]
+    return side
+
+
+def build_vqvae(net: dict) -> VQVAE:
+    """MONAI VQVAE (3D, EMA codebook) described by a network config."""
+    levels = len(net["channels"])
+    return VQVAE(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=1,
+        channels=tuple(net["channels"]),
+        num_res_layers=net["num_res_layers"],
+        num_res_channels=tuple(net["num_res_channels"])
+        if isinstance(net["num_res_channels"], list)
+        else net["num_res_channels"],
+        downsample_parameters=(DOWNSAMPLE,) * levels,
+        upsample_parameters=(UPSAMPLE,) * levels,
+        num_embeddings=net["codebook_size"],
+        embedding_dim=net["embedding_dim"],
+        commitment_cost=net["commitment_cost"],
+        decay=net["decay"],
+        epsilon=net["epsilon"],
+        ddp_sync=False,  # single process; avoids touching torch.distributed
+    )
+
+
+def build_discriminator(net: dict) -> PatchDiscriminator:
+    """MONAI PatchDiscriminator (3D, least-squares GAN, raw outputs) described by a network config."""
+    return PatchDiscriminator(
+        spatial_dims=3,
+        channels=net["disc_channels"],
+        in_channels=1,
+        out_channels=1,
+        num_layers_d=net["disc_layers"],
+        kernel_size=DISC_KERNEL,
+    )
+
+
+def discriminator_score(disc: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Mean PatchGAN output per image (B,): higher means more real-looking."""
+    logits = disc(images)[-1]
+    return logits.flatten(1).mean(1)
+
+
+def token_dtype(codebook_size: int) -> type:
+    """Smallest signed integer type that holds every token index."""
+    return np.int16 if codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
+
+
+@torch.no_grad()
+def restart_dead_codes(
+    vqvae: VQVAE, encodings: torch.Tensor, threshold: float, generator: torch.Generator
+) -> int:
+    """Move codebook entries whose EMA usage fell below ``threshold`` onto random encoder outputs.
+
+    MONAI's EMA quantiser never revives an entry that no encoder output chose: with the paper's decay of 0.5
+    the demo's codebooks collapsed to 2-4 used entries of 256. Random restarts as in Jukebox (Dhariwal et al.
+    2020, sec. 3.1; the paper's spectral loss comes from there too) fix that. ``encodings`` are the encoder
+    outputs (B, C, h, w, d) of the step just taken; usage is in tokens per step. Returns the number restarted.
+    """
+    quantizer = vqvae.quantizer.quantizer
+    dead = quantizer.ema_cluster_size < threshold
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return 0
+    flat = encodings.detach().float().movedim(1, -1).reshape(-1, quantizer.embedding_dim)
+    chosen = flat[torch.randint(len(flat), (n_dead,), generator=generator)]
+    # usage 1 and ema_w = vector keep ema_w / usage (what the next EMA update divides) equal to the vector
+    quantizer.ema_cluster_size[dead] = 1.0
+    quantizer.ema_w[dead] = chosen
+    quantizer.embedding.weight[dead] = chosen
+    return n_dead

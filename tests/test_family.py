@@ -1,0 +1,231 @@
+"""The model-family interface: registry, and the VQ-VAE + transformer family driven through its files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from morphgen.errors import ConfigError
+from morphgen.models import ModelFamily, available_families, build_family, get_family, register_family
+from morphgen.models.checkpoint import load_autoencoder
+from morphgen.models.data import VolumeDataset
+from morphgen.models.families.vqvae_transformer import VQVAETransformerFamily, msssim_kernel_size
+from morphgen.models.registry import _FAMILIES
+from morphgen.models.vqvae import discriminator_score
+from morphgen.nifti import save_volume
+from morphgen.space import Grid
+
+torch.set_num_threads(1)
+
+# MS-SSIM (5 scales) needs sides >= 32; three levels give a 4 x 5 x 4 token grid
+GRID = Grid(4.0, (32, 40, 32))
+CONFIG_YAML = Path(__file__).resolve().parents[1] / "config.yaml"
+
+MODEL_CFG = {
+    "family": "vqvae_transformer",
+    "seed": 0,
+    "autoencoder": {
+        "channels": [4, 4, 4],
+        "num_res_layers": 1,
+        "num_res_channels": 4,
+        "codebook_size": 16,
+        "embedding_dim": 4,
+        "commitment_cost": 0.25,
+        "decay": 0.5,
+        "epochs": 1,
+        "batch_size": 3,
+        "lr": 1e-3,
+        "lr_decay": 0.999,
+        "disc_lr": 5e-4,
+        "disc_channels": 4,
+        "disc_layers": 2,
+        "l1_weight": 1.0,
+        "fft_weight": 1.0,
+        "adversarial_weight": 0.01,
+        "adversarial_start_epoch": 0,
+        "perceptual": {"weights": None},
+    },
+    "latents": {"augmented_copies": 1},
+    "prior": {
+        "layers": 1,
+        "d_model": 16,
+        "heads": 2,
+        "dropout": 0.0,
+        "epochs": 1,
+        "batch_size": 4,
+        "lr": 1e-3,
+    },
+    "sampling": {"n_generate": 7, "keep_fraction": 0.4, "temperature": 1.0, "top_k": None, "batch_size": 3},
+}
+
+
+def phantom(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
+    ii, jj, kk = np.indices(shape)
+    centre = np.asarray(shape) / 2 + rng.uniform(-1, 1, 3)
+    radii = np.asarray(shape) * 0.38 * rng.uniform(0.85, 1.1)
+    d = sum(((ax - c) / r) ** 2 for ax, c, r in zip((ii, jj, kk), centre, radii, strict=True))
+    return (np.where(d < 1, 0.6, 0.0) + np.where(d < 0.3, 0.3, 0.0)).astype(np.float32)
+
+
+def read_tsv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+# ---- registry ----------------------------------------------------------------------------------------------
+
+
+def test_registry_returns_and_lists_the_vqvae_family():
+    assert "vqvae_transformer" in available_families()
+    assert get_family("vqvae_transformer") is VQVAETransformerFamily
+    assert VQVAETransformerFamily.name == "vqvae_transformer"
+    with pytest.raises(ConfigError, match="vqvae_transformer"):  # the error lists what exists
+        get_family("diffusion")
+    model_cfg = yaml.safe_load(CONFIG_YAML.read_text())["model"]
+    family = build_family(model_cfg)
+    assert isinstance(family, VQVAETransformerFamily) and family.ae_cfg["codebook_size"] == 256
+
+
+def test_a_new_family_registers_and_must_implement_the_interface():
+    try:
+
+        @register_family("test_incomplete")
+        class Incomplete(ModelFamily):
+            def fit_autoencoder(self, train_images, val_images, out_dir, progress=True):
+                pass
+
+        assert get_family("test_incomplete") is Incomplete and "test_incomplete" in available_families()
+        with pytest.raises(TypeError):  # encode, evaluate_reconstruction, fit_prior, generate are missing
+            Incomplete({})
+        with pytest.raises(ValueError, match="already registered"):
+
+            @register_family("test_incomplete")
+            class Other(Incomplete):
+                pass
+
+        with pytest.raises(TypeError):
+            register_family("test_not_a_family")(dict)
+    finally:
+        _FAMILIES.pop("test_incomplete", None)
+    assert "test_incomplete" not in available_families()
+
+
+def test_msssim_kernel_fits_the_grid():
+    from monai.metrics import MultiScaleSSIMMetric
+
+    assert msssim_kernel_size((160, 224, 160)) == 7
+    assert msssim_kernel_size((48, 64, 48)) == 3
+    x = torch.rand(1, 1, 48, 64, 48)
+    MultiScaleSSIMMetric(spatial_dims=3, kernel_size=3)(x, x)  # accepted by MONAI
+    with pytest.raises(ValueError):
+        MultiScaleSSIMMetric(spatial_dims=3, kernel_size=5)(x, x)
+    with pytest.raises(ConfigError):
+        msssim_kernel_size((16, 16, 16))
+
+
+# ---- the family through its files --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    """Train the autoencoder, encode and fit one prior: the files the rules would produce."""
+    root = tmp_path_factory.mktemp("family")
+    rng = np.random.default_rng(2)
+    images = {
+        f"sub-{i:02d}": save_volume(
+            root / "img" / f"sub-{i:02d}.nii.gz", phantom(rng, GRID.shape), GRID.affine
+        )
+        for i in range(6)
+    }
+    subjects = list(images)
+    family = build_family(MODEL_CFG)
+    family.fit_autoencoder(
+        [images[s] for s in subjects[:4]], [images[s] for s in subjects[4:]], root / "ae", False
+    )
+    family.encode(root / "ae/model.pt", images, root / "latents", augmented_copies=1, progress=False)
+    latents = [root / "latents" / f"{s}.npy" for s in subjects]
+    family.fit_prior(latents[:4], latents[4:], root / "prior", progress=False)
+    return {"root": root, "family": family, "images": images, "subjects": subjects}
+
+
+def test_fit_autoencoder_and_fit_prior_write_their_files(run):
+    root = run["root"]
+    for name in ("model.pt", "checkpoints/last.pt", "loss.tsv", "loss.png"):
+        assert (root / "ae" / name).is_file(), name
+    rows = read_tsv(root / "ae/loss.tsv")
+    assert [int(r["epoch"]) for r in rows] == [1]
+    assert {"step", "l1", "spectral", "quantisation", "generator_adversarial", "discriminator"} <= rows[
+        0
+    ].keys()
+    assert int(rows[0]["step"]) == 2  # 4 subjects in batches of 3
+    for name in ("model.pt", "checkpoints/last.pt", "loss.tsv", "nll.tsv"):
+        assert (root / "prior" / name).is_file(), name
+
+
+def test_encode_through_the_family(run):
+    tokens = np.load(run["root"] / "latents" / f"{run['subjects'][0]}.npy")
+    assert tokens.shape == (2, 4, 5, 4) and tokens.dtype == np.int16
+    assert sorted(p.name for p in (run["root"] / "latents").iterdir()) == [
+        f"{s}.npy" for s in run["subjects"]
+    ]
+
+
+def test_evaluate_reconstruction_writes_metrics_and_images(run, tmp_path):
+    root, images = run["root"], run["images"]
+    test = {s: images[s] for s in run["subjects"][4:]}
+    run["family"].evaluate_reconstruction(root / "ae/model.pt", test, tmp_path / "rec.tsv", tmp_path / "rec")
+    rows = read_tsv(tmp_path / "rec.tsv")
+    assert [r["subject"] for r in rows] == [*test, "mean"]
+    vqvae, _, _ = load_autoencoder(root / "ae/model.pt")
+    for row in rows[:-1]:
+        x = VolumeDataset([test[row["subject"]]]).batch([0])
+        with torch.no_grad():
+            recon = vqvae(x)[0].clamp(0, 1)
+        assert float(row["mae"]) == pytest.approx(float(torch.mean(torch.abs(recon - x))), rel=1e-4)
+        mse = float(torch.mean((recon - x) ** 2))
+        assert float(row["psnr"]) == pytest.approx(10 * np.log10(1 / mse), rel=1e-4)
+        assert 0.0 <= float(row["msssim"]) <= 1.0
+        img = nib.load(str(tmp_path / "rec" / f"{row['subject']}.nii.gz"))
+        assert np.allclose(img.affine, GRID.affine) and img.get_data_dtype() == np.float32
+        assert np.allclose(img.get_fdata(), recon[0, 0].numpy(), atol=1e-6)
+    for key in ("mae", "psnr", "msssim"):
+        assert float(rows[-1][key]) == pytest.approx(np.mean([float(r[key]) for r in rows[:-1]]), rel=1e-4)
+
+
+def test_generate_keeps_the_top_scores_in_order(run, tmp_path):
+    root = run["root"]
+    affine = GRID.affine.copy()
+    affine[:3, 3] += [1.0, -2.0, 3.0]  # a distinct affine, to see that it is the one written
+    out = tmp_path / "gen"
+    run["family"].generate(root / "ae/model.pt", root / "prior/model.pt", 7, 3, out, affine, progress=False)
+
+    files = sorted(p.name for p in out.glob("*.nii.gz"))
+    assert files == ["sample-0000.nii.gz", "sample-0001.nii.gz", "sample-0002.nii.gz"]
+    rows = read_tsv(out / "scores.tsv")
+    assert [int(r["index"]) for r in rows] == list(range(7))
+    kept = [r for r in rows if r["kept"] == "True"]
+    assert len(kept) == 3 and all(r["file"] == "" for r in rows if r["kept"] == "False")
+    scores = np.array([float(r["score"]) for r in rows])
+    assert {int(r["index"]) for r in kept} == set(np.argsort(-scores, kind="stable")[:3].tolist())
+    by_file = {r["file"]: float(r["score"]) for r in kept}
+    assert [by_file[f] for f in files] == sorted(by_file.values(), reverse=True)
+
+    _, disc, _ = load_autoencoder(root / "ae/model.pt")
+    for name in files:
+        img = nib.load(str(out / name))
+        assert np.allclose(img.affine, affine) and img.get_data_dtype() == np.float32
+        data = img.get_fdata(dtype=np.float32)
+        assert data.shape == GRID.shape and data.min() >= 0.0 and data.max() <= 1.0
+        with torch.no_grad():  # the score in the table is the discriminator's verdict on the written volume
+            rescored = float(discriminator_score(disc, torch.from_numpy(data)[None, None])[0])
+        assert rescored == pytest.approx(by_file[name], abs=1e-5)
+
+    # same seed, same samples: generation is reproducible
+    run["family"].generate(root / "ae/model.pt", root / "prior/model.pt", 7, 3, tmp_path / "b", affine, False)
+    assert (tmp_path / "b/scores.tsv").read_text() == (out / "scores.tsv").read_text()
