@@ -1,0 +1,25 @@
+"""Reorientation of native volumes to RAS+ axis order."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+
+
+def axcodes(img: nib.spatialimages.SpatialImage) -> str:
+    """Orientation of the stored voxel axes, e.g. ``'LAS'`` or ``'RAS'``."""
+    return "".join(nib.aff2axcodes(img.affine))
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """Voxel edge lengths (mm) along the three array axes of ``affine``."""
+    return np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
+
+
+def to_ras(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """Permute and flip the voxel axes so that they point to R, A and S; the world image is unchanged.
+
+    Only axis order and direction change (no resampling): an oblique acquisition keeps its rotation in the
+    affine, which the registration to MNI then absorbs.
+    """
+    return nib.as_closest_canonical(img)
