@@ -18,6 +18,7 @@ import torch
 from scipy import ndimage as ndi
 from scipy.spatial.transform import Rotation
 
+from morphgen.antsio import ants_affine_to_ras, from_ants, to_ants
 from morphgen.errors import ConfigError, SubjectError
 from morphgen.preprocess import (
     check_preprocessing_config,
@@ -34,7 +35,6 @@ from morphgen.preprocess import (
     threshold_mask,
     to_ras,
 )
-from morphgen.preprocess.antsio import ants_affine_to_ras, from_ants, to_ants
 from morphgen.space import Grid
 from morphgen.templates import mni_1mm, mni_brain_mask, mni_t1
 

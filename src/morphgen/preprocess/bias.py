@@ -7,7 +7,7 @@ import math
 import nibabel as nib
 import numpy as np
 
-from morphgen.preprocess.antsio import from_ants, to_ants
+from morphgen.antsio import from_ants, to_ants
 from morphgen.preprocess.orient import voxel_sizes
 
 # N4 fits a smooth field, so it can work on a volume shrunk to voxels of about this size (mm):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from morphgen.antsio import set_itk_threads
 from morphgen.errors import ConfigError, SubjectError
 from morphgen.nifti import atomic_output, load_volume, save_volume
-from morphgen.preprocess.antsio import set_itk_threads
 from morphgen.preprocess.bias import n4_correct
 from morphgen.preprocess.intensity import scale_to_unit
 from morphgen.preprocess.orient import axcodes, to_ras, voxel_sizes

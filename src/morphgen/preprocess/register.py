@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from morphgen.antsio import ants_affine_to_ras, to_ants
 from morphgen.errors import ConfigError
-from morphgen.preprocess.antsio import ants_affine_to_ras, to_ants
 from morphgen.space import Grid
 from morphgen.templates import mni_t1
 

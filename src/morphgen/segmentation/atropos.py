@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from morphgen.segmentation.ants_bridge import to_ants
+from morphgen.antsio import to_ants
 from morphgen.segmentation.base import (
     TISSUES,
     Segmentation,
