@@ -1,0 +1,82 @@
+"""morphgen's command line: small tools around the pipeline (the pipeline itself runs through Snakemake)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from morphgen import __version__
+from morphgen.errors import MorphgenError
+
+
+def _families(args: argparse.Namespace) -> None:
+    from morphgen.models import available_families
+
+    for name in available_families():
+        print(name)
+
+
+def _demo_cohort(args: argparse.Namespace) -> None:
+    from morphgen.cohort import make_demo_cohort
+
+    table = make_demo_cohort(args.out, n_subjects=args.n, seed=args.seed, voxel_size=args.voxel_size)
+    print(f"wrote {len(table)} SIMULATED subjects to {args.out}")
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    import yaml
+
+    from morphgen.cohort.sheet import read_subjects, required_covariates
+    from morphgen.cohort.validate import check_subjects
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    subjects = read_subjects(config["input"])
+    qc = check_subjects(subjects, required_covariates(config["subpopulations"]), on_error="exclude")
+    print(qc.to_csv(sep="\t", index=False), end="")
+    if (qc["status"] != "ok").any():
+        sys.exit(1)
+
+
+def _sha256(args: argparse.Namespace) -> None:
+    from morphgen.weights import sha256sum
+
+    for path in args.files:
+        print(f"{sha256sum(path)}  {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="morphgen", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"morphgen {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("families", help="list the model families").set_defaults(func=_families)
+
+    demo = sub.add_parser("demo-cohort", help="write the simulated demo cohort as a BIDS folder")
+    demo.add_argument("out", type=Path)
+    demo.add_argument("--n", type=int, default=36, help="number of subjects")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--voxel-size", type=float, default=1.5, help="native voxel size (mm)")
+    demo.set_defaults(func=_demo_cohort)
+
+    check = sub.add_parser("check-inputs", help="check the subjects of a config; exit 1 if any is bad")
+    check.add_argument("--config", default="config.yaml")
+    check.set_defaults(func=_check_inputs)
+
+    sha = sub.add_parser("sha256", help="print the sha256 of weight files, for config.yaml")
+    sha.add_argument("files", nargs="+", type=Path)
+    sha.set_defaults(func=_sha256)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except MorphgenError as exc:
+        print(f"morphgen: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
