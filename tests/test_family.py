@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TINY_AUTOENCODER
 
 from morphgen.errors import ConfigError
 from morphgen.models import ModelFamily, available_families, build_family, get_family, register_family
@@ -32,24 +33,7 @@ MODEL_CFG = {
     "seed": 0,
     "autoencoder": {
         "channels": [4, 4, 4],
-        "num_res_layers": 1,
-        "num_res_channels": 4,
-        "codebook_size": 16,
-        "embedding_dim": 4,
-        "commitment_cost": 0.25,
-        "decay": 0.5,
-        "epochs": 1,
-        "batch_size": 3,
-        "lr": 1e-3,
-        "lr_decay": 0.999,
-        "disc_lr": 5e-4,
-        "disc_channels": 4,
-        "disc_layers": 2,
-        "l1_weight": 1.0,
-        "fft_weight": 1.0,
-        "adversarial_weight": 0.01,
-        "adversarial_start_epoch": 0,
-        "perceptual": {"weights": None},
+        **TINY_AUTOENCODER,
     },
     "latents": {"augmented_copies": 1},
     "prior": {

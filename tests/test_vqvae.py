@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_AUTOENCODER
 
 from morphgen.errors import ConfigError, SubjectError
 from morphgen.models import autoencoder_training
@@ -32,24 +33,9 @@ GRID = Grid(4.0, (16, 24, 16))  # not cubic, so axis order mistakes change shape
 
 AE_CFG = {
     "channels": [4, 4],  # two levels: tokens on a 4 x 6 x 4 grid
-    "num_res_layers": 1,
-    "num_res_channels": 4,
-    "codebook_size": 16,
-    "embedding_dim": 4,
-    "commitment_cost": 0.25,
-    "decay": 0.5,
+    **TINY_AUTOENCODER,
     "epochs": 2,
-    "batch_size": 3,
-    "lr": 1e-3,
-    "lr_decay": 0.999,
-    "disc_lr": 5e-4,
-    "disc_channels": 4,
-    "disc_layers": 2,
-    "l1_weight": 1.0,
-    "fft_weight": 1.0,
-    "adversarial_weight": 0.01,
     "adversarial_start_epoch": 1,  # the second epoch trains the GAN too, so resuming must restore it
-    "perceptual": {"weights": None},
     "augment": {"enabled": True},  # resuming must also reproduce the augmentation draws
 }
 
