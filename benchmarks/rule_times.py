@@ -36,7 +36,8 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: |")
     for r in table.itertuples():
         print(f"| {r.rule} | {r.jobs} | {r.cpu_time_s_sum} | {r.job_s_max} | {r.max_rss_mb:.0f} |")
-    print(f"| **all** | {table.jobs.sum()} | {table.cpu_time_s_sum.sum():.1f} | | {table.max_rss_mb.max():.0f} |")
+    total = table.cpu_time_s_sum.sum()
+    print(f"| **all** | {table.jobs.sum()} | {total:.1f} | | {table.max_rss_mb.max():.0f} |")
 
 
 if __name__ == "__main__":
