@@ -191,20 +191,20 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatc
     train, val = _tiny_data()
     train_prior(train, val, CODEBOOK, TINY_CFG, tmp_path / "whole", seed=4, progress=False)
 
-    real_save = prior._save_checkpoint
+    real_save = prior.save_atomic
     saved_epochs = []
 
-    def killed_after_two_epochs(path, state):
-        real_save(path, state)
-        saved_epochs.append(state["epoch"])
+    def killed_after_two_epochs(state, path):
+        real_save(state, path)
+        saved_epochs.append(state["epoch"])  # only checkpoints are saved before the kill
         if len(saved_epochs) == 2:
             raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(prior, "_save_checkpoint", killed_after_two_epochs)
+    monkeypatch.setattr(prior, "save_atomic", killed_after_two_epochs)
     with pytest.raises(KeyboardInterrupt):
         train_prior(train, val, CODEBOOK, TINY_CFG, tmp_path / "resumed", seed=4, progress=False)
     assert not (tmp_path / "resumed" / "model.pt").exists()
-    monkeypatch.setattr(prior, "_save_checkpoint", real_save)
+    monkeypatch.setattr(prior, "save_atomic", real_save)
 
     trained_epochs = []
     real_permutation = prior._epoch_permutation

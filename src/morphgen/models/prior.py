@@ -23,15 +23,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from morphgen.models.checkpoint import save_atomic
 from morphgen.models.transformer import CausalTransformer
-from morphgen.nifti import atomic_output
+from morphgen.tsv import write_tsv
 
 MODEL_FORMAT = "morphgen-prior-v1"
 CHECKPOINT_FORMAT = "morphgen-prior-checkpoint-v1"
+LOSS_COLUMNS = ["epoch", "train_loss", "val_nll_per_token"]
 
 # optional keys of config['model']['prior'] and their defaults
 DEFAULT_WEIGHT_DECAY = 0.01
@@ -40,22 +43,6 @@ DEFAULT_WARMUP_FRACTION = 0.05
 
 
 # --------------- file helpers
-
-
-def save_torch_atomic(obj: object, path: str | Path) -> Path:
-    """``torch.save`` through a temporary file renamed into place, so a killed job leaves no partial file."""
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
-
-
-def _write_tsv_atomic(path: Path, header: list[str], rows: list[list]) -> None:
-    def fmt(value: object) -> str:
-        return f"{value:.6f}" if isinstance(value, float) else str(value)
-
-    lines = ["\t".join(header)] + ["\t".join(fmt(v) for v in row) for row in rows]
-    with atomic_output(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
 
 
 # --------------- token checks
@@ -144,10 +131,6 @@ def _fingerprint(train: np.ndarray, val: np.ndarray, codebook_size: int, cfg: di
         sort_keys=True,
         default=str,
     )
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    save_torch_atomic(state, path)
 
 
 def train_prior(
@@ -290,12 +273,11 @@ def _train(
         history.append([epoch + 1, total / count, val_nll])
         epoch_bar.set_postfix(train=f"{total / count:.3f}", val=f"{val_nll:.3f}")
 
-        _write_tsv_atomic(out_dir / "loss.tsv", ["epoch", "train_loss", "val_nll_per_token"], history)
+        write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
         rng = {"torch": torch.get_rng_state()}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(device)
-        _save_checkpoint(
-            checkpoint_path,
+        save_atomic(
             {
                 "format": CHECKPOINT_FORMAT,
                 "fingerprint": fingerprint,
@@ -307,17 +289,21 @@ def _train(
                 "history": history,
                 "hparams": model.hparams(),
             },
+            checkpoint_path,
         )
 
     model_nll = heldout_nll(model, val, batch_size)
     baseline = unigram_nll(train, val, codebook_size)
-    _write_tsv_atomic(out_dir / "loss.tsv", ["epoch", "train_loss", "val_nll_per_token"], history)
-    _write_tsv_atomic(
-        out_dir / "nll.tsv",
-        ["model_nll_per_token", "unigram_nll_per_token", "ratio", "val_sequences", "val_tokens"],
-        [[model_nll, baseline, model_nll / baseline, val.shape[0], val.size]],
-    )
-    save_torch_atomic(
+    write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
+    nll = {
+        "model_nll_per_token": model_nll,
+        "unigram_nll_per_token": baseline,
+        "ratio": model_nll / baseline,
+        "val_sequences": val.shape[0],
+        "val_tokens": val.size,
+    }
+    write_tsv(pd.DataFrame([nll]), out_dir / "nll.tsv")
+    save_atomic(
         {
             "format": MODEL_FORMAT,
             "hparams": model.hparams(),
