@@ -86,14 +86,6 @@ def finish_training(out_dir: Path) -> None:
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
 
 
-def _load_stack(paths: list[Path]):
-    import numpy as np
-
-    from morphgen.nifti import load_volume
-
-    return np.stack([load_volume(p).get_fdata(dtype=np.float32) for p in paths])
-
-
 def subpop_of(path: str | Path) -> str:
     """Sub-population name of a members TSV or a sample folder file."""
     p = Path(path)
@@ -104,13 +96,17 @@ def fidelity_inputs(
     subpops: list[str], member_tsvs: list[str], real_paths: list[str], synth_paths: list[str]
 ):
     """Real and synthetic image stacks per sub-population, for Table 1."""
+    from morphgen.metrics.fidelity import stack_volumes
+    from morphgen.report.tables import read_members
+
     real_by_id = image_map(real_paths)
     real, synthetic = {}, {}
     for tsv in member_tsvs:
-        ids = read_tsv(tsv)["participant_id"]
-        real[subpop_of(tsv)] = _load_stack([real_by_id[s] for s in ids])
+        ids = read_members(tsv)
+        real[subpop_of(tsv)] = stack_volumes([real_by_id[s] for s in ids], ids)
     for subpop in subpops:
-        synthetic[subpop] = _load_stack(sorted(Path(p) for p in synth_paths if Path(p).parent.name == subpop))
+        paths = sorted(Path(p) for p in synth_paths if Path(p).parent.name == subpop)
+        synthetic[subpop] = stack_volumes(paths, [p.name.split(".nii")[0] for p in paths])
     return real, synthetic
 
 
@@ -119,11 +115,11 @@ def volume_tables(
 ):
     """Table 2 (real vs synthetic volumes per sub-population), the sub-group effects table and its figure."""
     from morphgen.report.figures import volume_distributions
-    from morphgen.report.tables import subgroup_effects, table2_volumes
+    from morphgen.report.tables import read_members, subgroup_effects, table2_volumes
 
     real = read_tsv(real_tsv)
     synthetic = {subpop_of(p): read_tsv(p) for p in synth_tsvs}
-    members = {subpop_of(p): list(read_tsv(p)["participant_id"]) for p in member_tsvs}
+    members = {subpop_of(p): read_members(p) for p in member_tsvs}
     members = {s: members[s] for s in subpops}
     contrasts = None
     if subpop_cfg:
