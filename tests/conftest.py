@@ -1,4 +1,6 @@
-"""Settings shared by the model tests."""
+"""Settings and phantoms shared by the model tests."""
+
+import numpy as np
 
 # A tiny VQ-VAE + PatchGAN, fast enough for unit tests on one CPU thread; tests override what they exercise.
 TINY_AUTOENCODER = {
@@ -21,3 +23,12 @@ TINY_AUTOENCODER = {
     "adversarial_start_epoch": 0,
     "perceptual": {"weights": None},
 }
+
+
+def phantom(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
+    """A two-compartment ellipsoid with a random centre and size, intensities 0 / 0.6 / 0.9."""
+    ii, jj, kk = np.indices(shape)
+    centre = np.asarray(shape) / 2 + rng.uniform(-1, 1, 3)
+    radii = np.asarray(shape) * 0.38 * rng.uniform(0.85, 1.1)
+    d = sum(((ax - c) / r) ** 2 for ax, c, r in zip((ii, jj, kk), centre, radii, strict=True))
+    return (np.where(d < 1, 0.6, 0.0) + np.where(d < 0.3, 0.3, 0.0)).astype(np.float32)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_AUTOENCODER
+from conftest import TINY_AUTOENCODER, phantom
 
 from morphgen.errors import ConfigError
 from morphgen.models import ModelFamily, available_families, build_family, get_family, register_family
@@ -47,14 +47,6 @@ MODEL_CFG = {
     },
     "sampling": {"n_generate": 7, "keep_fraction": 0.4, "temperature": 1.0, "top_k": None, "batch_size": 3},
 }
-
-
-def phantom(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
-    ii, jj, kk = np.indices(shape)
-    centre = np.asarray(shape) / 2 + rng.uniform(-1, 1, 3)
-    radii = np.asarray(shape) * 0.38 * rng.uniform(0.85, 1.1)
-    d = sum(((ax - c) / r) ** 2 for ax, c, r in zip((ii, jj, kk), centre, radii, strict=True))
-    return (np.where(d < 1, 0.6, 0.0) + np.where(d < 0.3, 0.3, 0.0)).astype(np.float32)
 
 
 def read_tsv(path: Path) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_AUTOENCODER
+from conftest import TINY_AUTOENCODER, phantom
 
 from morphgen.errors import ConfigError, SubjectError
 from morphgen.models import autoencoder_training
@@ -38,15 +38,6 @@ AE_CFG = {
     "adversarial_start_epoch": 1,  # the second epoch trains the GAN too, so resuming must restore it
     "augment": {"enabled": True},  # resuming must also reproduce the augmentation draws
 }
-
-
-def phantom(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
-    """A two-compartment ellipsoid with a random centre and size, intensities 0 / 0.6 / 0.9."""
-    ii, jj, kk = np.indices(shape)
-    centre = np.asarray(shape) / 2 + rng.uniform(-1, 1, 3)
-    radii = np.asarray(shape) * 0.38 * rng.uniform(0.85, 1.1)
-    d = sum(((ax - c) / r) ** 2 for ax, c, r in zip((ii, jj, kk), centre, radii, strict=True))
-    return (np.where(d < 1, 0.6, 0.0) + np.where(d < 0.3, 0.3, 0.0)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

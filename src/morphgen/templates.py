@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from morphgen.resample import resample_array
 from morphgen.space import Grid
 
 # Box (MNI mm) that holds the lateral ventricles and little sulcal CSF; with CSF > 0.5 inside the filled
@@ -58,22 +59,9 @@ def _ventricles(csf: np.ndarray, brain: np.ndarray, affine: np.ndarray) -> np.nd
 
 
 def resample_to_grid(data: np.ndarray, affine: np.ndarray, grid: Grid, order: int = 1) -> np.ndarray:
-    """Resample a volume given in ``affine`` space onto ``grid``.
-
-    When the grid is coarser, the volume is first smoothed so that probability maps keep their sums
-    (volumes) rather than point-sampling them.
-    """
-    src_vox = float(np.mean(np.abs(np.diag(affine)[:3])))
-    ratio = grid.voxel_size / src_vox
-    src = np.asarray(data, dtype=np.float32)
-    if ratio > 1.0 and order > 0:
-        src = ndi.gaussian_filter(src, sigma=ratio / 2.355)
-    # grid voxel -> source voxel
-    mapping = np.linalg.inv(affine) @ grid.affine
-    out = ndi.affine_transform(
-        src, mapping[:3, :3], offset=mapping[:3, 3], output_shape=grid.shape, order=order, mode="constant"
-    )
-    return out.astype(np.float32)
+    """Resample a volume given in ``affine`` space onto ``grid`` (smoothed first when the grid is coarser,
+    so probability maps keep their sums)."""
+    return resample_array(data, affine, grid.affine, grid.shape, order=order)
 
 
 @functools.lru_cache(maxsize=8)

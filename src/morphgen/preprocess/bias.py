@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from morphgen.antsio import from_ants, to_ants
-from morphgen.preprocess.orient import voxel_sizes
+from morphgen.resample import voxel_sizes
 
 # N4 fits a smooth field, so it can work on a volume shrunk to voxels of about this size (mm):
 # on a 1.5 mm head that is a shrink factor of 4 and a few seconds on one thread.

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import nibabel as nib
-import numpy as np
 
 
 def axcodes(img: nib.spatialimages.SpatialImage) -> str:
     """Orientation of the stored voxel axes, e.g. ``'LAS'`` or ``'RAS'``."""
     return "".join(nib.aff2axcodes(img.affine))
-
-
-def voxel_sizes(affine: np.ndarray) -> np.ndarray:
-    """Voxel edge lengths (mm) along the three array axes of ``affine``."""
-    return np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
 
 
 def to_ras(img: nib.Nifti1Image) -> nib.Nifti1Image:

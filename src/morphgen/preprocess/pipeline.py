@@ -15,11 +15,12 @@ from morphgen.errors import ConfigError, SubjectError
 from morphgen.nifti import atomic_output, load_volume, save_volume
 from morphgen.preprocess.bias import n4_correct
 from morphgen.preprocess.intensity import scale_to_unit
-from morphgen.preprocess.orient import axcodes, to_ras, voxel_sizes
+from morphgen.preprocess.orient import axcodes, to_ras
 from morphgen.preprocess.qc import qc_flag, registration_ncc, write_qc_png, write_qc_tsv
 from morphgen.preprocess.register import check_transform_type, register_to_mni
 from morphgen.preprocess.resample import mask_to_grid, native_to_grid
 from morphgen.preprocess.skullstrip import METHODS, brain_mask
+from morphgen.resample import voxel_sizes
 from morphgen.space import Grid
 from morphgen.templates import mni_brain_mask, mni_t1
 

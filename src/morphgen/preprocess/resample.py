@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from morphgen.preprocess.orient import voxel_sizes
+from morphgen.resample import voxel_sizes
 from morphgen.space import Grid
 
 
 def antialias_sigma(native_affine: np.ndarray, grid: Grid) -> np.ndarray:
     """Gaussian sigma (native voxels, per axis) before downsampling to ``grid``.
 
-    Same rule as :func:`morphgen.templates.resample_to_grid` (sigma = ratio / 2.355 when ratio > 1), so the
+    Same rule as :func:`morphgen.resample.resample_array` (sigma = ratio / 2.355 when ratio > 1), so the
     subject and the MNI reference on the grid carry the same blur.
     """
     ratio = grid.voxel_size / voxel_sizes(native_affine)

@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 
-from morphgen.segmentation.resample import resample_array, voxel_sizes
+from morphgen.resample import resample_array, voxel_sizes
 from morphgen.space import MNI_BRAIN_CENTER_MM, Grid
 from morphgen.templates import mni_tissue_priors, ventricle_roi
 

@@ -26,6 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from morphgen.errors import ConfigError
+from morphgen.resample import resample_array
 from morphgen.segmentation.base import (
     TISSUE_LABELS,
     TISSUES,
@@ -34,7 +35,6 @@ from morphgen.segmentation.base import (
     image_data,
     voxel_volume_ml,
 )
-from morphgen.segmentation.resample import resample_array
 from morphgen.segmentation.synthseg_labels import (
     STRUCTURES,
     SYNTHSEG_2_LABELS,
