@@ -17,14 +17,12 @@ LOG = logging.getLogger("morphgen")
 
 def set_threads(n: int) -> None:
     """Bound every numeric library to the threads Snakemake granted the job."""
+    from morphgen.antsio import set_itk_threads
+
     n = max(1, int(n))
-    for var in (
-        "OMP_NUM_THREADS",
-        "MKL_NUM_THREADS",
-        "OPENBLAS_NUM_THREADS",
-        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
-    ):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
+    set_itk_threads(n)
     try:
         import torch
 
