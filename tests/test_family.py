@@ -45,7 +45,7 @@ MODEL_CFG = {
         "batch_size": 4,
         "lr": 1e-3,
     },
-    "sampling": {"n_generate": 7, "keep_fraction": 0.4, "temperature": 1.0, "top_k": None, "batch_size": 3},
+    "sampling": {"n_keep": 3, "oversample": 2, "temperature": 1.0, "top_k": None, "batch_size": 3},
 }
 
 

@@ -12,7 +12,8 @@ SUBPOPS = [
     f"{key}-{name}" for key, entry in config["subpopulations"].items() for name in entry["names"]
 ]
 SAMPLING = config["model"]["sampling"]
-N_KEEP = max(1, int(round(SAMPLING["n_generate"] * SAMPLING["keep_fraction"])))
+N_KEEP = SAMPLING["n_keep"]
+N_GENERATE = SAMPLING["n_keep"] * SAMPLING["oversample"]
 SAMPLE_IDS = [f"sample-{i:04d}" for i in range(N_KEEP)]
 IS_DEMO = config["input"]["source"] == "demo"
 MODEL = config["model"]

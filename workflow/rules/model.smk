@@ -118,6 +118,7 @@ rule generate:
     params:
         sampling=SAMPLING,
         n_keep=N_KEEP,
+        n_generate=N_GENERATE,
         space=config["space"],
         family=MODEL["family"],
         seed=MODEL["seed"],

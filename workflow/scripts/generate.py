@@ -9,7 +9,7 @@ with logged(snakemake):
     family.generate(
         Path(snakemake.input.autoencoder),
         Path(snakemake.input.prior),
-        n_generate=snakemake.params.sampling["n_generate"],
+        n_generate=snakemake.params.n_generate,
         n_keep=snakemake.params.n_keep,
         out_dir=Path(snakemake.output.scores).parent,
         affine=Grid.from_config(snakemake.params.space).affine,

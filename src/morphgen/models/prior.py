@@ -15,6 +15,7 @@ Files written by :func:`train_prior` in ``out_dir``:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -40,6 +41,7 @@ LOSS_COLUMNS = ["epoch", "train_loss", "val_nll_per_token"]
 DEFAULT_WEIGHT_DECAY = 0.01
 DEFAULT_GRAD_CLIP = 1.0
 DEFAULT_WARMUP_FRACTION = 0.05
+PRECISIONS = ("fp32", "bf16")
 
 
 # --------------- file helpers
@@ -103,6 +105,36 @@ def unigram_nll(train_tokens: np.ndarray, val_tokens: np.ndarray, codebook_size:
 # --------------- training
 
 
+def build_prior(codebook_size: int, seq_len: int, cfg: dict) -> CausalTransformer:
+    """The transformer described by ``config['model']['prior']`` (see :class:`CausalTransformer`)."""
+    local_heads = int(cfg.get("local_heads", 0) or 0)
+    return CausalTransformer(
+        codebook_size + 1,
+        seq_len,
+        int(cfg["d_model"]),
+        int(cfg["layers"]),
+        int(cfg["heads"]),
+        float(cfg["dropout"]),
+        attention=str(cfg.get("attention", "exact")),
+        local_heads=local_heads,
+        local_window=int(cfg["local_window"]) if local_heads else None,
+        favor_features=cfg.get("favor_features"),
+        rezero=bool(cfg.get("rezero", False)),
+        activation_checkpointing=bool(cfg.get("activation_checkpointing", False)),
+    )
+
+
+def precision_context(
+    precision: str, device: torch.device
+) -> Callable[[], contextlib.AbstractContextManager]:
+    """``fp32``: nothing; ``bf16``: autocast to bfloat16 on ``device`` (weights and sums stay float32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
 def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -151,7 +183,9 @@ def train_prior(
         codebook_size: number of codebook entries K; the BOS token id is K.
         cfg: ``config['model']['prior']``: ``layers``, ``d_model``, ``heads``, ``dropout``, ``epochs``,
             ``batch_size``, ``lr``; optional ``weight_decay`` (0.01), ``grad_clip`` (1.0, max gradient norm),
-            ``warmup_fraction`` (0.05 of the steps, then cosine decay to 0).
+            ``warmup_fraction`` (0.05 of the steps, then cosine decay to 0), ``precision`` (fp32 | bf16
+            autocast), and the architecture options of :func:`build_prior` (``attention``, ``local_heads``,
+            ``local_window``, ``favor_features``, ``rezero``, ``activation_checkpointing``).
         out_dir: folder for ``model.pt``, ``checkpoints/last.pt``, ``loss.tsv`` and ``nll.tsv``.
         seed: seeds initialisation, shuffling and dropout; on CPU the run is deterministic.
         progress: show tqdm bars on stderr.
@@ -195,14 +229,8 @@ def _train(
     epochs, batch_size = int(cfg["epochs"]), int(cfg["batch_size"])
     seq_len = train.shape[1]
     torch.manual_seed(seed)
-    model = CausalTransformer(
-        codebook_size + 1,
-        seq_len,
-        int(cfg["d_model"]),
-        int(cfg["layers"]),
-        int(cfg["heads"]),
-        float(cfg["dropout"]),
-    ).to(device)
+    model = build_prior(codebook_size, seq_len, cfg).to(device)
+    autocast = precision_context(cfg.get("precision", "fp32"), device)
 
     # no weight decay on biases and LayerNorm gains
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -260,7 +288,8 @@ def _train(
             range(0, codes.shape[0], batch_size), desc=f"epoch {epoch + 1}", leave=False, disable=not progress
         ):
             batch = codes[order[i : i + batch_size]].to(device)
-            logits = model(_with_bos(batch, bos))
+            with autocast():
+                logits = model(_with_bos(batch, bos))
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.reshape(-1))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -330,7 +359,8 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu") -> CausalTr
         raise ValueError(f"{path} is not a readable prior model file ({exc})") from exc
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not a morphgen prior model (expected format {MODEL_FORMAT!r})")
-    model = CausalTransformer(**saved["hparams"])
+    hparams = {**saved["hparams"], "activation_checkpointing": False}  # a training-time option
+    model = CausalTransformer(**hparams)
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval()
 
@@ -364,15 +394,17 @@ def _sample_batch(
     generator: torch.Generator,
     use_cache: bool,
     on_step: Callable[[], None],
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> np.ndarray:
     device = next(model.parameters()).device
     seq = torch.full((batch, model.seq_len + 1), model.bos_token, dtype=torch.long, device=device)
     cache = model.new_cache(batch) if use_cache else None
     for i in range(model.seq_len):
-        if cache is not None:
-            logits = model(seq[:, i : i + 1], cache)[:, -1]
-        else:  # recompute the whole prefix each step
-            logits = model(seq[:, : i + 1])[:, -1]
+        with autocast():
+            if cache is not None:
+                logits = model(seq[:, i : i + 1], cache)[:, -1]
+            else:  # recompute the whole prefix each step
+                logits = model(seq[:, : i + 1])[:, -1]
         seq[:, i + 1] = _draw(logits, temperature, top_k, generator)
         on_step()
     return seq[:, 1:].cpu().numpy()
@@ -387,12 +419,14 @@ def sample_tokens(
     seed: int = 0,
     use_cache: bool = True,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> Iterator[np.ndarray]:
     """Draw ``n`` token sequences of length ``model.seq_len`` (BOS not included), ``batch_size`` at a time.
 
     Yields int64 arrays (b, seq_len); the last batch may be smaller. The draws come from one generator seeded
     with ``seed``, so the same arguments give the same tokens, with or without the key/value cache.
-    ``top_k=1`` is greedy decoding. The model is put in eval mode while sampling.
+    ``top_k=1`` is greedy decoding. The model is put in eval mode while sampling. ``precision="bf16"``
+    runs the network under bfloat16 autocast (faster on GPUs; draws are still made in float64).
     """
     if n < 0 or batch_size < 1:
         raise ValueError(f"need n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
@@ -401,6 +435,7 @@ def sample_tokens(
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be None or >= 1, got {top_k}")
     device = next(model.parameters()).device
+    autocast = precision_context(precision, device)
     generator = torch.Generator(device=device).manual_seed(seed)
     bar = tqdm(total=n * model.seq_len, desc="sampling", unit="tok", disable=not progress)
     try:
@@ -410,7 +445,7 @@ def sample_tokens(
             model.eval()
             try:
                 tokens = _sample_batch(
-                    model, b, temperature, top_k, generator, use_cache, lambda b=b: bar.update(b)
+                    model, b, temperature, top_k, generator, use_cache, lambda b=b: bar.update(b), autocast
                 )
             finally:
                 model.train(was_training)

@@ -3,6 +3,9 @@
 Token ids ``0 .. codebook_size - 1`` are codebook entries; ``codebook_size`` (``vocab_size - 1``) is the
 beginning-of-sequence (BOS) token, which is only ever an input. A sequence of ``seq_len`` codes is modelled as
 ``p(s_1 | BOS) p(s_2 | BOS, s_1) ...``, so inputs occupy positions ``0 .. seq_len`` (``seq_len + 1`` of them).
+
+The paper's Performer (appendix 6.2) is this model with ``attention="favor"``, ``local_heads=8``,
+``local_window=420`` and ``rezero=True``; see :mod:`morphgen.models.attention` for the back-ends.
 """
 
 from __future__ import annotations
@@ -10,105 +13,53 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from morphgen.models.attention import AttentionCache, CausalSelfAttention
 
 
 class KVCache:
-    """Preallocated keys and values of every layer, filled as tokens are decoded.
+    """Per-layer attention caches for ``batch_size`` sequences of up to ``max_len`` positions.
 
-    ``keys[i]`` and ``values[i]`` have shape ``(batch, heads, max_len, head_dim)``; ``length`` is the number
-    of positions already written (the position of the next token); the model advances it after each call.
+    ``length`` is the number of positions already decoded (the position of the next token); the model
+    advances it after each call.
     """
 
-    def __init__(
-        self,
-        layers: int,
-        batch_size: int,
-        heads: int,
-        max_len: int,
-        head_dim: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-    ):
-        shape = (batch_size, heads, max_len, head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+    def __init__(self, layers: list[AttentionCache], batch_size: int, max_len: int):
+        self.layers = layers
+        self.batch_size = batch_size
         self.max_len = max_len
         self.length = 0
 
-    @property
-    def batch_size(self) -> int:
-        return self.keys[0].shape[0] if self.keys else 0
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal softmax self-attention through ``scaled_dot_product_attention``.
-
-    Kept as its own module (projections + cache handling) so another attention back-end (e.g. FAVOR+) with a
-    different cache can replace it without touching the rest of the network.
-    """
-
-    def __init__(self, d_model: int, heads: int, dropout: float = 0.0):
-        super().__init__()
-        if d_model % heads:
-            raise ValueError(f"d_model ({d_model}) must be divisible by heads ({heads})")
-        self.heads = heads
-        self.head_dim = d_model // heads
-        self.dropout = dropout
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-        self.out_dropout = nn.Dropout(dropout)
-
-    def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, start: int = 0
-    ) -> torch.Tensor:
-        """Attend ``x`` (B, T, d) to itself causally; with a cache, also to the ``start`` cached positions."""
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        dropout_p = self.dropout if self.training else 0.0
-        if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-        else:
-            end = start + t
-            if end > cache.max_len:
-                raise ValueError(
-                    f"key/value cache holds {cache.max_len} positions, asked to write up to {end}"
-                )
-            cache.keys[layer][:, :, start:end] = k
-            cache.values[layer][:, :, start:end] = v
-            keys, values = cache.keys[layer][:, :, :end], cache.values[layer][:, :, :end]
-            if t == 1:  # one new token sees every cached position: no mask needed
-                y = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout_p)
-            elif start == 0:
-                y = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout_p, is_causal=True)
-            else:  # a chunk after a prefix: query i (position start + i) sees keys 0 .. start + i
-                allowed = torch.ones(t, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
-                y = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, dropout_p=dropout_p)
-        y = y.transpose(1, 2).reshape(b, t, d)
-        return self.out_dropout(self.out(y))
-
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: ``x + attn(LN(x))`` then ``x + MLP(LN(x))``."""
+    """Pre-norm block ``x + attn(LN(x))``, ``x + MLP(LN(x))``; with ``rezero``, ``x + g * f(x)`` instead,
+    with a learnt scalar ``g`` starting at 0 and no LayerNorm (Bachlechner et al. 2021; the paper's prior)."""
 
-    def __init__(self, d_model: int, heads: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, *, rezero: bool = False, **attention):
         super().__init__()
-        self.norm_attn = nn.LayerNorm(d_model)
-        self.attn = CausalSelfAttention(d_model, heads, dropout)
-        self.norm_mlp = nn.LayerNorm(d_model)
+        self.rezero = rezero
+        norm = nn.Identity if rezero else nn.LayerNorm
+        self.norm_attn = norm(d_model)
+        self.attn = CausalSelfAttention(d_model, heads, dropout, **attention)
+        self.norm_mlp = norm(d_model)
         self.mlp = nn.Sequential(
             nn.Linear(d_model, 4 * d_model),
             nn.GELU(),
             nn.Linear(4 * d_model, d_model),
             nn.Dropout(dropout),
         )
+        if rezero:
+            self.gate_attn = nn.Parameter(torch.zeros(()))
+            self.gate_mlp = nn.Parameter(torch.zeros(()))
 
-    def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, start: int = 0
-    ) -> torch.Tensor:
-        x = x + self.attn(self.norm_attn(x), cache, layer, start)
+    def forward(self, x: torch.Tensor, cache: AttentionCache | None = None, start: int = 0) -> torch.Tensor:
+        attn = self.attn(self.norm_attn(x), cache, start)
+        if self.rezero:
+            x = x + self.gate_attn * attn
+            return x + self.gate_mlp * self.mlp(x)
+        x = x + attn
         return x + self.mlp(self.norm_mlp(x))
 
 
@@ -120,10 +71,29 @@ class CausalTransformer(nn.Module):
         seq_len: number of codebook tokens per sequence (BOS excluded).
         d_model, layers, heads: width, depth and attention heads.
         dropout: dropout on embeddings, attention weights and residual branches (training only).
+        attention: ``"exact"`` (softmax) or ``"favor"`` (FAVOR+) for the global heads.
+        local_heads, local_window: heads that attend only to the last ``local_window`` positions.
+        favor_features: FAVOR+ random features per head (default ``head_dim * ln(head_dim)``).
+        rezero: ReZero residual gates instead of pre-LayerNorm.
+        activation_checkpointing: recompute each block's activations in the backward pass (less memory,
+            about a third more compute); training only.
     """
 
     def __init__(
-        self, vocab_size: int, seq_len: int, d_model: int, layers: int, heads: int, dropout: float = 0.0
+        self,
+        vocab_size: int,
+        seq_len: int,
+        d_model: int,
+        layers: int,
+        heads: int,
+        dropout: float = 0.0,
+        *,
+        attention: str = "exact",
+        local_heads: int = 0,
+        local_window: int | None = None,
+        favor_features: int | None = None,
+        rezero: bool = False,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         if vocab_size < 2:
@@ -136,10 +106,29 @@ class CausalTransformer(nn.Module):
         self.layers = layers
         self.heads = heads
         self.dropout = dropout
+        self.attention = attention
+        self.local_heads = int(local_heads)
+        self.local_window = int(local_window) if self.local_heads and local_window is not None else None
+        self.rezero = bool(rezero)
+        self.activation_checkpointing = bool(activation_checkpointing)
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.position_embedding = nn.Embedding(seq_len + 1, d_model)  # BOS + seq_len codes
         self.embedding_dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(d_model, heads, dropout) for _ in range(layers))
+        # each layer draws its own FAVOR+ features; seeded from torch's global generator like the weights
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                d_model,
+                heads,
+                dropout,
+                rezero=self.rezero,
+                local_heads=self.local_heads,
+                window=self.local_window,
+                backend=attention,
+                features=favor_features,
+            )
+            for _ in range(layers)
+        )
+        self.favor_features = self.blocks[0].attn.features if layers else favor_features
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, self.codebook_size)  # BOS is never predicted
         self._init_weights()
@@ -165,20 +154,21 @@ class CausalTransformer(nn.Module):
             "layers": self.layers,
             "heads": self.heads,
             "dropout": self.dropout,
+            "attention": self.attention,
+            "local_heads": self.local_heads,
+            "local_window": self.local_window,
+            "favor_features": self.favor_features,
+            "rezero": self.rezero,
+            "activation_checkpointing": self.activation_checkpointing,
         }
 
     def new_cache(self, batch_size: int, device: torch.device | str | None = None) -> KVCache:
-        """An empty key/value cache for ``batch_size`` sequences of up to ``seq_len + 1`` inputs."""
+        """An empty cache for ``batch_size`` sequences of up to ``seq_len + 1`` inputs."""
         param = next(self.parameters())
-        return KVCache(
-            self.layers,
-            batch_size,
-            self.heads,
-            self.seq_len + 1,
-            self.d_model // self.heads,
-            device=param.device if device is None else device,
-            dtype=param.dtype,
-        )
+        device = param.device if device is None else device
+        max_len = self.seq_len + 1
+        layers = [block.attn.new_cache(batch_size, max_len, device, param.dtype) for block in self.blocks]
+        return KVCache(layers, batch_size, max_len)
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits (B, T, codebook_size) for the token following each input position.
@@ -199,8 +189,14 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"cache is for batch {cache.batch_size}, tokens have batch {tokens.shape[0]}")
         positions = torch.arange(start, start + t, device=tokens.device)
         x = self.embedding_dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            x = block(x, cache, i, start)
+            if cache is not None:
+                x = block(x, cache.layers[i], start)
+            elif recompute:
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
         if cache is not None:
             cache.length = start + t
         return self.head(self.norm(x))

@@ -205,7 +205,7 @@ class VQVAETransformerFamily(ModelFamily):
     ) -> None:
         """Sample, decode, score and keep the best (see :meth:`ModelFamily.generate` for the files).
 
-        Uses ``model.sampling`` (batch_size, temperature, top_k, seed: default model.seed). The score is the
+        Uses ``model.sampling`` (batch_size, temperature, top_k, precision, seed: default model.seed). The score is the
         mean raw PatchGAN output (least-squares GAN: about 1 for real-looking, 0 for fake-looking); ties keep
         the earlier sample. Memory holds at most ``n_keep`` decoded volumes.
         """
@@ -230,6 +230,7 @@ class VQVAETransformerFamily(ModelFamily):
             top_k=sampling.get("top_k"),
             seed=int(sampling.get("seed", self.seed)),
             progress=progress,
+            precision=str(sampling.get("precision", "fp32")),
         )
         scores: list[float] = []
         best: list[
