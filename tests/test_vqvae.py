@@ -12,6 +12,7 @@ from conftest import TINY_AUTOENCODER, phantom
 
 from morphgen.errors import ConfigError, SubjectError
 from morphgen.models import autoencoder_training
+from morphgen.models import vqvae as vqvae_module
 from morphgen.models.autoencoder_training import AutoencoderTrainer
 from morphgen.models.checkpoint import load_autoencoder
 from morphgen.models.data import VolumeAugmentation, VolumeDataset
@@ -274,6 +275,45 @@ def test_training_is_deterministic_from_scratch(cohort, tmp_path, monkeypatch):
     tb = all_tensors(torch.load(b, weights_only=True))
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert autoencoder_training.TrainingSettings.from_config(cfg).adversarial_on(0)
+
+
+def test_activation_checkpointing_trains_to_the_same_weights(cohort, tmp_path, monkeypatch):
+    """Recomputing activations in the backward pass changes memory, not the result."""
+    train, val = split(cohort)
+    cfg = {**AE_CFG, "epochs": 1, "adversarial_start_epoch": 0, "augment": {"enabled": False}}
+    a = AutoencoderTrainer(train, val, cfg, tmp_path / "a", seed=5).fit(progress=False)
+    calls = []
+    original = vqvae_module.checkpoint
+    monkeypatch.setattr(vqvae_module, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+    recompute = {**cfg, "activation_checkpointing": True}
+    b = AutoencoderTrainer(train, val, recompute, tmp_path / "b", seed=5).fit(progress=False)
+    assert calls  # the blocks really were checkpointed
+    ta = all_tensors(torch.load(a, weights_only=True))
+    tb = all_tensors(torch.load(b, weights_only=True))
+    for key in ta:
+        torch.testing.assert_close(ta[key], tb[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_bf16_training_runs_in_bfloat16_and_keeps_float32_weights(cohort, tmp_path, monkeypatch):
+    train, val = split(cohort)
+    cfg = {**AE_CFG, "epochs": 1, "adversarial_start_epoch": 0, "precision": "bf16"}
+    seen = []
+    original = autoencoder_training.decode
+
+    def spy(vqvae, quantised, recompute=False):
+        out = original(vqvae, quantised, recompute)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(autoencoder_training, "decode", spy)
+    path = AutoencoderTrainer(train, val, cfg, tmp_path, seed=5).fit(progress=False)
+    assert seen and set(seen) == {torch.bfloat16}
+    weights = all_tensors(torch.load(path, weights_only=True))
+    assert all(t.dtype != torch.bfloat16 for t in weights.values())
+    losses = (tmp_path / "loss.tsv").read_text().splitlines()[1].split("\t")
+    assert all(np.isfinite(float(v)) for v in losses if v not in ("", "nan"))
+    with pytest.raises(ConfigError, match="precision"):
+        AutoencoderTrainer(train, val, {**cfg, "precision": "fp16"}, tmp_path / "x", seed=5)
 
 
 # ---- tokens ------------------------------------------------------------------------------------------------

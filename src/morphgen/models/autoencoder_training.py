@@ -34,7 +34,15 @@ from morphgen.models.losses import (
     discriminator_loss,
     generator_adversarial_loss,
 )
-from morphgen.models.vqvae import build_discriminator, build_vqvae, network_config, restart_dead_codes
+from morphgen.models.precision import autocast_for
+from morphgen.models.vqvae import (
+    build_discriminator,
+    build_vqvae,
+    decode,
+    encode,
+    network_config,
+    restart_dead_codes,
+)
 from morphgen.nifti import atomic_output
 
 CHECKPOINT_FORMAT = "morphgen-vqvae-checkpoint-1"
@@ -57,6 +65,8 @@ class TrainingSettings:
     adversarial_weight: float
     adversarial_start_epoch: int
     dead_code_threshold: float = DEAD_CODE_THRESHOLD
+    precision: str = "fp32"
+    activation_checkpointing: bool = False
 
     @classmethod
     def from_config(cls, ae_cfg: dict) -> TrainingSettings:
@@ -72,6 +82,8 @@ class TrainingSettings:
                 adversarial_weight=float(ae_cfg["adversarial_weight"]),
                 adversarial_start_epoch=int(ae_cfg["adversarial_start_epoch"]),
                 dead_code_threshold=float(ae_cfg.get("dead_code_threshold", DEAD_CODE_THRESHOLD)),
+                precision=str(ae_cfg.get("precision", "fp32")),
+                activation_checkpointing=bool(ae_cfg.get("activation_checkpointing", False)),
             )
         except KeyError as exc:
             raise ConfigError(f"model.autoencoder.{exc.args[0]} is missing from the configuration") from None
@@ -97,8 +109,15 @@ class AutoencoderTrainer:
     """
 
     def __init__(
-        self, train_images: list[Path], val_images: list[Path], ae_cfg: dict, out_dir: Path, seed: int
+        self,
+        train_images: list[Path],
+        val_images: list[Path],
+        ae_cfg: dict,
+        out_dir: Path,
+        seed: int,
+        device: str | torch.device | None = None,
     ):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.settings = TrainingSettings.from_config(ae_cfg)
         self.out_dir = Path(out_dir)
         self.seed = int(seed)
@@ -114,11 +133,11 @@ class AutoencoderTrainer:
         perceptual, perceptual_weight = build_perceptual_loss(ae_cfg.get("perceptual"))
 
         torch.manual_seed(self.seed)
-        self.vqvae = build_vqvae(self.network)
-        self.disc = build_discriminator(self.network)
+        self.vqvae = build_vqvae(self.network).to(self.device)
+        self.disc = build_discriminator(self.network).to(self.device)
         self.recon_loss = ReconstructionLoss(
             self.settings.l1_weight, self.settings.fft_weight, perceptual, perceptual_weight
-        )
+        ).to(self.device)
         self.adv_criterion = adversarial_criterion()
         trainable = [
             p for p in self.vqvae.parameters() if p.requires_grad
@@ -127,6 +146,7 @@ class AutoencoderTrainer:
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=self.settings.disc_lr)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=self.settings.lr_decay)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=self.settings.lr_decay)
+        self.autocast = autocast_for(self.settings.precision, self.device)
         self.epoch = 0  # epochs completed
         self.step = 0  # generator updates completed
         self.history: list[dict[str, float]] = []
@@ -158,7 +178,7 @@ class AutoencoderTrainer:
         path = self.checkpoint_path
         if not path.exists():
             return False
-        state = load_weights_only(path, "checkpoint")
+        state = load_weights_only(path, "checkpoint")  # optimisers and modules move it to the device
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(
                 f"checkpoint {path} has format {state.get('format')!r}; delete it to start again"
@@ -180,6 +200,11 @@ class AutoencoderTrainer:
         return True
 
     # ---- one epoch -----------------------------------------------------------------------------------------
+    def _critic(self, images: torch.Tensor) -> torch.Tensor:
+        """The discriminator's last output (patch logits), in float32."""
+        with self.autocast():
+            return self.disc(images)[-1].float()
+
     def _batches(self, epoch: int) -> list[np.ndarray]:
         order = np.random.default_rng(seed_for(self.seed, "order", epoch)).permutation(len(self.train_data))
         size = self.settings.batch_size
@@ -199,18 +224,24 @@ class AutoencoderTrainer:
             rngs = None
             if self.train_data.augment is not None:
                 rngs = [np.random.default_rng(seed_for(self.seed, "augment", epoch, int(i))) for i in indices]
-            images = self.train_data.batch(indices, rngs)
+            images = self.train_data.batch(indices, rngs).to(self.device)
 
             self.opt_g.zero_grad(set_to_none=True)
-            # VQVAE.forward, unrolled to keep the encoder outputs for codebook restarts
-            encodings = self.vqvae.encode(images)
+            # VQVAE.forward, unrolled to keep the encoder outputs for codebook restarts; the codebook
+            # distances and the losses stay in float32 whatever the precision
+            recompute = self.settings.activation_checkpointing
+            with self.autocast():
+                encodings = encode(self.vqvae, images, recompute)
+            encodings = encodings.float()
             quantised, quantisation = self.vqvae.quantize(encodings)
-            recon = self.vqvae.decode(quantised)
+            with self.autocast():
+                recon = decode(self.vqvae, quantised, recompute)
+            recon = recon.float()
             loss_g, terms = self.recon_loss(recon, images)
             loss_g = loss_g + quantisation
             terms["quantisation"] = quantisation
             if adversarial:
-                gen_adv = generator_adversarial_loss(self.adv_criterion, self.disc(recon)[-1])
+                gen_adv = generator_adversarial_loss(self.adv_criterion, self._critic(recon))
                 loss_g = loss_g + self.settings.adversarial_weight * gen_adv
                 terms["generator_adversarial"] = gen_adv
             loss_g.backward()
@@ -230,7 +261,7 @@ class AutoencoderTrainer:
             if adversarial:
                 self.opt_d.zero_grad(set_to_none=True)
                 loss_d = discriminator_loss(
-                    self.adv_criterion, self.disc(recon.detach())[-1], self.disc(images)[-1]
+                    self.adv_criterion, self._critic(recon.detach()), self._critic(images)
                 )
                 (self.settings.adversarial_weight * loss_d).backward()
                 self.opt_d.step()
@@ -256,8 +287,13 @@ class AutoencoderTrainer:
         n = len(self.val_data)
         size = self.settings.batch_size
         for start in range(0, n, size):
-            images = self.val_data.batch(range(start, min(n, start + size)))
-            recon, quantisation = self.vqvae(images)
+            images = self.val_data.batch(range(start, min(n, start + size))).to(self.device)
+            with self.autocast():
+                encodings = encode(self.vqvae, images)
+            quantised, quantisation = self.vqvae.quantize(encodings.float())
+            with self.autocast():
+                recon = decode(self.vqvae, quantised)
+            recon = recon.float()
             total, terms = self.recon_loss(recon, images)
             terms["quantisation"] = quantisation
             terms["total"] = total + quantisation

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from morphgen.models.checkpoint import save_atomic
+from morphgen.models.precision import autocast_for
 from morphgen.models.transformer import CausalTransformer
 from morphgen.tsv import write_tsv
 
@@ -41,7 +42,6 @@ LOSS_COLUMNS = ["epoch", "train_loss", "val_nll_per_token"]
 DEFAULT_WEIGHT_DECAY = 0.01
 DEFAULT_GRAD_CLIP = 1.0
 DEFAULT_WARMUP_FRACTION = 0.05
-PRECISIONS = ("fp32", "bf16")
 
 
 # --------------- file helpers
@@ -122,17 +122,6 @@ def build_prior(codebook_size: int, seq_len: int, cfg: dict) -> CausalTransforme
         rezero=bool(cfg.get("rezero", False)),
         activation_checkpointing=bool(cfg.get("activation_checkpointing", False)),
     )
-
-
-def precision_context(
-    precision: str, device: torch.device
-) -> Callable[[], contextlib.AbstractContextManager]:
-    """``fp32``: nothing; ``bf16``: autocast to bfloat16 on ``device`` (weights and sums stay float32)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp32":
-        return contextlib.nullcontext
-    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -230,7 +219,7 @@ def _train(
     seq_len = train.shape[1]
     torch.manual_seed(seed)
     model = build_prior(codebook_size, seq_len, cfg).to(device)
-    autocast = precision_context(cfg.get("precision", "fp32"), device)
+    autocast = autocast_for(cfg.get("precision", "fp32"), device)
 
     # no weight decay on biases and LayerNorm gains
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -435,7 +424,7 @@ def sample_tokens(
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be None or >= 1, got {top_k}")
     device = next(model.parameters()).device
-    autocast = precision_context(precision, device)
+    autocast = autocast_for(precision, device)
     generator = torch.Generator(device=device).manual_seed(seed)
     bar = tqdm(total=n * model.seq_len, desc="sampling", unit="tok", disable=not progress)
     try:

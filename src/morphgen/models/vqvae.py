@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 from monai.networks.nets import VQVAE, PatchDiscriminator
+from torch.utils.checkpoint import checkpoint
 
 from morphgen.errors import ConfigError
 
@@ -172,3 +173,26 @@ def restart_dead_codes(
     quantizer.ema_w[dead] = chosen
     quantizer.embedding.weight[dead] = chosen
     return n_dead
+
+
+def _through(blocks: torch.nn.ModuleList, x: torch.Tensor, recompute: bool) -> torch.Tensor:
+    for block in blocks:
+        if recompute and torch.is_grad_enabled():
+            x = checkpoint(block, x, use_reentrant=False)
+        else:
+            x = block(x)
+    return x
+
+
+def encode(vqvae: VQVAE, images: torch.Tensor, recompute: bool = False) -> torch.Tensor:
+    """``vqvae.encode``, with activation checkpointing per block when ``recompute``.
+
+    MONAI's own ``use_checkpointing`` recomputes the whole encoder at once, so the backward pass still holds
+    all of its activations; per block, it holds one block's.
+    """
+    return _through(vqvae.encoder.blocks, images, recompute)
+
+
+def decode(vqvae: VQVAE, quantised: torch.Tensor, recompute: bool = False) -> torch.Tensor:
+    """``vqvae.decode``, with activation checkpointing per block when ``recompute``."""
+    return _through(vqvae.decoder.blocks, quantised, recompute)

@@ -205,9 +205,10 @@ class VQVAETransformerFamily(ModelFamily):
     ) -> None:
         """Sample, decode, score and keep the best (see :meth:`ModelFamily.generate` for the files).
 
-        Uses ``model.sampling`` (batch_size, temperature, top_k, precision, seed: default model.seed). The score is the
-        mean raw PatchGAN output (least-squares GAN: about 1 for real-looking, 0 for fake-looking); ties keep
-        the earlier sample. Memory holds at most ``n_keep`` decoded volumes.
+        Uses ``model.sampling`` (batch_size, temperature, top_k, precision, seed: default model.seed), on the
+        GPU when there is one. The score is the mean raw PatchGAN output (least-squares GAN: about 1 for
+        real-looking, 0 for fake-looking); ties keep the earlier sample. Memory holds at most ``n_keep``
+        decoded volumes.
         """
         from morphgen.models.prior import load_prior, sample_tokens
 
@@ -216,8 +217,10 @@ class VQVAETransformerFamily(ModelFamily):
             raise ConfigError(
                 f"generation needs 1 <= n_generate and 0 <= n_keep <= n_generate, got {n_generate}, {n_keep}"
             )
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         vqvae, disc, network = load_autoencoder(Path(model_path))
-        prior = load_prior(Path(prior_path))
+        vqvae, disc = vqvae.to(device), disc.to(device)
+        prior = load_prior(Path(prior_path), device)
         latent = tuple(network["latent_shape"])
         length = int(np.prod(latent))
         codebook_size = int(network["codebook_size"])
@@ -247,8 +250,10 @@ class VQVAETransformerFamily(ModelFamily):
                 raise ConfigError(
                     f"the prior {prior_path} sampled tokens outside the codebook of {model_path}"
                 )
-            images = decode_tokens(vqvae, torch.from_numpy(tokens.reshape((-1, *latent)))).clamp(0.0, 1.0)
+            codes = torch.from_numpy(tokens.reshape((-1, *latent))).to(device)
+            images = decode_tokens(vqvae, codes).clamp(0.0, 1.0)
             batch_scores = discriminator_score(disc, images)
+            images = images.cpu()
             for image, score in zip(images, batch_scores.tolist(), strict=True):
                 index = len(scores)
                 scores.append(score)
