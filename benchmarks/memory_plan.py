@@ -1,0 +1,132 @@
+"""VQ-VAE training memory: estimates per precision and checkpointing, the batch that fits each GPU, and a
+measured peak to check the estimate against.
+
+Usage:
+  python benchmarks/memory_plan.py --configfile config.yaml configs/paper/paper.yaml   # the table
+  python benchmarks/memory_plan.py ... --measure --batch-size 1 --precision bf16      # + a real step
+
+``--measure`` runs one real training step (encoder, codebook, decoder, L1 + FFT, discriminator, backward,
+Adam) and reports the peak: ``torch.cuda.max_memory_allocated`` on a GPU, or the growth of the process's
+peak resident memory on CPU. ``--shape`` overrides the grid (to check the estimate on CPU at a grid that
+fits in RAM and time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+import yaml
+
+from morphgen.models.memory import GIB, estimate_autoencoder_training, largest_batch
+from morphgen.models.vqvae import build_discriminator, build_vqvae, decode, encode, network_config
+
+
+def merged_config(paths: list[str]) -> dict:
+    """Later files override earlier ones, key by key (as ``snakemake --configfile a b`` does)."""
+
+    def merge(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for key, value in b.items():
+            out[key] = (
+                merge(out[key], value)
+                if isinstance(value, dict) and isinstance(out.get(key), dict)
+                else value
+            )
+        return out
+
+    config: dict = {}
+    for path in paths:
+        with open(path) as handle:
+            config = merge(config, yaml.safe_load(handle) or {})
+    return config
+
+
+def training_step(
+    ae_cfg: dict, shape: tuple, batch: int, precision: str, recompute: bool, device: str
+) -> float:
+    """Peak memory (GiB) of one real training step, measured as described in the module docstring."""
+    net = network_config(ae_cfg, shape)
+    vqvae = build_vqvae(net).to(device)
+    disc = build_discriminator(net).to(device)
+    opt_g = torch.optim.Adam([p for p in vqvae.parameters() if p.requires_grad])
+    opt_d = torch.optim.Adam(disc.parameters())
+    images = torch.rand(batch, 1, *shape, device=device)
+    autocast = torch.autocast(
+        device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"
+    )
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        before = 0
+    else:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with autocast:
+        encodings = encode(vqvae, images, recompute)
+    quantised, q_loss = vqvae.quantize(encodings.float())
+    with autocast:
+        recon = decode(vqvae, quantised, recompute)
+    recon = recon.float()
+    with autocast:
+        fake = disc(recon)[-1].float()
+    loss = (
+        (recon - images).abs().mean()
+        + torch.fft.fftn(recon).abs().mean()
+        + q_loss
+        + (fake - 1).square().mean()
+    )
+    loss.backward()
+    opt_g.step()
+    with autocast:
+        d_loss = (
+            disc(recon.detach())[-1].float().square().mean() + (disc(images)[-1].float() - 1).square().mean()
+        )
+    d_loss.backward()
+    opt_d.step()
+    if cuda:
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / GIB
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / GIB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configfile", nargs="+", default=["config.yaml"])
+    parser.add_argument("--shape", type=int, nargs=3, help="grid to use instead of config's space.shape")
+    parser.add_argument("--gpus", type=float, nargs="+", default=[24, 40, 80], help="GPU memory tiers (GiB)")
+    parser.add_argument("--headroom", type=float, default=0.8)
+    parser.add_argument("--measure", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--recompute", action="store_true", help="per-block activation checkpointing")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+
+    config = merged_config(args.configfile)
+    ae_cfg = config["model"]["autoencoder"]
+    shape = tuple(args.shape or config["space"]["shape"])
+    tiers = " ".join(f"batch@{g:g}GiB" for g in args.gpus)
+    print(
+        f"# grid {shape}, channels {ae_cfg['channels']}, headroom {args.headroom}, torch {torch.__version__}"
+    )
+    print(f"precision\tcheckpointing\tfixed_GiB\tper_sample_GiB\t{tiers.replace(' ', chr(9))}")
+    for precision in ("fp32", "bf16"):
+        for recompute in (False, True):
+            est = estimate_autoencoder_training(ae_cfg, shape, precision, recompute)
+            fits = "\t".join(str(largest_batch(est, g, args.headroom)) for g in args.gpus)
+            print(f"{precision}\t{recompute}\t{est.fixed / GIB:.2f}\t{est.per_sample / GIB:.2f}\t{fits}")
+    if args.measure:
+        est = estimate_autoencoder_training(ae_cfg, shape, args.precision, args.recompute)
+        start = time.perf_counter()
+        peak = training_step(ae_cfg, shape, args.batch_size, args.precision, args.recompute, args.device)
+        print(
+            f"# measured on {args.device}: batch {args.batch_size}, {args.precision}, checkpointing "
+            f"{args.recompute}: peak {peak:.2f} GiB, estimate {est.total(args.batch_size) / GIB:.2f} GiB, "
+            f"step {time.perf_counter() - start:.1f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()

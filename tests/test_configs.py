@@ -1,0 +1,58 @@
+"""The paper configuration and its GPU tiers: valid, buildable at 1,400 tokens, and within their memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from morphgen.models.memory import estimate_autoencoder_training, estimate_prior_training, largest_batch
+from morphgen.models.vqvae import network_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+
+
+def merged(*names: str) -> dict:
+    def merge(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for key, value in b.items():
+            both = isinstance(value, dict) and isinstance(out.get(key), dict)
+            out[key] = merge(out[key], value) if both else value
+        return out
+
+    config: dict = {}
+    for name in names:
+        config = merge(config, yaml.safe_load((ROOT / name).read_text()))
+    return config
+
+
+def test_paper_configuration_is_valid_and_has_the_papers_shapes():
+    config = merged("config.yaml", "configs/paper/paper.yaml")
+    validate(config, str(SCHEMA))
+    ae, prior = config["model"]["autoencoder"], config["model"]["prior"]
+    net = network_config(ae, tuple(config["space"]["shape"]))
+    assert net["latent_shape"] == [10, 14, 10]  # 1,400 tokens
+    assert (net["codebook_size"], net["embedding_dim"], net["commitment_cost"], net["decay"]) == (
+        2048,
+        32,
+        0.25,
+        0.5,
+    )
+    assert (prior["layers"], prior["d_model"], prior["heads"], prior["local_heads"]) == (24, 256, 16, 8)
+    assert prior["local_window"] == 420 and prior["rezero"] and prior["attention"] == "favor"
+    assert config["model"]["sampling"]["oversample"] == 100
+
+
+@pytest.mark.parametrize("gib", [24, 40, 80])
+def test_each_gpu_tier_fits_its_memory_by_the_estimate(gib):
+    config = merged("config.yaml", "configs/paper/paper.yaml", f"configs/paper/gpu-{gib}gb.yaml")
+    validate(config, str(SCHEMA))
+    ae, prior = config["model"]["autoencoder"], config["model"]["prior"]
+    shape = tuple(config["space"]["shape"])
+    ae_est = estimate_autoencoder_training(ae, shape, ae["precision"], ae["activation_checkpointing"])
+    assert 1 <= ae["batch_size"] <= largest_batch(ae_est, gib)
+    prior_est = estimate_prior_training(prior, 1400, ae["codebook_size"], prior["precision"])
+    assert 1 <= prior["batch_size"] <= largest_batch(prior_est, gib)
