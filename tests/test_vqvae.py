@@ -316,6 +316,62 @@ def test_bf16_training_runs_in_bfloat16_and_keeps_float32_weights(cohort, tmp_pa
         AutoencoderTrainer(train, val, {**cfg, "precision": "fp16"}, tmp_path / "x", seed=5)
 
 
+def test_fine_tuning_starts_from_the_pretrained_model(cohort, tmp_path):
+    train, val = split(cohort)
+    cfg = {**AE_CFG, "epochs": 1, "adversarial_start_epoch": 0, "augment": {"enabled": False}}
+    pretrained = AutoencoderTrainer(train, val, cfg, tmp_path / "a", seed=1).fit(progress=False)
+    blob = torch.load(pretrained, weights_only=True)
+    tuned = AutoencoderTrainer(val + train[:1], val, cfg, tmp_path / "b", seed=2, init_from=pretrained)
+    for name, state in (
+        ("autoencoder", tuned.vqvae.state_dict()),
+        ("discriminator", tuned.disc.state_dict()),
+    ):
+        assert all(torch.equal(state[k], blob[name][k]) for k in state), name  # codebook included
+    scratch = AutoencoderTrainer(val + train[:1], val, cfg, tmp_path / "c", seed=2)
+    assert not torch.equal(
+        scratch.vqvae.state_dict()["encoder.blocks.0.conv.weight"],
+        blob["autoencoder"]["encoder.blocks.0.conv.weight"],
+    )
+    path = tuned.fit(progress=False)
+    saved = torch.load(path, weights_only=True)
+    assert saved["info"]["fine_tuned_from"] == str(pretrained)
+    assert not torch.equal(
+        saved["autoencoder"]["encoder.blocks.0.conv.weight"],
+        blob["autoencoder"]["encoder.blocks.0.conv.weight"],
+    )
+    with pytest.raises(ConfigError, match="codebook_size"):
+        AutoencoderTrainer(
+            train, val, {**cfg, "codebook_size": 8}, tmp_path / "d", seed=2, init_from=pretrained
+        )
+
+
+def test_early_stopping_keeps_the_best_epoch(cohort, tmp_path, monkeypatch):
+    train, val = split(cohort)
+    cfg = {**AE_CFG, "epochs": 10, "patience": 2, "adversarial_start_epoch": 0, "augment": {"enabled": False}}
+    scripted = iter([3.0, 2.0, 2.5, 2.6, 1.0, 1.0])  # best at epoch 2, then two epochs without improvement
+    real_validate = AutoencoderTrainer.validate
+    weights_after = {}
+
+    def validate(self):
+        terms = real_validate(self)
+        weights_after[self.epoch + 1] = {k: v.clone() for k, v in self.vqvae.state_dict().items()}
+        return {**terms, "total": next(scripted)}
+
+    monkeypatch.setattr(AutoencoderTrainer, "validate", validate)
+    trainer = AutoencoderTrainer(train, val, cfg, tmp_path, seed=3)
+    path = trainer.fit(progress=False)
+    assert trainer.epoch == 4 and trainer.stopped_early
+    saved = torch.load(path, weights_only=True)
+    assert saved["info"]["best_epoch"] == 2
+    for key, value in saved["autoencoder"].items():
+        assert torch.equal(value, weights_after[2][key]), key
+    assert not torch.equal(
+        saved["autoencoder"]["decoder.blocks.0.conv.weight"], weights_after[4]["decoder.blocks.0.conv.weight"]
+    )
+    with pytest.raises(ConfigError, match="validation"):
+        AutoencoderTrainer(train, [], cfg, tmp_path / "x", seed=3)
+
+
 # ---- tokens ------------------------------------------------------------------------------------------------
 
 

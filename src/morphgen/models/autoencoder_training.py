@@ -20,6 +20,7 @@ from tqdm import tqdm
 from morphgen.errors import ConfigError
 from morphgen.models.base import LAST_CHECKPOINT, LOSS_PNG, LOSS_TSV, MODEL_FILE
 from morphgen.models.checkpoint import (
+    AUTOENCODER_FORMAT,
     load_weights_only,
     rng_state,
     save_atomic,
@@ -67,6 +68,7 @@ class TrainingSettings:
     dead_code_threshold: float = DEAD_CODE_THRESHOLD
     precision: str = "fp32"
     activation_checkpointing: bool = False
+    patience: int = 0  # early stopping: epochs without a better validation loss before stopping (0: off)
 
     @classmethod
     def from_config(cls, ae_cfg: dict) -> TrainingSettings:
@@ -84,6 +86,7 @@ class TrainingSettings:
                 dead_code_threshold=float(ae_cfg.get("dead_code_threshold", DEAD_CODE_THRESHOLD)),
                 precision=str(ae_cfg.get("precision", "fp32")),
                 activation_checkpointing=bool(ae_cfg.get("activation_checkpointing", False)),
+                patience=int(ae_cfg.get("patience", 0) or 0),
             )
         except KeyError as exc:
             raise ConfigError(f"model.autoencoder.{exc.args[0]} is missing from the configuration") from None
@@ -116,6 +119,7 @@ class AutoencoderTrainer:
         out_dir: Path,
         seed: int,
         device: str | torch.device | None = None,
+        init_from: Path | None = None,
     ):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.settings = TrainingSettings.from_config(ae_cfg)
@@ -135,6 +139,11 @@ class AutoencoderTrainer:
         torch.manual_seed(self.seed)
         self.vqvae = build_vqvae(self.network).to(self.device)
         self.disc = build_discriminator(self.network).to(self.device)
+        self.init_from = None if init_from is None else Path(init_from)
+        if self.init_from is not None:
+            self._load_pretrained(self.init_from)
+        if self.settings.patience and self.val_data is None:
+            raise ConfigError("early stopping (patience) needs validation images")
         self.recon_loss = ReconstructionLoss(
             self.settings.l1_weight, self.settings.fft_weight, perceptual, perceptual_weight
         ).to(self.device)
@@ -147,6 +156,8 @@ class AutoencoderTrainer:
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=self.settings.lr_decay)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=self.settings.lr_decay)
         self.autocast = autocast_for(self.settings.precision, self.device)
+        self.best = {"val_total": math.inf, "epoch": 0}  # early stopping: the best epoch and its weights
+        self.stale_epochs = 0
         self.epoch = 0  # epochs completed
         self.step = 0  # generator updates completed
         self.history: list[dict[str, float]] = []
@@ -171,7 +182,23 @@ class AutoencoderTrainer:
             "sched_d": self.sched_d.state_dict(),
             "rng": rng_state(),
             "history": self.history,
+            "best": self.best,
+            "stale_epochs": self.stale_epochs,
         }
+
+    def _load_pretrained(self, path: Path) -> None:
+        """Start from a trained model (fine-tuning): both networks and the codebook."""
+        blob = load_weights_only(path, "pre-trained autoencoder")
+        if blob.get("format") != AUTOENCODER_FORMAT:
+            raise ConfigError(f"{path} is not a morphgen autoencoder (format {blob.get('format')!r})")
+        if blob["network"] != self.network:
+            changed = sorted(k for k in self.network if blob["network"].get(k) != self.network[k])
+            raise ConfigError(
+                f"the pre-trained autoencoder {path} has another network ({', '.join(changed)} differ); "
+                "fine-tuning needs the same model.autoencoder network settings and grid"
+            )
+        self.vqvae.load_state_dict(blob["autoencoder"])
+        self.disc.load_state_dict(blob["discriminator"])
 
     def resume(self) -> bool:
         """Load ``checkpoints/last.pt`` if it exists; refuse one made with another network or seed."""
@@ -197,6 +224,8 @@ class AutoencoderTrainer:
         set_rng_state(state["rng"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
+        self.best = state.get("best", self.best)
+        self.stale_epochs = int(state.get("stale_epochs", 0))
         return True
 
     # ---- one epoch -----------------------------------------------------------------------------------------
@@ -302,6 +331,23 @@ class AutoencoderTrainer:
         self.vqvae.train()
         return {key: value / n for key, value in sums.items()}
 
+    # ---- early stopping -----------------------------------------------------------------------------------
+    @property
+    def stopped_early(self) -> bool:
+        return bool(self.settings.patience) and self.stale_epochs >= self.settings.patience
+
+    def _track_best(self, val_total: float) -> None:
+        if val_total < self.best["val_total"]:
+            self.best = {
+                "val_total": float(val_total),
+                "epoch": self.epoch,
+                "autoencoder": {k: v.detach().cpu().clone() for k, v in self.vqvae.state_dict().items()},
+                "discriminator": {k: v.detach().cpu().clone() for k, v in self.disc.state_dict().items()},
+            }
+            self.stale_epochs = 0
+        else:
+            self.stale_epochs += 1
+
     # ---- the run -------------------------------------------------------------------------------------------
     def fit(self, progress: bool = True) -> Path:
         """Train (resuming if possible) to ``epochs``; returns the path of ``model.pt``."""
@@ -315,7 +361,7 @@ class AutoencoderTrainer:
             unit="step",
         )
         with bar:
-            while self.epoch < self.settings.epochs:
+            while self.epoch < self.settings.epochs and not self.stopped_early:
                 started = time.perf_counter()
                 train = self.train_epoch(bar)
                 val = self.validate()
@@ -325,10 +371,18 @@ class AutoencoderTrainer:
                 row.update({f"val_{key}": value for key, value in val.items()})
                 row["seconds"] = time.perf_counter() - started
                 self.history.append(row)
+                if self.settings.patience:
+                    self._track_best(val["total"])
                 save_atomic(self.state(), self.checkpoint_path)
                 write_loss_table(self.history, self.out_dir / LOSS_TSV)
                 plot_losses(self.history, self.out_dir / LOSS_PNG)
         info = {"epochs": self.epoch, "steps": self.step, "seed": self.seed, "n_train": len(self.train_data)}
+        if self.init_from is not None:
+            info["fine_tuned_from"] = str(self.init_from)
+        if self.settings.patience:  # keep the epoch with the lowest validation loss
+            self.vqvae.load_state_dict(self.best["autoencoder"])
+            self.disc.load_state_dict(self.best["discriminator"])
+            info.update(best_epoch=int(self.best["epoch"]), stopped_early=self.stopped_early)
         if not (self.out_dir / LOSS_TSV).exists():  # resumed from a finished checkpoint
             write_loss_table(self.history, self.out_dir / LOSS_TSV)
             plot_losses(self.history, self.out_dir / LOSS_PNG)
@@ -408,6 +462,12 @@ def train_autoencoder(
     out_dir: Path,
     seed: int,
     progress: bool = True,
+    init_from: Path | None = None,
 ) -> Path:
-    """Train (or resume) the VQ-VAE in ``out_dir``; returns the path of ``model.pt``."""
-    return AutoencoderTrainer(train_images, val_images, ae_cfg, out_dir, seed).fit(progress=progress)
+    """Train (or resume) the VQ-VAE in ``out_dir``; returns the path of ``model.pt``.
+
+    With ``init_from`` (a ``model.pt``), training starts from that model: fine-tuning. ``ae_cfg['patience']``
+    turns on early stopping on the validation loss; ``model.pt`` then holds the best epoch's weights.
+    """
+    trainer = AutoencoderTrainer(train_images, val_images, ae_cfg, out_dir, seed, init_from=init_from)
+    return trainer.fit(progress=progress)

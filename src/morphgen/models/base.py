@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from morphgen.errors import ConfigError
+
 # File names shared by the workflow and every family.
 MODEL_FILE = "model.pt"
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
@@ -61,6 +63,23 @@ class ModelFamily(abc.ABC):
         epoch), ``out_dir/loss.tsv`` (one row per epoch: epoch, step, then one column per loss term) and
         ``out_dir/loss.png``. A rerun after a crash resumes from ``last.pt``.
         """
+
+    def finetune_autoencoder(
+        self,
+        pretrained: Path,
+        train_images: list[Path],
+        val_images: list[Path],
+        out_dir: Path,
+        settings: dict,
+        progress: bool = True,
+    ) -> None:
+        """Fine-tune a trained autoencoder (``pretrained``, a ``model.pt`` of this family) on other images.
+
+        ``settings`` override the family's autoencoder training settings (epochs, lr, ...); ``patience``
+        stops when the loss on ``val_images`` has not improved for that many epochs, and the best epoch is
+        kept. Writes the files of :meth:`fit_autoencoder`. Families that cannot fine-tune raise ConfigError.
+        """
+        raise ConfigError(f"model family {type(self).__name__} cannot fine-tune a pre-trained autoencoder")
 
     @abc.abstractmethod
     def encode(

@@ -25,7 +25,7 @@ from morphgen.models.checkpoint import load_autoencoder
 from morphgen.models.data import VolumeAugmentation, VolumeDataset
 from morphgen.models.latents import decode_tokens, encode_subjects, load_token_sequences
 from morphgen.models.registry import register_family
-from morphgen.models.vqvae import discriminator_score
+from morphgen.models.vqvae import NETWORK_KEYS, discriminator_score
 from morphgen.nifti import atomic_output, save_volume
 
 # MS-SSIM kernel used when the grid allows it (the largest odd size that MONAI accepts is used otherwise).
@@ -71,6 +71,28 @@ class VQVAETransformerFamily(ModelFamily):
         the codebook entries used and restarted per epoch (``model.autoencoder.dead_code_threshold``).
         """
         train_autoencoder(train_images, val_images, self.ae_cfg, Path(out_dir), self.seed, progress=progress)
+
+    def finetune_autoencoder(
+        self,
+        pretrained: Path,
+        train_images: list[Path],
+        val_images: list[Path],
+        out_dir: Path,
+        settings: dict,
+        progress: bool = True,
+    ) -> None:
+        """Fine-tune as in the paper (§3.2): the network settings must match; ``settings`` override the
+        optimisation ones (``epochs``, ``lr``, ``patience`` ...)."""
+        network_keys = set(NETWORK_KEYS) & set(settings)
+        if network_keys:
+            raise ConfigError(
+                f"fine-tuning cannot change the network ({', '.join(sorted(network_keys))}); "
+                "set them in model.autoencoder"
+            )
+        cfg = {**self.ae_cfg, **settings}
+        train_autoencoder(
+            train_images, val_images, cfg, Path(out_dir), self.seed, progress=progress, init_from=pretrained
+        )
 
     def encode(
         self,
