@@ -13,6 +13,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/pretraining.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/report.smk"
 

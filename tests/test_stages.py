@@ -26,3 +26,36 @@ def test_ids_from_file_names():
     assert list(image_map(paths)) == ["sub-01", "sub-02", "sample-0003"]
     assert subpop_of("r/subpopulations/age-old.tsv") == "age-old"
     assert subpop_of("r/samples/age-old/sample-0003.nii.gz") == "age-old"
+
+
+def test_finetune_validation_is_a_seeded_subset_of_the_training_ids():
+    from morphgen.stages import finetune_validation
+
+    ids = [f"sub-{i:02d}" for i in range(20)]
+    held = finetune_validation(ids, 0.2, seed=3)
+    assert len(held) == 4 and set(held) <= set(ids)
+    assert finetune_validation(list(reversed(ids)), 0.2, seed=3) == held  # order does not matter
+    assert finetune_validation(ids, 0.2, seed=4) != held
+    assert len(finetune_validation(ids[:3], 0.01, seed=3)) == 1  # at least one, never all
+
+
+def test_pretraining_split_keeps_usable_subjects_only(tmp_path):
+    import pytest
+
+    from morphgen.errors import ConfigError
+    from morphgen.stages import pretraining_split
+    from morphgen.tsv import read_tsv
+
+    rows = [f"sub-{i:02d}\ta/sub-{i:02d}.nii.gz" for i in range(10)]
+    (tmp_path / "sheet.tsv").write_text("participant_id\tpath\n" + "\n".join(rows) + "\n")
+    statuses = ["ok"] * 9 + ["excluded"]
+    qc = [f"sub-{i:02d}\ta\t{s}\t" for i, s in enumerate(statuses)]
+    (tmp_path / "qc.tsv").write_text("participant_id\tpath\tstatus\treason\n" + "\n".join(qc) + "\n")
+    cfg = {"source": "sheet", "sheet": str(tmp_path / "sheet.tsv"), "on_error": "exclude"}
+    pretraining_split(cfg, 0.3, 0, tmp_path / "sheet.tsv", tmp_path / "qc.tsv", tmp_path / "out.tsv")
+    table = read_tsv(tmp_path / "out.tsv")
+    assert "sub-09" not in set(table["participant_id"]) and len(table) == 9
+    assert (table["split"] == "val").sum() == 3 and set(table["split"]) == {"train", "val"}
+    (tmp_path / "qc.tsv").write_text("participant_id\tpath\tstatus\treason\nsub-00\ta\tok\t\n")
+    with pytest.raises(ConfigError, match="at least 2"):
+        pretraining_split(cfg, 0.3, 0, tmp_path / "sheet.tsv", tmp_path / "qc.tsv", tmp_path / "o2.tsv")

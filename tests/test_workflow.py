@@ -135,3 +135,47 @@ def test_complete_run_has_nothing_left_to_do(e2e_run):
     work, R = e2e_run
     proc = _snakemake(work, *_config_args(R), "-n", "all")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_two_dataset_training_pretrains_then_fine_tunes(e2e_run, tmp_path):
+    """Paper §3.2 as DAG stages: cohort A trains the autoencoder, the main cohort fine-tunes it."""
+    import torch
+    import yaml
+
+    work, results = e2e_run
+    R = tmp_path / "results"
+    shutil.copytree(results, R)  # the main cohort's preprocessing is reused, not redone
+    shutil.rmtree(R / "models")  # a copy has no run metadata, so a changed setting would not show
+    overlay = {
+        "pretraining": {
+            "enabled": True,
+            "demo": {"n_subjects": 5, "seed": 3, "voxel_size": 2.0, "patient_fraction": 0.0},
+            "validation_fraction": 0.2,
+            "finetune": {"epochs": 6, "patience": 2, "validation_fraction": 0.25},
+        }
+    }
+    (tmp_path / "pretraining.yaml").write_text(yaml.safe_dump(overlay))
+    args = _config_args(R)
+    args[3:3] = [str(tmp_path / "pretraining.yaml")]
+    target = str(R / "models/autoencoder/model.pt")
+    plan = _snakemake(work, *args, "-n", "--quiet", "rules", "--", target).stdout
+    assert "pretrain_autoencoder" in plan and "train_autoencoder" in plan
+    images = sorted((R / "preprocessed").glob("*/*_T1w.nii.gz"))
+    before = [p.stat().st_mtime_ns for p in images]
+    _snakemake(work, *args, "--cores", "2", "--", target)
+    assert [p.stat().st_mtime_ns for p in images] == before  # the main cohort was not preprocessed again
+    assert len(list((R / "pretraining/preprocessed").glob("*/*_T1w.nii.gz"))) == 5
+
+    cohort_a = pd.read_csv(R / "pretraining/split/subjects.tsv", sep="\t")
+    assert len(cohort_a) == 5 and set(cohort_a["split"]) == {"train", "val"}
+    pretrained = R / "models/autoencoder_pretrained/model.pt"
+    assert (
+        torch.load(pretrained, weights_only=True)["info"]["n_train"] == (cohort_a["split"] == "train").sum()
+    )
+    info = torch.load(R / "models/autoencoder/model.pt", weights_only=True)["info"]
+    assert info["fine_tuned_from"] == str(pretrained)
+    assert 1 <= info["best_epoch"] <= info["epochs"] <= 6
+    train_b = pd.read_csv(R / "split/subjects.tsv", sep="\t").query("split == 'train'")
+    assert info["n_train"] < len(train_b)  # a validation fraction of the training split was held out
+    assert not (R / "models/autoencoder/checkpoints").exists()

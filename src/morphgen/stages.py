@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from morphgen.errors import ConfigError
 from morphgen.tsv import read_tsv, write_tsv
 
 
@@ -127,3 +128,27 @@ def volume_tables(
     table2_volumes(real, synthetic, members, alpha, out_tsv=out_table)
     subgroup_effects(real, synthetic, members, contrasts, out_tsv=out_effects)
     volume_distributions(real, synthetic, members, out_figure)
+
+
+def pretraining_split(input_cfg: dict, fraction: float, seed: int, sheet_path, qc_path, out_subjects):
+    """Usable subjects of the pre-training cohort, ``train`` or ``val`` (its validation loss)."""
+    from morphgen.split import assign_split
+
+    subjects = read_input_subjects(input_cfg, sheet_path)
+    qc = read_tsv(qc_path)
+    ok = set(qc.loc[qc["status"] == "ok", "participant_id"])
+    table = subjects[subjects["participant_id"].isin(ok)].copy()
+    if len(table) < 2:
+        raise ConfigError(f"the pre-training cohort has {len(table)} usable subjects; it needs at least 2")
+    labels = assign_split(list(table["participant_id"]), fraction, seed)
+    table["split"] = table["participant_id"].map(labels.replace({"test": "val"}))
+    write_tsv(table[["participant_id", "path", "split"]], out_subjects)
+    return table
+
+
+def finetune_validation(train_ids: list[str], fraction: float, seed: int) -> list[str]:
+    """Training subjects held out from fine-tuning to stop it early (they still train the priors)."""
+    from morphgen.split import assign_split
+
+    labels = assign_split(list(train_ids), fraction, seed)
+    return sorted(labels.index[labels == "test"])

@@ -20,6 +20,13 @@ MODEL = config["model"]
 SYNTH_VOLUMES = expand(f"{R}/volumes/synthetic/{{subpop}}.tsv", subpop=SUBPOPS)
 MEMBER_LISTS = expand(f"{R}/subpopulations/{{subpop}}.tsv", subpop=SUBPOPS)
 DEMO_IDS = [f"sub-{i + 1:03d}" for i in range(config.get("demo", {}).get("n_subjects", 0))]
+# two-dataset training (paper §3.2): the autoencoder is trained on cohort A, then fine-tuned on this cohort
+PRETRAINING = config.get("pretraining") or {"enabled": False}
+PRETRAIN = bool(PRETRAINING.get("enabled", False))
+PT = f"{R}/pretraining"
+PT_DEMO_IDS = [
+    f"sub-{i + 1:03d}" for i in range(PRETRAINING.get("demo", {}).get("n_subjects", 0))
+]
 
 
 wildcard_constraints:
@@ -46,6 +53,54 @@ def subject_sheet():
     if source == "bids":
         return str(Path(config["input"]["bids_dir"]) / "participants.tsv")
     return config["input"]["sheet"]
+
+
+def sheet_of(input_cfg, demo_dir):
+    """The file that lists a cohort's subjects (see subject_sheet)."""
+    if input_cfg["source"] == "demo":
+        return f"{demo_dir}/demo_cohort/participants.tsv"
+    if input_cfg["source"] == "bids":
+        return str(Path(input_cfg["bids_dir"]) / "participants.tsv")
+    return input_cfg["sheet"]
+
+
+def pretraining_table():
+    path = checkpoints.pretraining_split.get().output.subjects
+    return pd.read_csv(path, sep="\t", dtype={"participant_id": str})
+
+
+def pretraining_raw_t1(wildcards):
+    return pretraining_table().set_index("participant_id").loc[wildcards.subject, "path"]
+
+
+def pretraining_images(split):
+    def _inputs(wildcards):
+        table = pretraining_table()
+        ids = table.loc[table["split"] == split, "participant_id"]
+        return [f"{PT}/preprocessed/{s}/{s}_space-MNI152_T1w.nii.gz" for s in ids]
+
+    return _inputs
+
+
+def autoencoder_images(part):
+    """Images the autoencoder learns from ("train") and is validated on ("val").
+
+    Without pre-training: the training split, validated on the test split. When fine-tuning, a seeded
+    fraction of the training split is held out from the autoencoder (not from the priors) to stop early.
+    """
+
+    def _inputs(wildcards):
+        if not PRETRAIN:
+            return [preprocessed(s) for s in subject_ids("train" if part == "train" else "test")]
+        from morphgen.stages import finetune_validation
+
+        train = subject_ids("train")
+        finetune = PRETRAINING["finetune"]
+        held = set(finetune_validation(train, finetune["validation_fraction"], config["split"]["seed"]))
+        chosen = [s for s in train if (s in held) == (part == "val")]
+        return [preprocessed(s) for s in chosen]
+
+    return _inputs
 
 
 def subjects_table():

@@ -3,10 +3,12 @@
 
 
 rule train_autoencoder:
-    """Train the autoencoder (VQ-VAE for the default family) on the training split; resumes after a stop."""
+    """Train the autoencoder (VQ-VAE for the default family) on the training split, or fine-tune the
+    pre-trained one with early stopping when pretraining is enabled; resumes after a stop."""
     input:
-        train=preprocessed_images("train"),
-        val=preprocessed_images("test"),
+        train=autoencoder_images("train"),
+        val=autoencoder_images("val"),
+        pretrained=[f"{R}/models/autoencoder_pretrained/model.pt"] if PRETRAIN else [],
     output:
         model=f"{R}/models/autoencoder/model.pt",
         losses=f"{R}/models/autoencoder/loss.tsv",
@@ -14,6 +16,7 @@ rule train_autoencoder:
         model=MODEL["autoencoder"],
         family=MODEL["family"],
         seed=MODEL["seed"],
+        finetune=PRETRAINING.get("finetune") if PRETRAIN else None,
     log:
         log_for("train_autoencoder"),
     benchmark:
