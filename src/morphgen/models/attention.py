@@ -214,7 +214,9 @@ class CausalSelfAttention(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         parts = []
-        if self.softmax_heads:
+        if self.softmax_heads == self.heads:  # no slicing: decoding one token is bound by op count
+            parts.append(self._softmax(q, k, v, cache, start))
+        elif self.softmax_heads:
             s = self.softmax_heads
             parts.append(self._softmax(q[:, :s], k[:, :s], v[:, :s], cache, start))
         if self.favor_heads:
@@ -222,8 +224,8 @@ class CausalSelfAttention(nn.Module):
             state = cache.favor if cache is not None else None
             parts.append(favor_causal(q[:, s:], k[:, s:], v[:, s:], self.projection, state))
         y = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
-        y = y.transpose(1, 2).reshape(b, t, d)
-        return self.out_dropout(self.out(y))
+        y = self.out(y.transpose(1, 2).reshape(b, t, d))
+        return self.out_dropout(y) if self.training else y
 
     def _softmax(self, q, k, v, cache: AttentionCache | None, start: int) -> torch.Tensor:
         """Softmax heads: the first ``local_heads`` windowed, the others (exact back-end) global."""
@@ -253,7 +255,7 @@ class CausalSelfAttention(nn.Module):
                 )
             )
         if q.shape[1] > local:
-            qg, kg, vg = q[:, local:], k[:, local:], v[:, local:]
+            qg, kg, vg = (q, k, v) if not local else (q[:, local:], k[:, local:], v[:, local:])
             if start == 0:
                 yg = F.scaled_dot_product_attention(qg, kg, vg, dropout_p=dropout_p, is_causal=True)
             elif t == 1:  # one new token sees every cached position

@@ -365,7 +365,7 @@ def _draw(
     Works in float64 (exact for float32 logits), so both decoding paths make the same draws from the same
     uniform numbers.
     """
-    scaled = logits.double() / temperature
+    scaled = logits.double() if temperature == 1.0 else logits.double() / temperature
     if top_k is not None and top_k < scaled.shape[-1]:
         kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
         scaled = scaled.masked_fill(scaled < kth, -math.inf)

@@ -58,9 +58,14 @@ class TransformerBlock(nn.Module):
         attn = self.attn(self.norm_attn(x), cache, start)
         if self.rezero:
             x = x + self.gate_attn * attn
-            return x + self.gate_mlp * self.mlp(x)
+            return x + self.gate_mlp * self._mlp(x)
         x = x + attn
-        return x + self.mlp(self.norm_mlp(x))
+        return x + self._mlp(self.norm_mlp(x))
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.mlp(x)
+        return self.mlp[2](self.mlp[1](self.mlp[0](x)))  # no dropout call: decoding is op-bound
 
 
 class CausalTransformer(nn.Module):
@@ -187,8 +192,10 @@ class CausalTransformer(nn.Module):
             )
         if cache is not None and cache.batch_size != tokens.shape[0]:
             raise ValueError(f"cache is for batch {cache.batch_size}, tokens have batch {tokens.shape[0]}")
-        positions = torch.arange(start, start + t, device=tokens.device)
-        x = self.embedding_dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        # slicing the table equals looking positions up, and saves two ops per decoding step
+        x = self.token_embedding(tokens) + self.position_embedding.weight[start : start + t]
+        if self.training:
+            x = self.embedding_dropout(x)
         recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             if cache is not None:
