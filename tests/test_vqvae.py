@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -83,6 +84,32 @@ def test_network_config_checks_grid_and_discriminator_depth():
         disc = build_discriminator({"disc_channels": 2, "disc_layers": layers})
         out = disc(torch.zeros(2, 1, *GRID.shape))[-1]
         assert list(out.shape[2:]) == discriminator_output_shape(GRID.shape, layers)
+
+
+def test_normalized_latents_lie_on_a_sphere_of_radius_sqrt_channels():
+    torch.manual_seed(0)
+    net = network_config({**AE_CFG, "normalize_latents": True}, GRID.shape)
+    vqvae = build_vqvae(net)
+    z = vqvae.encode(torch.rand(2, 1, *GRID.shape) * 1e-3)  # tiny inputs: the scale must not follow them
+    norms = z.norm(dim=1)
+    torch.testing.assert_close(norms, torch.full_like(norms, AE_CFG["embedding_dim"] ** 0.5))
+    plain = build_vqvae(network_config(AE_CFG, GRID.shape))
+    assert len(plain.encoder.blocks) == len(vqvae.encoder.blocks) - 1
+    assert plain.state_dict().keys() == vqvae.state_dict().keys()  # no weights added
+
+
+def test_subtract_mean_codes_differences_from_the_training_mean(cohort, tmp_path):
+    train, val = split(cohort)
+    cfg = {**AE_CFG, "epochs": 1, "subtract_mean": True, "augment": {"enabled": False}}
+    path = AutoencoderTrainer(train, val, cfg, tmp_path, seed=0).fit(progress=False)
+    vqvae, _, network = load_autoencoder(path)
+    assert network["subtract_mean"]
+    mean = np.mean([nib.load(p).get_fdata() for p in train], axis=0)
+    first, last = vqvae.encoder.blocks[0], vqvae.decoder.blocks[-1]
+    np.testing.assert_allclose(first.image[0, 0].numpy(), mean, atol=1e-6)
+    image = torch.rand(1, 1, *GRID.shape)
+    torch.testing.assert_close(first(image), image - first.image)
+    torch.testing.assert_close(last(image), image + first.image)
 
 
 def test_spectral_term_is_mean_squared_fft_amplitude_difference():

@@ -43,6 +43,7 @@ from morphgen.models.vqvae import (
     encode,
     network_config,
     restart_dead_codes,
+    set_mean_image,
 )
 from morphgen.nifti import atomic_output
 
@@ -139,8 +140,12 @@ class AutoencoderTrainer:
         torch.manual_seed(self.seed)
         self.vqvae = build_vqvae(self.network).to(self.device)
         self.disc = build_discriminator(self.network).to(self.device)
+        if self.network["subtract_mean"]:
+            with torch.no_grad():
+                mean = sum(self.train_data.get(i) for i in range(len(self.train_data))) / len(self.train_data)
+                set_mean_image(self.vqvae, mean.to(self.device))
         self.init_from = None if init_from is None else Path(init_from)
-        if self.init_from is not None:
+        if self.init_from is not None:  # a pre-trained model keeps the mean image it learnt with
             self._load_pretrained(self.init_from)
         if self.settings.patience and self.val_data is None:
             raise ConfigError("early stopping (patience) needs validation images")

@@ -56,6 +56,8 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
         "disc_channels": int(ae_cfg["disc_channels"]),
         "disc_layers": int(ae_cfg["disc_layers"]),
         "image_shape": [int(s) for s in image_shape],
+        "normalize_latents": bool(ae_cfg.get("normalize_latents", False)),
+        "subtract_mean": bool(ae_cfg.get("subtract_mean", False)),
     }
     if not cfg["channels"]:
         raise ConfigError("model.autoencoder.channels: give at least one level")
@@ -104,8 +106,56 @@ def discriminator_output_shape(image_shape: list[int] | tuple[int, ...], layers:
     return side
 
 
+class UnitSphere(torch.nn.Module):
+    """Scales every latent vector (over channels) to length sqrt(C): a fixed scale for the codebook.
+
+    Without it the demo's encoders shrank their outputs until every subject fell onto the same codes
+    (the spread between subjects 1e-7, the gap between codes 1e-4): the decoder then draws one brain.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(x, dim=1) * math.sqrt(x.shape[1])
+
+
+class AddImage(torch.nn.Module):
+    """Adds ``sign`` times a stored image (a buffer, saved with the weights) to a batch of images."""
+
+    def __init__(self, shape: list[int], sign: float):
+        super().__init__()
+        self.sign = sign
+        self.register_buffer("image", torch.zeros(1, 1, *shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.sign * self.image.to(x.dtype)
+
+
 def build_vqvae(net: dict) -> VQVAE:
-    """MONAI VQVAE (3D, EMA codebook) described by a network config."""
+    """MONAI VQVAE (3D, EMA codebook) described by a network config.
+
+    The options are added as encoder and decoder blocks, so that every MONAI code path (forward, encode,
+    index_quantize, decode_samples) applies them: ``subtract_mean`` codes each image's difference from the
+    training mean (set by :func:`set_mean_image`) and adds the mean back after decoding; ``normalize_latents``
+    puts encoder outputs on a sphere of fixed radius.
+    """
+    vqvae = _monai_vqvae(net)
+    if net.get("subtract_mean"):
+        vqvae.encoder.blocks.insert(0, AddImage(net["image_shape"], -1.0))
+        vqvae.decoder.blocks.append(AddImage(net["image_shape"], 1.0))
+    if net.get("normalize_latents"):
+        vqvae.encoder.blocks.append(UnitSphere())
+    return vqvae
+
+
+def set_mean_image(vqvae: VQVAE, mean: torch.Tensor) -> None:
+    """Store the training mean image (H, W, D) in a VQ-VAE built with ``subtract_mean``."""
+    shifts = [m for m in vqvae.modules() if isinstance(m, AddImage)]
+    if len(shifts) != 2:
+        raise ValueError("this VQ-VAE was not built with subtract_mean")
+    for shift in shifts:
+        shift.image.copy_(mean.reshape(shift.image.shape))
+
+
+def _monai_vqvae(net: dict) -> VQVAE:
     levels = len(net["channels"])
     return VQVAE(
         spatial_dims=3,
