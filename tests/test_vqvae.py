@@ -278,7 +278,7 @@ def test_model_pt_loads_weights_only_and_reproduces_outputs(cohort, tmp_path):
     blob = torch.load(path, weights_only=True)
     assert blob["network"]["image_shape"] == list(GRID.shape) and blob["info"]["epochs"] == 1
     assert isinstance(blob["network"], dict) and all(
-        isinstance(v, (int, float, list)) for v in blob["network"].values()
+        isinstance(v, (int, float, list, str)) for v in blob["network"].values()
     )
 
     vqvae, disc, network = load_autoencoder(path)  # rebuilt from the file alone

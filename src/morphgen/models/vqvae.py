@@ -32,6 +32,9 @@ NETWORK_KEYS = (
 DOWNSAMPLE = (2, 4, 1, 1)
 UPSAMPLE = (2, 4, 1, 1, 0)
 DISC_KERNEL = 4
+# activations of the VQ-VAE (paper: ReLU). With ReLU the demo's deeper encoder levels died (78-97% of channels
+# never positive), so the codes stopped depending on the image; a leaky ReLU keeps every unit's gradient.
+ACTIVATIONS = {"relu": ("relu", {}), "leakyrelu": ("leakyrelu", {"negative_slope": 0.1})}
 
 
 def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
@@ -58,7 +61,12 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
         "image_shape": [int(s) for s in image_shape],
         "normalize_latents": bool(ae_cfg.get("normalize_latents", False)),
         "subtract_mean": bool(ae_cfg.get("subtract_mean", False)),
+        "activation": str(ae_cfg.get("activation", "relu")),
     }
+    if cfg["activation"] not in ACTIVATIONS:
+        raise ConfigError(
+            f"model.autoencoder.activation: one of {sorted(ACTIVATIONS)}, got {cfg['activation']!r}"
+        )
     if not cfg["channels"]:
         raise ConfigError("model.autoencoder.channels: give at least one level")
     if cfg["codebook_size"] < 2 or cfg["codebook_size"] > 2**31 - 2:
@@ -174,6 +182,7 @@ def _monai_vqvae(net: dict) -> VQVAE:
         decay=net["decay"],
         epsilon=net["epsilon"],
         ddp_sync=False,  # single process; avoids touching torch.distributed
+        act=ACTIVATIONS[net.get("activation", "relu")],
     )
 
 
