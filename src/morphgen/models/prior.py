@@ -357,20 +357,25 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu") -> CausalTr
 # --------------- sampling
 
 
-def _draw(
-    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator
-) -> torch.Tensor:
+GUMBEL_BLOCK = 64  # decoding steps whose Gumbel noise is drawn at once (fewer small ops per token)
+
+
+def _gumbel_noise(steps: int, shape: tuple[int, int], generator: torch.Generator, device) -> torch.Tensor:
+    """Gumbel noise (steps, batch, codes) in float64, drawn from ``generator`` in one call."""
+    uniform = torch.rand((steps, *shape), generator=generator, dtype=torch.float64, device=device)
+    return -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float64).tiny)))
+
+
+def _draw(logits: torch.Tensor, temperature: float, top_k: int | None, gumbel: torch.Tensor) -> torch.Tensor:
     """One token per row by Gumbel-max on ``logits / temperature`` restricted to the top ``top_k`` entries.
 
     Works in float64 (exact for float32 logits), so both decoding paths make the same draws from the same
-    uniform numbers.
+    noise.
     """
     scaled = logits.double() if temperature == 1.0 else logits.double() / temperature
     if top_k is not None and top_k < scaled.shape[-1]:
         kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
         scaled = scaled.masked_fill(scaled < kth, -math.inf)
-    uniform = torch.rand(scaled.shape, generator=generator, dtype=torch.float64, device=scaled.device)
-    gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float64).tiny)))
     return torch.argmax(scaled + gumbel, dim=-1)
 
 
@@ -389,12 +394,15 @@ def _sample_batch(
     seq = torch.full((batch, model.seq_len + 1), model.bos_token, dtype=torch.long, device=device)
     cache = model.new_cache(batch) if use_cache else None
     for i in range(model.seq_len):
+        if i % GUMBEL_BLOCK == 0:
+            steps = min(GUMBEL_BLOCK, model.seq_len - i)
+            noise = _gumbel_noise(steps, (batch, model.codebook_size), generator, device)
         with autocast():
             if cache is not None:
                 logits = model(seq[:, i : i + 1], cache)[:, -1]
             else:  # recompute the whole prefix each step
                 logits = model(seq[:, : i + 1])[:, -1]
-        seq[:, i + 1] = _draw(logits, temperature, top_k, generator)
+        seq[:, i + 1] = _draw(logits, temperature, top_k, noise[i % GUMBEL_BLOCK])
         on_step()
     return seq[:, 1:].cpu().numpy()
 
