@@ -44,14 +44,19 @@ def check_inputs(
     return qc
 
 
+def usable_subjects(input_cfg: dict, sheet_path, qc_path) -> pd.DataFrame:
+    """The sheet's subjects that passed the input checks (status ok in the QC table)."""
+    subjects = read_input_subjects(input_cfg, sheet_path)
+    qc = read_tsv(qc_path)
+    ok = set(qc.loc[qc["status"] == "ok", "participant_id"])
+    return subjects[subjects["participant_id"].isin(ok)]
+
+
 def split(input_cfg: dict, split_cfg: dict, subpop_cfg: dict, sheet_path, qc_path, out_subjects, out_subpops):
     """Usable subjects with split and sub-populations, and one TSV per sub-population."""
     from morphgen.split import make_split, members
 
-    subjects = read_input_subjects(input_cfg, sheet_path)
-    qc = read_tsv(qc_path)
-    ok = set(qc.loc[qc["status"] == "ok", "participant_id"])
-    table = make_split(subjects[subjects["participant_id"].isin(ok)], split_cfg, subpop_cfg)
+    table = make_split(usable_subjects(input_cfg, sheet_path, qc_path), split_cfg, subpop_cfg)
     write_tsv(table, out_subjects)
     for path in out_subpops:
         subpop = Path(path).name.removesuffix(".tsv")
@@ -134,10 +139,7 @@ def pretraining_split(input_cfg: dict, fraction: float, seed: int, sheet_path, q
     """Usable subjects of the pre-training cohort, ``train`` or ``val`` (its validation loss)."""
     from morphgen.split import assign_split
 
-    subjects = read_input_subjects(input_cfg, sheet_path)
-    qc = read_tsv(qc_path)
-    ok = set(qc.loc[qc["status"] == "ok", "participant_id"])
-    table = subjects[subjects["participant_id"].isin(ok)].copy()
+    table = usable_subjects(input_cfg, sheet_path, qc_path).copy()
     if len(table) < 2:
         raise ConfigError(f"the pre-training cohort has {len(table)} usable subjects; it needs at least 2")
     labels = assign_split(list(table["participant_id"]), fraction, seed)

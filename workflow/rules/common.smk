@@ -47,16 +47,11 @@ def benchmark_for(rule_name, *wildcards):
 
 def subject_sheet():
     """The file that lists the subjects: participants.tsv of the demo or of the BIDS folder, or the sheet."""
-    source = config["input"]["source"]
-    if source == "demo":
-        return f"{R}/demo_cohort/participants.tsv"
-    if source == "bids":
-        return str(Path(config["input"]["bids_dir"]) / "participants.tsv")
-    return config["input"]["sheet"]
+    return sheet_of(config["input"], R)
 
 
 def sheet_of(input_cfg, demo_dir):
-    """The file that lists a cohort's subjects (see subject_sheet)."""
+    """The file that lists a cohort's subjects; a demo cohort is simulated into ``demo_dir``."""
     if input_cfg["source"] == "demo":
         return f"{demo_dir}/demo_cohort/participants.tsv"
     if input_cfg["source"] == "bids":
