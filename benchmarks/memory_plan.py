@@ -5,90 +5,63 @@ Usage:
   python benchmarks/memory_plan.py --configfile config.yaml configs/paper/paper.yaml   # the table
   python benchmarks/memory_plan.py ... --measure --batch-size 1 --precision bf16      # + a real step
 
-``--measure`` runs one real training step (encoder, codebook, decoder, L1 + FFT, discriminator, backward,
-Adam) and reports the peak: ``torch.cuda.max_memory_allocated`` on a GPU, or the growth of the process's
-peak resident memory on CPU. ``--shape`` overrides the grid (to check the estimate on CPU at a grid that
-fits in RAM and time).
+``--measure`` runs one step of morphgen's trainer on random images (encoder, codebook, decoder, L1 + FFT,
+discriminator, backward, Adam) and reports the peak: ``torch.cuda.max_memory_allocated`` on a GPU, or the
+growth of the process's peak resident memory on CPU. ``--shape`` overrides the grid (to check the estimate
+on CPU at a grid that fits in RAM and time).
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
+from snakemake.utils import update_config
 
+from morphgen.models.autoencoder_training import AutoencoderTrainer
 from morphgen.models.memory import GIB, estimate_autoencoder_training, largest_batch
-from morphgen.models.vqvae import build_discriminator, build_vqvae, decode, encode, network_config
+from morphgen.nifti import save_volume
 
 
 def merged_config(paths: list[str]) -> dict:
     """Later files override earlier ones, key by key (as ``snakemake --configfile a b`` does)."""
-
-    def merge(a: dict, b: dict) -> dict:
-        out = dict(a)
-        for key, value in b.items():
-            out[key] = (
-                merge(out[key], value)
-                if isinstance(value, dict) and isinstance(out.get(key), dict)
-                else value
-            )
-        return out
-
     config: dict = {}
     for path in paths:
         with open(path) as handle:
-            config = merge(config, yaml.safe_load(handle) or {})
+            update_config(config, yaml.safe_load(handle) or {})
     return config
 
 
 def training_step(
     ae_cfg: dict, shape: tuple, batch: int, precision: str, recompute: bool, device: str
 ) -> float:
-    """Peak memory (GiB) of one real training step, measured as described in the module docstring."""
-    net = network_config(ae_cfg, shape)
-    vqvae = build_vqvae(net).to(device)
-    disc = build_discriminator(net).to(device)
-    opt_g = torch.optim.Adam([p for p in vqvae.parameters() if p.requires_grad])
-    opt_d = torch.optim.Adam(disc.parameters())
-    images = torch.rand(batch, 1, *shape, device=device)
-    autocast = torch.autocast(
-        device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"
-    )
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-        before = 0
-    else:
+    """Peak memory (GiB) of one step of morphgen's own trainer (GAN terms on) on random images."""
+    cfg = {
+        **ae_cfg,
+        "batch_size": batch,
+        "precision": precision,
+        "activation_checkpointing": recompute,
+        "adversarial_start_epoch": 0,
+        "augment": {"enabled": False},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        image = save_volume(Path(tmp) / "random.nii.gz", np.random.rand(*shape).astype(np.float32), np.eye(4))
+        trainer = AutoencoderTrainer([image] * batch, [], cfg, Path(tmp) / "model", seed=0, device=device)
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    with autocast:
-        encodings = encode(vqvae, images, recompute)
-    quantised, q_loss = vqvae.quantize(encodings.float())
-    with autocast:
-        recon = decode(vqvae, quantised, recompute)
-    recon = recon.float()
-    with autocast:
-        fake = disc(recon)[-1].float()
-    loss = (
-        (recon - images).abs().mean()
-        + torch.fft.fftn(recon).abs().mean()
-        + q_loss
-        + (fake - 1).square().mean()
-    )
-    loss.backward()
-    opt_g.step()
-    with autocast:
-        d_loss = (
-            disc(recon.detach())[-1].float().square().mean() + (disc(images)[-1].float() - 1).square().mean()
-        )
-    d_loss.backward()
-    opt_d.step()
-    if cuda:
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() / GIB
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / GIB
+        trainer.train_epoch()  # one batch: one generator and one discriminator step
+        if cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() / GIB
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before) / GIB
 
 
 def main() -> None:

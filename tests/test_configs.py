@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
 from morphgen.models.memory import estimate_autoencoder_training, estimate_prior_training, largest_batch
 from morphgen.models.vqvae import network_config
@@ -16,16 +16,10 @@ SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
 
 
 def merged(*names: str) -> dict:
-    def merge(a: dict, b: dict) -> dict:
-        out = dict(a)
-        for key, value in b.items():
-            both = isinstance(value, dict) and isinstance(out.get(key), dict)
-            out[key] = merge(out[key], value) if both else value
-        return out
-
+    """Later files override earlier ones key by key, as ``snakemake --configfile a b`` does."""
     config: dict = {}
     for name in names:
-        config = merge(config, yaml.safe_load((ROOT / name).read_text()))
+        update_config(config, yaml.safe_load((ROOT / name).read_text()))
     return config
 
 
