@@ -140,13 +140,13 @@ class AutoencoderTrainer:
         torch.manual_seed(self.seed)
         self.vqvae = build_vqvae(self.network).to(self.device)
         self.disc = build_discriminator(self.network).to(self.device)
-        if self.network["subtract_mean"]:
-            with torch.no_grad():
-                mean = sum(self.train_data.get(i) for i in range(len(self.train_data))) / len(self.train_data)
-                set_mean_image(self.vqvae, mean.to(self.device))
         self.init_from = None if init_from is None else Path(init_from)
         if self.init_from is not None:  # a pre-trained model keeps the mean image it learnt with
             self._load_pretrained(self.init_from)
+        elif self.network["subtract_mean"]:
+            with torch.no_grad():
+                mean = sum(self.train_data.get(i) for i in range(len(self.train_data))) / len(self.train_data)
+                set_mean_image(self.vqvae, mean.to(self.device))
         if self.settings.patience and self.val_data is None:
             raise ConfigError("early stopping (patience) needs validation images")
         self.recon_loss = ReconstructionLoss(
@@ -234,6 +234,19 @@ class AutoencoderTrainer:
         return True
 
     # ---- one epoch -----------------------------------------------------------------------------------------
+    def _reconstruct(
+        self, images: torch.Tensor, recompute: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """VQVAE.forward, unrolled to keep the encoder outputs (for codebook restarts): (encodings,
+        reconstruction, quantisation loss). Codebook distances and losses stay float32 at any precision."""
+        with self.autocast():
+            encodings = encode(self.vqvae, images, recompute)
+        encodings = encodings.float()
+        quantised, quantisation = self.vqvae.quantize(encodings)
+        with self.autocast():
+            recon = decode(self.vqvae, quantised, recompute)
+        return encodings, recon.float(), quantisation
+
     def _critic(self, images: torch.Tensor) -> torch.Tensor:
         """The discriminator's last output (patch logits), in float32."""
         with self.autocast():
@@ -261,16 +274,7 @@ class AutoencoderTrainer:
             images = self.train_data.batch(indices, rngs).to(self.device)
 
             self.opt_g.zero_grad(set_to_none=True)
-            # VQVAE.forward, unrolled to keep the encoder outputs for codebook restarts; the codebook
-            # distances and the losses stay in float32 whatever the precision
-            recompute = self.settings.activation_checkpointing
-            with self.autocast():
-                encodings = encode(self.vqvae, images, recompute)
-            encodings = encodings.float()
-            quantised, quantisation = self.vqvae.quantize(encodings)
-            with self.autocast():
-                recon = decode(self.vqvae, quantised, recompute)
-            recon = recon.float()
+            encodings, recon, quantisation = self._reconstruct(images, self.settings.activation_checkpointing)
             loss_g, terms = self.recon_loss(recon, images)
             loss_g = loss_g + quantisation
             terms["quantisation"] = quantisation
@@ -322,12 +326,7 @@ class AutoencoderTrainer:
         size = self.settings.batch_size
         for start in range(0, n, size):
             images = self.val_data.batch(range(start, min(n, start + size))).to(self.device)
-            with self.autocast():
-                encodings = encode(self.vqvae, images)
-            quantised, quantisation = self.vqvae.quantize(encodings.float())
-            with self.autocast():
-                recon = decode(self.vqvae, quantised)
-            recon = recon.float()
+            _, recon, quantisation = self._reconstruct(images)
             total, terms = self.recon_loss(recon, images)
             terms["quantisation"] = quantisation
             terms["total"] = total + quantisation

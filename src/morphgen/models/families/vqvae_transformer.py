@@ -25,7 +25,7 @@ from morphgen.models.checkpoint import load_autoencoder
 from morphgen.models.data import VolumeAugmentation, VolumeDataset
 from morphgen.models.latents import decode_tokens, encode_subjects, load_token_sequences
 from morphgen.models.registry import register_family
-from morphgen.models.vqvae import NETWORK_KEYS, discriminator_score
+from morphgen.models.vqvae import discriminator_score
 from morphgen.nifti import atomic_output, save_volume
 
 # MS-SSIM kernel used when the grid allows it (the largest odd size that MONAI accepts is used otherwise).
@@ -81,14 +81,8 @@ class VQVAETransformerFamily(ModelFamily):
         settings: dict,
         progress: bool = True,
     ) -> None:
-        """Fine-tune as in the paper (§3.2): the network settings must match; ``settings`` override the
-        optimisation ones (``epochs``, ``lr``, ``patience`` ...)."""
-        network_keys = set(NETWORK_KEYS) & set(settings)
-        if network_keys:
-            raise ConfigError(
-                f"fine-tuning cannot change the network ({', '.join(sorted(network_keys))}); "
-                "set them in model.autoencoder"
-            )
+        """Fine-tune as in the paper (§3.2): ``settings`` override the optimisation settings (``epochs``,
+        ``lr``, ``patience`` ...); the trainer refuses a network that differs from the pre-trained one."""
         cfg = {**self.ae_cfg, **settings}
         train_autoencoder(
             train_images, val_images, cfg, Path(out_dir), self.seed, progress=progress, init_from=pretrained
