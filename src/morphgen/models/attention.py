@@ -112,11 +112,13 @@ def favor_causal(
     return torch.cat(outputs, dim=2).to(out_dtype)
 
 
-def local_causal_mask(queries: int, keys: int, start: int, window: int | None, device) -> torch.Tensor:
-    """Boolean (queries, keys) mask: query ``i`` (position ``start + i``) sees keys ``j <= start + i`` and,
-    with a window, ``j > start + i - window``."""
+def local_causal_mask(
+    queries: int, keys: int, start: int, window: int | None, device, first_key: int = 0
+) -> torch.Tensor:
+    """Boolean mask (queries, keys - first_key): query ``i`` (position ``start + i``) sees key positions
+    ``first_key <= j <= start + i`` and, with a window, ``j > start + i - window``."""
     pos_q = torch.arange(start, start + queries, device=device)[:, None]
-    pos_k = torch.arange(keys, device=device)[None, :]
+    pos_k = torch.arange(first_key, keys, device=device)[None, :]
     allowed = pos_k <= pos_q
     if window is not None:
         allowed &= pos_k > pos_q - window
@@ -244,7 +246,7 @@ class CausalSelfAttention(nn.Module):
         local = self.local_heads
         if local:
             first = max(0, start - self.window + 1)  # the earliest position any query here can see
-            mask = local_causal_mask(t, end, start, self.window, q.device)[:, first:]
+            mask = local_causal_mask(t, end, start, self.window, q.device, first_key=first)
             outputs.append(
                 F.scaled_dot_product_attention(
                     q[:, :local],
