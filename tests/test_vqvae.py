@@ -174,30 +174,20 @@ def test_augmentation_is_seeded_bounded_and_centred():
     # rotation and scaling act about the volume centre: a centred blob's centre of mass does not move
     ii, jj, kk = np.indices(vol.shape)
     ball = ((ii - 11.5) ** 2 + (jj - 11.5) ** 2 + (kk - 11.5) ** 2 < 36).astype(np.float32)
-    geometric = VolumeAugmentation(
-        {
-            "rotate": 0.3,
-            "scale": 0.1,
-            "translate": 0.0,
-            "noise_std": 0.0,
-            "gamma": [1.0, 1.0],
-            "shift": [0.0, 0.0],
-        }
-    )
+    no_change = {
+        "rotate": 0.0,
+        "scale": 0.0,
+        "translate": 0.0,
+        "noise_std": 0.0,
+        "gamma": [1.0, 1.0],
+        "shift": [0.0, 0.0],
+    }
+    geometric = VolumeAugmentation({**no_change, "rotate": 0.3, "scale": 0.1})
     moved = geometric(ball, np.random.default_rng(7))
     com = [float((moved * ax).sum() / moved.sum()) for ax in (ii, jj, kk)]
     assert np.allclose(com, 11.5, atol=0.05)
     # with every range at zero the augmentation is the identity
-    still = VolumeAugmentation(
-        {
-            "rotate": 0.0,
-            "scale": 0.0,
-            "translate": 0.0,
-            "noise_std": 0.0,
-            "gamma": [1.0, 1.0],
-            "shift": [0.0, 0.0],
-        }
-    )
+    still = VolumeAugmentation(no_change)
     assert np.allclose(still(vol, np.random.default_rng(0)), vol, atol=1e-6)
     with pytest.raises(ConfigError, match="unknown keys"):
         VolumeAugmentation({"rotation": 0.1})
