@@ -13,6 +13,8 @@ from morphgen.report import (
     loss_curves,
     read_members,
     read_tsv,
+    reconstruction_check,
+    reconstruction_scatter,
     sample_grid,
     subgroup_effects,
     table1_fidelity,
@@ -22,7 +24,7 @@ from morphgen.report import (
     volume_distributions,
 )
 from morphgen.report.figures import orthogonal_planes
-from morphgen.report.tables import default_contrasts, write_tsv
+from morphgen.report.tables import TISSUES, default_contrasts, write_tsv
 from morphgen.space import Grid
 
 torch.set_num_threads(1)
@@ -122,6 +124,26 @@ def test_truth_check_perfect_biased_and_mixed():
     assert (mixed.pearson_r < 1).all()
     with pytest.raises(ValueError, match="no participant ids shared"):
         truth_check(truth, _measured(truth, 1.0).assign(participant_id="other"))
+
+
+def test_reconstruction_check_matches_subjects_not_rows(tmp_path):
+    truth = _truth()
+    real = _measured(truth, 1.0).iloc[::-1]
+    real["brain_ml"] = np.nan  # a tissue the tables do not compare
+    # reconstructions that carry no subject's anatomy: every one at the mean of the real volumes
+    mean_brain = _measured(truth, 1.0).assign(**{f"{t}_ml": real[f"{t}_ml"].mean() for t in TISSUES})
+    flat = reconstruction_check(real, mean_brain)
+    assert list(flat.tissue) == list(TISSUES) and np.isnan(flat.pearson_r).all()
+    assert np.allclose(flat.bias_percent, 0.0, atol=2.0) and (flat.mape_percent > 3).all()
+    shrunk = reconstruction_check(real, _measured(truth, 0.8).iloc[:6])  # six reconstructed subjects
+    assert (shrunk.n == 6).all() and np.allclose(shrunk.pearson_r, 1.0)
+    assert np.allclose(shrunk.bias_percent, -20.0) and np.allclose(
+        shrunk.real_mean_ml, shrunk.reconstructed_mean_ml / 0.8
+    )
+    with pytest.raises(ValueError, match="no ids shared"):
+        reconstruction_check(real, _measured(truth, 1.0).assign(participant_id="other"))
+    png = reconstruction_scatter(real, _measured(truth, 0.8), tmp_path / "recon.png")
+    assert len(_png_shape(png)) == 3
 
 
 def test_table1_fidelity_rows_and_tsv(tmp_path):

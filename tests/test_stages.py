@@ -25,6 +25,16 @@ def test_ids_from_file_names():
     ]
     assert list(image_map(paths)) == ["sub-01", "sub-02", "sample-0003"]
     assert subpop_of("r/subpopulations/age-old.tsv") == "age-old"
+
+
+def test_image_map_takes_a_folder_or_one_path(tmp_path):
+    for name in ("sub-02.nii.gz", "sub-01.nii.gz", "notes.txt"):
+        (tmp_path / name).write_text("")
+    assert image_map(str(tmp_path)) == {
+        "sub-01": tmp_path / "sub-01.nii.gz",
+        "sub-02": tmp_path / "sub-02.nii.gz",
+    }
+    assert list(image_map(tmp_path / "sub-02.nii.gz")) == ["sub-02"]
     assert subpop_of("r/samples/age-old/sample-0003.nii.gz") == "age-old"
 
 

@@ -65,10 +65,16 @@ def split(input_cfg: dict, split_cfg: dict, subpop_cfg: dict, sheet_path, qc_pat
     return table
 
 
-def image_map(paths: list[str]) -> dict[str, Path]:
-    """Subject (or sample) id -> image path, the id being the file name up to the first '_' or '.'."""
+def image_map(paths: str | Path | list[str]) -> dict[str, Path]:
+    """Subject (or sample) id -> image path, the id being the file name up to the first '_' or '.'.
+
+    A folder among ``paths`` stands for the ``*.nii.gz`` files in it (a rule's ``directory()`` output).
+    """
+    files = []
+    for p in [paths] if isinstance(paths, (str, Path)) else paths:
+        files += sorted(Path(p).glob("*.nii.gz")) if Path(p).is_dir() else [Path(p)]
     out = {}
-    for p in paths:
+    for p in files:
         name = Path(p).name
         out[name.split("_")[0].split(".nii")[0]] = Path(p)
     return out

@@ -127,10 +127,14 @@ def preprocessed_images(split=None):
     return _inputs
 
 
-def preprocessed_masks(wildcards):
-    return [
-        f"{R}/preprocessed/{s}/{s}_space-MNI152_desc-brain_mask.nii.gz" for s in subject_ids()
-    ]
+def preprocessed_masks(split=None):
+    def _inputs(wildcards):
+        return [
+            f"{R}/preprocessed/{s}/{s}_space-MNI152_desc-brain_mask.nii.gz"
+            for s in subject_ids(split)
+        ]
+
+    return _inputs
 
 
 def all_samples(wildcards):
@@ -141,6 +145,8 @@ def all_outputs(wildcards):
     outputs = [
         f"{R}/qc/preprocessing.tsv",
         f"{R}/models/autoencoder/reconstruction.tsv",
+        f"{R}/tables/reconstruction_volumes.tsv",
+        f"{R}/figures/reconstruction_volumes.png",
         f"{R}/tables/table1_fidelity.tsv",
         f"{R}/tables/table2_volumes.tsv",
         f"{R}/tables/subgroup_effects.tsv",

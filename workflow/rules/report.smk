@@ -74,6 +74,27 @@ rule volumetry_truth:
         "../scripts/volumetry_truth.py"
 
 
+rule reconstruction_volumes:
+    """Does the autoencoder keep each subject's anatomy? Volumes of reconstructions vs the real images."""
+    input:
+        real=rules.segment_real.output.volumes,
+        reconstructed=rules.segment_reconstructions.output.volumes,
+    output:
+        table=f"{R}/tables/reconstruction_volumes.tsv",
+        figure=f"{R}/figures/reconstruction_volumes.png",
+    log:
+        log_for("reconstruction_volumes"),
+    benchmark:
+        benchmark_for("reconstruction_volumes")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/reconstruction_volumes.py"
+
+
 rule sample_grid:
     """Three planes of each kept sample of a sub-population, with its discriminator score."""
     input:

@@ -5,7 +5,7 @@ rule segment_real:
     """GM/WM/CSF/ventricle volumes (ml, MNI space) of every preprocessed real image."""
     input:
         images=preprocessed_images(),
-        masks=preprocessed_masks,
+        masks=preprocessed_masks(),
     output:
         volumes=f"{R}/volumes/real.tsv",
         labels=directory(f"{R}/segmentation/real"),
@@ -42,6 +42,30 @@ rule segment_synthetic:
     resources:
         mem_mb=4000,
         runtime=6 * 60,
+    conda:
+        ENV
+    script:
+        "../scripts/segment.py"
+
+
+rule segment_reconstructions:
+    """The same volumetry for the autoencoder's reconstructions of the test split, in each subject's mask."""
+    input:
+        images=rules.reconstruction.output.images,
+        masks=preprocessed_masks("test"),
+    output:
+        volumes=f"{R}/volumes/reconstructions.tsv",
+        labels=directory(f"{R}/segmentation/reconstructions"),
+    params:
+        segmentation=config["segmentation"],
+    log:
+        log_for("segment_reconstructions"),
+    benchmark:
+        benchmark_for("segment_reconstructions")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     conda:
         ENV
     script:

@@ -3,9 +3,9 @@ from morphgen.segmentation import make_segmenter, segment_files
 from morphgen.workflow import logged
 
 with logged(snakemake):
-    masks = stages.image_map(list(snakemake.input.masks)) if "masks" in snakemake.input.keys() else None
+    masks = stages.image_map(snakemake.input.masks) if "masks" in snakemake.input.keys() else None
     segment_files(
-        stages.image_map(list(snakemake.input.images)),
+        stages.image_map(snakemake.input.images),
         make_segmenter(snakemake.params.segmentation),
         snakemake.output.volumes,
         out_label_dir=snakemake.output.labels,

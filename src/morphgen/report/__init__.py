@@ -1,9 +1,16 @@
 """The paper's tables (TSV) and figures (PNG) from the pipeline's metrics and volumes."""
 
-from morphgen.report.figures import loss_curves, sample_grid, truth_scatter, volume_distributions
+from morphgen.report.figures import (
+    loss_curves,
+    reconstruction_scatter,
+    sample_grid,
+    truth_scatter,
+    volume_distributions,
+)
 from morphgen.report.tables import (
     read_members,
     read_tsv,
+    reconstruction_check,
     subgroup_effects,
     table1_fidelity,
     table2_volumes,
@@ -15,6 +22,8 @@ __all__ = [
     "loss_curves",
     "read_members",
     "read_tsv",
+    "reconstruction_check",
+    "reconstruction_scatter",
     "sample_grid",
     "subgroup_effects",
     "table1_fidelity",

@@ -15,7 +15,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from morphgen.nifti import atomic_output, load_volume
-from morphgen.report.tables import TISSUES, TRUTH_TISSUES, _members, _values, merge_truth, read_tsv
+from morphgen.report.tables import (
+    TISSUES,
+    TRUTH_TISSUES,
+    _members,
+    _values,
+    merge_truth,
+    merge_volumes,
+    read_tsv,
+)
 
 REAL_COLOUR = "#0072B2"  # Okabe-Ito blue
 SYNTH_COLOUR = "#E69F00"  # Okabe-Ito orange
@@ -289,16 +297,50 @@ def truth_scatter(
 ) -> Path:
     """Measured against true volume per tissue, with the identity line and Pearson r in each panel title."""
     merged = merge_truth(_as_volumes(participants), _as_volumes(measured))
-    present = [t for t in tissues if f"true_{t}_mni_ml" in merged.columns and f"{t}_ml" in merged.columns]
-    if not present:
+    pairs = {
+        t: (merged[f"true_{t}_mni_ml"], merged[f"{t}_ml"])
+        for t in tissues
+        if f"true_{t}_mni_ml" in merged.columns and f"{t}_ml" in merged.columns
+    }
+    if not pairs:
         raise ValueError("truth_scatter: no tissue has both true_<tissue>_mni_ml and <tissue>_ml columns")
-    per_row = min(3, len(present))
-    n_rows = -(-len(present) // per_row)
+    return agreement_scatter(pairs, out_png, title, ("true volume (ml)", "measured volume (ml)"))
+
+
+def reconstruction_scatter(
+    real: pd.DataFrame | str | Path,
+    reconstructed: pd.DataFrame | str | Path,
+    out_png: str | Path,
+    *,
+    tissues: Sequence[str] = TISSUES,
+    title: str = "Autoencoder: volumes of reconstructions vs the real images",
+) -> Path:
+    """Volume measured on each reconstruction against the same subject's real image, per tissue."""
+    merged = merge_volumes(_as_volumes(real), _as_volumes(reconstructed), ("real", "reconstructed"))
+    pairs = {
+        t: (merged[f"{t}_ml_real"], merged[f"{t}_ml_reconstructed"])
+        for t in tissues
+        if f"{t}_ml_real" in merged.columns and f"{t}_ml_reconstructed" in merged.columns
+    }
+    if not pairs:
+        raise ValueError("reconstruction_scatter: the two volume tables share no <tissue>_ml column")
+    return agreement_scatter(pairs, out_png, title, ("real image (ml)", "reconstruction (ml)"))
+
+
+def agreement_scatter(
+    pairs: dict[str, tuple[Sequence[float], Sequence[float]]],
+    out_png: str | Path,
+    title: str,
+    axis_labels: tuple[str, str],
+) -> Path:
+    """One panel per tissue: measured (y) against reference (x) with the identity line; r and n in titles."""
+    per_row = min(3, len(pairs))
+    n_rows = -(-len(pairs) // per_row)
     fig = Figure(figsize=(3.6 * per_row, 3.4 * n_rows + 0.5))
-    for k, tissue in enumerate(present):
+    for k, (tissue, (reference, measured)) in enumerate(pairs.items()):
         ax = fig.add_subplot(n_rows, per_row, k + 1)
-        t = pd.to_numeric(merged[f"true_{tissue}_mni_ml"], errors="coerce").to_numpy(dtype=np.float64)
-        m = pd.to_numeric(merged[f"{tissue}_ml"], errors="coerce").to_numpy(dtype=np.float64)
+        t = pd.to_numeric(pd.Series(reference), errors="coerce").to_numpy(dtype=np.float64)
+        m = pd.to_numeric(pd.Series(measured), errors="coerce").to_numpy(dtype=np.float64)
         ok = np.isfinite(t) & np.isfinite(m)
         t, m = t[ok], m[ok]
         ax.scatter(t, m, s=14, color=REAL_COLOUR, alpha=0.8, linewidths=0)
@@ -317,8 +359,8 @@ def truth_scatter(
             ax.set_ylim(lo - pad, hi + pad)
         r = np.corrcoef(t, m)[0, 1] if len(t) >= 2 and np.ptp(t) > 0 and np.ptp(m) > 0 else float("nan")
         ax.set_title(f"{TISSUE_NAMES.get(tissue, tissue)}  (r = {r:.3f}, n = {len(t)})", fontsize=10)
-        ax.set_xlabel("true volume (ml)")
-        ax.set_ylabel("measured volume (ml)")
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
         ax.set_aspect("equal", adjustable="box")
         ax.grid(alpha=0.3)
         if k == 0:
