@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY_AUTOENCODER, phantom
@@ -331,6 +332,29 @@ def test_bf16_training_runs_in_bfloat16_and_keeps_float32_weights(cohort, tmp_pa
     assert all(np.isfinite(float(v)) for v in losses if v not in ("", "nan"))
     with pytest.raises(ConfigError, match="precision"):
         AutoencoderTrainer(train, val, {**cfg, "precision": "fp16"}, tmp_path / "x", seed=5)
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step")  # the spy replaces step after the scheduler
+def test_grad_clip_bounds_the_gradient_the_optimiser_sees_and_logs_it_unclipped(cohort, tmp_path):
+    train, val = split(cohort)
+    cfg = {**AE_CFG, "epochs": 1, "adversarial_start_epoch": 1, "augment": {"enabled": False}}
+    norms = {}
+    for clip in (0.0, 1e-3):
+        trainer = AutoencoderTrainer(train, val, {**cfg, "grad_clip": clip}, tmp_path / str(clip), seed=5)
+        seen = norms[clip] = []
+        step = trainer.opt_g.step
+
+        def spy(*args, _step=step, _seen=seen, _params=trainer.trainable, **kwargs):
+            _seen.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in _params]))))
+            return _step(*args, **kwargs)
+
+        trainer.opt_g.step = spy
+        trainer.fit(progress=False)
+        logged = pd.read_csv(tmp_path / str(clip) / "loss.tsv", sep="\t")["grad_norm"]
+        assert (logged > 1e-3).all()  # the norm before clipping
+    assert min(norms[0.0]) > 1e-3 and max(norms[1e-3]) <= 1e-3 * (1 + 1e-5)
+    with pytest.raises(ConfigError, match="grad_clip"):
+        AutoencoderTrainer(train, val, {**cfg, "grad_clip": -1}, tmp_path / "x", seed=5)
 
 
 def test_fine_tuning_starts_from_the_pretrained_model(cohort, tmp_path):

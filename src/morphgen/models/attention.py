@@ -139,9 +139,8 @@ class AttentionCache:
         device,
         dtype,
     ):
-        shape = (batch, softmax_heads, max_len, head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        # keys and values in one tensor: one copy per decoding step writes both
+        self.kv = torch.zeros((2, batch, softmax_heads, max_len, head_dim), device=device, dtype=dtype)
         self.favor = (
             FavorState(batch, favor_heads, features, head_dim, device, torch.promote_types(dtype, F_MIN))
             if favor_heads
@@ -214,34 +213,38 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, cache: AttentionCache | None = None, start: int = 0) -> torch.Tensor:
         """Attend ``x`` (B, T, d) causally to itself and, with a cache, to the ``start`` positions before."""
         b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, t, hd)
         parts = []
         if self.softmax_heads == self.heads:  # no slicing: decoding one token is bound by op count
-            parts.append(self._softmax(q, k, v, cache, start))
+            parts.append(self._softmax(qkv[0], qkv[1:], cache, start))
         elif self.softmax_heads:
             s = self.softmax_heads
-            parts.append(self._softmax(q[:, :s], k[:, :s], v[:, :s], cache, start))
+            parts.append(self._softmax(qkv[0, :, :s], qkv[1:, :, :s], cache, start))
         if self.favor_heads:
             s = self.softmax_heads
+            q, k, v = qkv[:, :, s:]
             state = cache.favor if cache is not None else None
-            parts.append(favor_causal(q[:, s:], k[:, s:], v[:, s:], self.projection, state))
+            parts.append(favor_causal(q, k, v, self.projection, state))
         y = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         y = self.out(y.transpose(1, 2).reshape(b, t, d))
         return self.out_dropout(y) if self.training else y
 
-    def _softmax(self, q, k, v, cache: AttentionCache | None, start: int) -> torch.Tensor:
-        """Softmax heads: the first ``local_heads`` windowed, the others (exact back-end) global."""
+    def _softmax(self, q, kv, cache: AttentionCache | None, start: int) -> torch.Tensor:
+        """Softmax heads: the first ``local_heads`` windowed, the others (exact back-end) global.
+
+        ``q`` is (B, H, t, hd), ``kv`` the new keys and values stacked (2, B, H, t, hd).
+        """
         t = q.shape[2]
         end = start + t
         dropout_p = self.dropout if self.training else 0.0
         if cache is not None:
-            if end > cache.keys.shape[2]:
+            if end > cache.kv.shape[3]:
                 raise ValueError(
-                    f"key/value cache holds {cache.keys.shape[2]} positions, asked to write up to {end}"
+                    f"key/value cache holds {cache.kv.shape[3]} positions, asked to write up to {end}"
                 )
-            cache.keys[:, :, start:end] = k
-            cache.values[:, :, start:end] = v
-            k, v = cache.keys[:, :, :end], cache.values[:, :, :end]
+            cache.kv[:, :, :, start:end] = kv
+            kv = cache.kv[:, :, :, :end]
+        k, v = kv
         outputs = []
         local = self.local_heads
         if local:

@@ -70,6 +70,7 @@ class TrainingSettings:
     precision: str = "fp32"
     activation_checkpointing: bool = False
     patience: int = 0  # early stopping: epochs without a better validation loss before stopping (0: off)
+    grad_clip: float = 0.0  # largest gradient norm of the autoencoder's update (0: no clipping, the paper)
 
     @classmethod
     def from_config(cls, ae_cfg: dict) -> TrainingSettings:
@@ -88,11 +89,14 @@ class TrainingSettings:
                 precision=str(ae_cfg.get("precision", "fp32")),
                 activation_checkpointing=bool(ae_cfg.get("activation_checkpointing", False)),
                 patience=int(ae_cfg.get("patience", 0) or 0),
+                grad_clip=float(ae_cfg.get("grad_clip", 0.0) or 0.0),
             )
         except KeyError as exc:
             raise ConfigError(f"model.autoencoder.{exc.args[0]} is missing from the configuration") from None
         if settings.epochs < 1 or settings.batch_size < 1:
             raise ConfigError("model.autoencoder: epochs and batch_size must be at least 1")
+        if settings.grad_clip < 0:
+            raise ConfigError(f"model.autoencoder.grad_clip must be >= 0, got {settings.grad_clip}")
         if not 0 < settings.lr_decay <= 1:
             raise ConfigError(f"model.autoencoder.lr_decay must lie in (0, 1], got {settings.lr_decay}")
         return settings
@@ -153,10 +157,9 @@ class AutoencoderTrainer:
             self.settings.l1_weight, self.settings.fft_weight, perceptual, perceptual_weight
         ).to(self.device)
         self.adv_criterion = adversarial_criterion()
-        trainable = [
-            p for p in self.vqvae.parameters() if p.requires_grad
-        ]  # the EMA codebook has no gradient
-        self.opt_g = torch.optim.Adam(trainable, lr=self.settings.lr)
+        # the EMA codebook has no gradient
+        self.trainable = [p for p in self.vqvae.parameters() if p.requires_grad]
+        self.opt_g = torch.optim.Adam(self.trainable, lr=self.settings.lr)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=self.settings.disc_lr)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=self.settings.lr_decay)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=self.settings.lr_decay)
@@ -283,6 +286,10 @@ class AutoencoderTrainer:
                 loss_g = loss_g + self.settings.adversarial_weight * gen_adv
                 terms["generator_adversarial"] = gen_adv
             loss_g.backward()
+            # the norm is logged either way: spikes in it were what killed the demo's encoders
+            terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                self.trainable, self.settings.grad_clip or math.inf
+            )
             self.opt_g.step()
             self.sched_g.step()
             with torch.no_grad():
@@ -404,6 +411,7 @@ LOSS_COLUMNS = (
     "generator_adversarial",
     "discriminator",
     "total",
+    "grad_norm",
     "val_l1",
     "val_spectral",
     "val_perceptual",

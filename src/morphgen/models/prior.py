@@ -369,10 +369,10 @@ def _gumbel_noise(steps: int, shape: tuple[int, int], generator: torch.Generator
 def _draw(logits: torch.Tensor, temperature: float, top_k: int | None, gumbel: torch.Tensor) -> torch.Tensor:
     """One token per row by Gumbel-max on ``logits / temperature`` restricted to the top ``top_k`` entries.
 
-    Works in float64 (exact for float32 logits), so both decoding paths make the same draws from the same
-    noise.
+    Works in float64 (exact for float32 logits; adding the float64 noise promotes), so both decoding paths
+    make the same draws from the same noise.
     """
-    scaled = logits.double() if temperature == 1.0 else logits.double() / temperature
+    scaled = logits if temperature == 1.0 else logits.double() / temperature
     if top_k is not None and top_k < scaled.shape[-1]:
         kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
         scaled = scaled.masked_fill(scaled < kth, -math.inf)
