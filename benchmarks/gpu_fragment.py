@@ -6,11 +6,11 @@ Usage (on the GPU machine, from the repository root):
   python benchmarks/gpu_fragment.py --tiers configs/paper/gpu-80gb.yaml --steps 10 --sample-batch 1
 
 Each tier is ``config.yaml`` and ``configs/paper/paper.yaml`` with the tier file on top (as
-``snakemake --configfile`` merges them), plus ``--override`` files last (the test uses one to shrink the networks). The VQ-VAE steps are full
-steps of morphgen's own trainer (encoder, codebook, decoder, L1 + FFT, PatchGAN, backward, Adam) on random
-images; the prior steps are forward, cross-entropy, backward and AdamW at the tier's precision and
-checkpointing. Peak memory is ``torch.cuda.max_memory_allocated`` (NaN on CPU). The first step of each kind
-is a warm-up and is not timed. Output: two TSV tables for BENCHMARKS.md.
+``snakemake --configfile`` merges them), plus ``--override`` files last (the test uses one to shrink the
+networks). The VQ-VAE steps are full steps of morphgen's own trainer (encoder, codebook, decoder, L1 + FFT,
+PatchGAN, backward, Adam) on random images; the prior steps are forward, cross-entropy, backward and AdamW
+at the tier's precision and checkpointing. Peak memory is ``torch.cuda.max_memory_allocated`` (NaN on CPU).
+The first step of each kind is a warm-up and is not timed. Output: two TSV tables for BENCHMARKS.md.
 """
 
 from __future__ import annotations
