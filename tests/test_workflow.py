@@ -112,7 +112,11 @@ def test_end_to_end_outputs_are_sane(e2e_run):
         failed = synth["gm_ml"].isna()
         if failed.any():  # a sample that cannot be segmented is kept in the table with the reason
             assert synth.loc[failed, "segmentation_error"].str.contains("sample-").all()
-    for png in ["volumes.png", "loss_autoencoder.png", "volumetry_truth.png"]:
+    recon = pd.read_csv(R / "tables/reconstruction_volumes.tsv", sep="\t")
+    n_test = int((subjects["split"] == "test").sum())
+    assert list(recon["tissue"]) == ["gm", "wm", "csf", "ventricles"] and (recon["n"] == n_test).all()
+    assert (recon["mape_percent"] >= recon["bias_percent"].abs() - 1e-9).all()
+    for png in ["volumes.png", "loss_autoencoder.png", "volumetry_truth.png", "reconstruction_volumes.png"]:
         assert (R / "figures" / png).stat().st_size > 1000
     assert len(list((R / "figures").glob("samples_*.png"))) == 4
     # every rule left a log and a benchmark
@@ -127,7 +131,13 @@ def test_forcerun_redoes_only_the_stage_and_its_dependents(e2e_run):
     out = proc.stdout + proc.stderr
     planned = {line.split()[0] for line in out.splitlines() if line.strip() and line.split()[-1].isdigit()}
     planned -= {"total", "job"}
-    assert planned == {"segment_real", "table2_volumes", "volumetry_truth", "all"}, out
+    assert planned == {
+        "segment_real",
+        "table2_volumes",
+        "volumetry_truth",
+        "reconstruction_volumes",
+        "all",
+    }, out
 
 
 @pytest.mark.slow
