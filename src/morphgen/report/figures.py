@@ -20,9 +20,9 @@ from morphgen.report.tables import (
     TRUTH_TISSUES,
     _members,
     _values,
-    merge_truth,
-    merge_volumes,
     read_tsv,
+    reconstruction_pairs,
+    truth_pairs,
 )
 
 REAL_COLOUR = "#0072B2"  # Okabe-Ito blue
@@ -296,12 +296,7 @@ def truth_scatter(
     title: str = "Simulated cohort: measured vs true volumes",
 ) -> Path:
     """Measured against true volume per tissue, with the identity line and Pearson r in each panel title."""
-    merged = merge_truth(_as_volumes(participants), _as_volumes(measured))
-    pairs = {
-        t: (merged[f"true_{t}_mni_ml"], merged[f"{t}_ml"])
-        for t in tissues
-        if f"true_{t}_mni_ml" in merged.columns and f"{t}_ml" in merged.columns
-    }
+    pairs = truth_pairs(_as_volumes(participants), _as_volumes(measured), tissues)
     if not pairs:
         raise ValueError("truth_scatter: no tissue has both true_<tissue>_mni_ml and <tissue>_ml columns")
     return agreement_scatter(pairs, out_png, title, ("true volume (ml)", "measured volume (ml)"))
@@ -316,12 +311,7 @@ def reconstruction_scatter(
     title: str = "Autoencoder: volumes of reconstructions vs the real images",
 ) -> Path:
     """Volume measured on each reconstruction against the same subject's real image, per tissue."""
-    merged = merge_volumes(_as_volumes(real), _as_volumes(reconstructed), ("real", "reconstructed"))
-    pairs = {
-        t: (merged[f"{t}_ml_real"], merged[f"{t}_ml_reconstructed"])
-        for t in tissues
-        if f"{t}_ml_real" in merged.columns and f"{t}_ml_reconstructed" in merged.columns
-    }
+    pairs = reconstruction_pairs(_as_volumes(real), _as_volumes(reconstructed), tissues)
     if not pairs:
         raise ValueError("reconstruction_scatter: the two volume tables share no <tissue>_ml column")
     return agreement_scatter(pairs, out_png, title, ("real image (ml)", "reconstruction (ml)"))

@@ -327,13 +327,7 @@ def truth_check(
     Matches rows on participant id. Columns: tissue, n, pearson_r, mape_percent, bias_percent, true_mean_ml,
     measured_mean_ml (see :func:`volume_agreement`).
     """
-    merged = merge_truth(participants, measured)
-    pairs = {
-        t: (merged[f"true_{t}_mni_ml"], merged[f"{t}_ml"])
-        for t in tissues
-        if f"true_{t}_mni_ml" in merged.columns and f"{t}_ml" in merged.columns
-    }
-    df = volume_agreement(pairs, names=("true", "measured"))
+    df = volume_agreement(truth_pairs(participants, measured, tissues), names=("true", "measured"))
     if out_tsv is not None:
         write_tsv(df, out_tsv)
     return df
@@ -352,16 +346,31 @@ def reconstruction_check(
     high MS-SSIM alone does not show that (a decoder that draws the mean brain scores well on it). Columns:
     tissue, n, pearson_r, mape_percent, bias_percent, real_mean_ml, reconstructed_mean_ml.
     """
-    merged = merge_volumes(real, reconstructed, ("real", "reconstructed"))
-    pairs = {
-        t: (merged[f"{t}_ml_real"], merged[f"{t}_ml_reconstructed"])
-        for t in tissues
-        if f"{t}_ml_real" in merged.columns and f"{t}_ml_reconstructed" in merged.columns
-    }
+    pairs = reconstruction_pairs(real, reconstructed, tissues)
     df = volume_agreement(pairs, names=("real", "reconstructed"))
     if out_tsv is not None:
         write_tsv(df, out_tsv)
     return df
+
+
+def truth_pairs(participants: pd.DataFrame, measured: pd.DataFrame, tissues: Sequence[str]) -> dict:
+    """Tissue -> (true, measured) volumes of the subjects in both tables, for tissues present in both."""
+    merged = merge_truth(participants, measured)
+    return {
+        t: (merged[f"true_{t}_mni_ml"], merged[f"{t}_ml"])
+        for t in tissues
+        if f"true_{t}_mni_ml" in merged.columns and f"{t}_ml" in merged.columns
+    }
+
+
+def reconstruction_pairs(real: pd.DataFrame, reconstructed: pd.DataFrame, tissues: Sequence[str]) -> dict:
+    """Tissue -> (real, reconstructed) volumes of the subjects in both tables, for tissues present in both."""
+    merged = merge_volumes(real, reconstructed, ("real", "reconstructed"))
+    return {
+        t: (merged[f"{t}_ml_real"], merged[f"{t}_ml_reconstructed"])
+        for t in tissues
+        if f"{t}_ml_real" in merged.columns and f"{t}_ml_reconstructed" in merged.columns
+    }
 
 
 def volume_agreement(
