@@ -8,9 +8,10 @@ Usage (on the GPU machine, from the repository root):
 Each tier is ``config.yaml`` and ``configs/paper/paper.yaml`` with the tier file on top (as
 ``snakemake --configfile`` merges them), plus ``--override`` files last (the test uses one to shrink the
 networks). The VQ-VAE steps are full steps of morphgen's own trainer (encoder, codebook, decoder, L1 + FFT,
-PatchGAN, backward, Adam) on random images; the prior steps are forward, cross-entropy, backward and AdamW
-at the tier's precision and checkpointing. Peak memory is ``torch.cuda.max_memory_allocated`` (NaN on CPU).
-The first step of each kind is a warm-up and is not timed. Output: two TSV tables for BENCHMARKS.md.
+PatchGAN, backward, Adam) on random images; the prior steps are the prior's own update (forward,
+cross-entropy, backward, clipping, AdamW) at the tier's precision and checkpointing. Peak memory is
+``torch.cuda.max_memory_allocated`` (NaN on CPU). The first step of each kind is a warm-up and is not timed.
+Output: two TSV tables for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from memory_plan import merged_config
 from morphgen.models.autoencoder_training import AutoencoderTrainer
 from morphgen.models.memory import GIB
 from morphgen.models.precision import autocast_for
-from morphgen.models.prior import build_prior, sample_tokens
+from morphgen.models.prior import build_prior, sample_tokens, training_step
 from morphgen.models.vqvae import latent_shape
 from morphgen.nifti import save_volume
 
@@ -82,22 +83,13 @@ def autoencoder_steps(ae_cfg: dict, shape: tuple, steps: int, device: str) -> tu
 
 
 def prior_steps(prior_cfg: dict, codebook: int, seq_len: int, steps: int, device: str):
+    """Steps of the prior's own update (``morphgen.models.prior.training_step``) at the tier's settings."""
     torch.manual_seed(0)
     model = build_prior(codebook, seq_len, prior_cfg).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
     autocast = autocast_for(prior_cfg.get("precision", "fp32"), torch.device(device))
-    tokens = torch.randint(0, codebook, (int(prior_cfg["batch_size"]), seq_len + 1), device=device)
-    tokens[:, 0] = model.bos_token
-
-    def step() -> None:
-        with autocast():
-            logits = model(tokens[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten())
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-
-    return model, *timed(step, steps, device)
+    codes = torch.randint(0, codebook, (int(prior_cfg["batch_size"]), seq_len), device=device)
+    return model, *timed(lambda: training_step(model, codes, optimiser, autocast), steps, device)
 
 
 def main(argv: list[str] | None = None) -> None:

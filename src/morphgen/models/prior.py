@@ -124,6 +124,25 @@ def build_prior(codebook_size: int, seq_len: int, cfg: dict) -> CausalTransforme
     )
 
 
+def training_step(
+    model: CausalTransformer,
+    codes: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    grad_clip: float = DEFAULT_GRAD_CLIP,
+) -> torch.Tensor:
+    """One update on ``codes`` (B, seq_len): BOS-prefixed next-token cross-entropy (float32), gradients
+    clipped to ``grad_clip``, one optimiser step. Returns the loss."""
+    with autocast():
+        logits = model(_with_bos(codes, model.bos_token))
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), codes.reshape(-1))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss
+
+
 def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -260,7 +279,6 @@ def _train(
             )
 
     codes = torch.as_tensor(train, dtype=torch.long)
-    bos = model.bos_token
     epoch_bar = tqdm(
         range(start_epoch, epochs),
         desc="prior",
@@ -277,13 +295,7 @@ def _train(
             range(0, codes.shape[0], batch_size), desc=f"epoch {epoch + 1}", leave=False, disable=not progress
         ):
             batch = codes[order[i : i + batch_size]].to(device)
-            with autocast():
-                logits = model(_with_bos(batch, bos))
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch.reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+            loss = training_step(model, batch, optimizer, autocast, grad_clip)
             scheduler.step()
             total += float(loss.detach()) * batch.numel()
             count += batch.numel()
