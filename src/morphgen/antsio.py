@@ -1,4 +1,4 @@
-"""Conversions between NIfTI (RAS+ world) and ANTs (ITK, LPS+ world) images, and ITK thread control.
+"""Conversions between NIfTI (RAS+ world) and ANTs (ITK, LPS+ world) images, ITK threads and ANTs' seed.
 
 NIfTI affines map voxels to RAS+ millimetres; ITK places voxels in LPS+ millimetres. The two worlds differ by
 a flip of x and y, so ``lps = FLIP @ ras``. Keeping this in one place avoids silent left-right errors.
@@ -6,9 +6,11 @@ a flip of x and y, so ``lps = FLIP @ ras``. Keeping this in one place avoids sil
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -17,6 +19,20 @@ log = logging.getLogger(__name__)
 # RAS+ <-> LPS+ (its own inverse)
 FLIP = np.diag([-1.0, -1.0, 1.0])
 ITK_THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
+
+
+@contextlib.contextmanager
+def ants_seed(seed: int | None) -> Iterator[None]:
+    """Pass ``--random-seed`` to antsRegistration inside the block (fixes its random metric sampling);
+    ``None`` keeps ANTs' own. ``ants.config`` is module state, so the previous value is restored."""
+    import ants.config
+
+    previous = getattr(ants.config, "_random_seed", None)
+    ants.config._random_seed = None if seed is None else int(seed)
+    try:
+        yield
+    finally:
+        ants.config._random_seed = previous
 
 
 def set_itk_threads(threads: int) -> bool:

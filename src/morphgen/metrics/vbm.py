@@ -26,12 +26,11 @@ registers with SyN), the correction of low-variance areas of [32], and covariate
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from scipy import ndimage as ndi
 from scipy import stats
 from tqdm import tqdm
 
-from morphgen.antsio import from_ants, to_ants
+from morphgen.antsio import ants_seed, from_ants, to_ants
 from morphgen.errors import SubjectError
 from morphgen.nifti import load_volume, save_volume
 from morphgen.report.figures import save_figure
@@ -72,19 +71,6 @@ class Normalisation:
     fwd_transforms: list[str]
     warped: np.ndarray
     seconds: float
-
-
-@contextlib.contextmanager
-def _ants_seed(seed: int | None) -> Iterator[None]:
-    """Pass ``--random-seed`` to antsRegistration for the duration of the block (restores ants' setting)."""
-    import ants.config
-
-    saved = getattr(ants.config, "_random_seed", None)
-    ants.config._random_seed = seed
-    try:
-        yield
-    finally:
-        ants.config._random_seed = saved
 
 
 def _as_image(image: ImageLike, subject: str | None = None) -> nib.Nifti1Image:
@@ -125,7 +111,7 @@ def normalise_to_template(
     fixed = to_ants(image_data(template), template.affine)
     moving = to_ants(image_data(image), image.affine)
     start = time.perf_counter()
-    with _ants_seed(seed):
+    with ants_seed(seed):
         out = ants.registration(
             fixed=fixed,
             moving=moving,

