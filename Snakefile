@@ -15,6 +15,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/pretraining.smk"
 include: "workflow/rules/segment.smk"
+include: "workflow/rules/morphometry.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -410,7 +410,7 @@ def test_configured_2d_network_fills_its_columns_only(onnx2d):
     real, synth = brains(6, 0.0, 15), brains(6, 0.3, 16)
     columns = fid_columns(real, synth, extractor, build_extractor(config, "fid3d"))
     assert columns["fid_3d"] == NO_WEIGHTS
-    for name in ("axial", "coronal", "sagittal"):
+    for name in ("axial", "coronal", "sagittal", "slices"):
         assert isinstance(columns[f"fid_{name}"], float) and columns[f"fid_{name}"] > 0
 
 

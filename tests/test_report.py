@@ -167,6 +167,13 @@ def test_table1_fidelity_rows_and_tsv(tmp_path):
     assert rows.loc[("a", "real"), "msssim_mean"] < 0.999
     assert rows.loc[("b", "synthetic"), "bmmd2_mean"] > 10 * rows.loc[("a", "synthetic"), "bmmd2_mean"]
     assert rows.loc[("a", "real"), "bmmd2_mean"] > 0
+    # 4-G-R-SSIM sees the same pairs: identical samples score 1, noisy real images less
+    assert rows.loc[("a", "synthetic"), "gr4ssim_mean"] == pytest.approx(1.0, abs=1e-6)
+    assert rows.loc[("a", "real"), "gr4ssim_mean"] < rows.loc[("a", "real"), "msssim_mean"] + 1
+    assert rows.loc[("a", "real"), "gr4ssim_mean"] < 0.999
+    # no feature network configured: every FID column says so instead of holding a number
+    fids = df[["fid_axial", "fid_coronal", "fid_sagittal", "fid_slices", "fid_3d"]]
+    assert (fids == "no weights configured").all(axis=None)
     assert read_tsv(out).shape == df.shape
 
 

@@ -133,12 +133,189 @@ def volume_tables(
     synthetic = {subpop_of(p): read_tsv(p) for p in synth_tsvs}
     members = {subpop_of(p): read_members(p) for p in member_tsvs}
     members = {s: members[s] for s in subpops}
-    contrasts = None
-    if subpop_cfg:
-        contrasts = [(f"{k}-{e['names'][1]}", f"{k}-{e['names'][0]}") for k, e in subpop_cfg.items()]
+    contrasts = contrasts_of(subpop_cfg) if subpop_cfg else None
     table2_volumes(real, synthetic, members, alpha, out_tsv=out_table)
     subgroup_effects(real, synthetic, members, contrasts, out_tsv=out_effects)
     volume_distributions(real, synthetic, members, out_figure)
+
+
+def contrasts_of(subpop_cfg: dict) -> dict[str, tuple[str, str]]:
+    """Group contrast name -> (a, b) sub-populations, second against first (old vs young, AD vs CN)."""
+    return {k: (f"{k}-{e['names'][1]}", f"{k}-{e['names'][0]}") for k, e in subpop_cfg.items()}
+
+
+def regions_source(evaluation: dict, segmentation: dict) -> str:
+    """Where regional volumes come from: ``atlas`` or the ``segmentation`` back-end's own labels."""
+    source = (evaluation.get("regions") or {}).get("source", "auto")
+    if source == "auto":
+        return "segmentation" if segmentation.get("backend") == "onnx" else "atlas"
+    if source == "segmentation" and segmentation.get("backend") != "onnx":
+        raise ConfigError(
+            "evaluation.regions.source is segmentation, but only the onnx back-end labels regions; "
+            "use atlas (or auto)"
+        )
+    return source
+
+
+def normalise(
+    images,
+    segmentation_dir,
+    volumes_tsv,
+    space: dict,
+    evaluation: dict,
+    segmentation: dict,
+    out_dir,
+    out_regions,
+):
+    """Images registered to the MNI template (Jacobian, modulated GM maps) and their regional volumes."""
+    from morphgen.metrics.morphometry import normalise_files
+    from morphgen.segmentation import atlas
+    from morphgen.segmentation.volumes import probability_path
+    from morphgen.space import Grid
+    from morphgen.templates import mni_t1
+
+    template = mni_t1(Grid.from_config(space))
+    source = regions_source(evaluation, segmentation)
+    fractions, tissue_of = None, None
+    if source == "atlas":
+        regions_cfg = evaluation.get("regions") or {}
+        chosen = (
+            atlas.load_atlas(regions_cfg["atlas"], regions_cfg.get("atlas_labels"))
+            if regions_cfg.get("atlas")
+            else atlas.default_atlas()
+        )
+        fractions = atlas.region_fractions(chosen, template.affine, template.shape[:3])
+        tissue_of = {name: chosen.tissue(name) for name in fractions}
+    by_id = image_map(images)
+    tissue_maps = {
+        i: {t: p for t in ("gm", "wm", "csf") if (p := probability_path(segmentation_dir, i, t)).exists()}
+        for i in by_id
+    }
+    vbm_cfg = evaluation.get("vbm") or {}
+    table = normalise_files(
+        by_id,
+        tissue_maps,
+        template,
+        out_dir,
+        fractions=fractions,
+        tissue_of=tissue_of,
+        registration=dict(vbm_cfg.get("registration") or {}),
+    )
+    if source == "segmentation":
+        from morphgen.segmentation.base import CORE_VOLUMES
+
+        volumes = read_tsv(volumes_tsv)
+        core = {f"{v}_ml" for v in CORE_VOLUMES}
+        regional = [c for c in volumes.columns if c.endswith("_ml") and c not in core]
+        table = table.merge(volumes[["participant_id", *regional]], on="participant_id", how="left")
+    write_tsv(table, out_regions)
+    return table
+
+
+def region_tables(
+    subjects_tsv,
+    member_tsvs,
+    real_tsv,
+    synth_tsvs,
+    subpop_cfg,
+    alpha,
+    out_volumes,
+    out_effects,
+    out_agreement,
+    out_figure,
+):
+    """Regional volumes real vs synthetic, regional group and age effects, their agreement and figure."""
+    from morphgen.report.figures import effects_scatter
+    from morphgen.report.regions import effect_agreement, region_effects, region_volume_table
+    from morphgen.report.tables import read_members
+
+    real = read_tsv(real_tsv)
+    synthetic = {subpop_of(p): read_tsv(p) for p in synth_tsvs}
+    members = {subpop_of(p): read_members(p) for p in member_tsvs}
+    volumes = region_volume_table(real, synthetic, members, alpha, out_tsv=out_volumes)
+    effects = region_effects(
+        real,
+        read_tsv(subjects_tsv),
+        synthetic,
+        members,
+        contrasts=list(contrasts_of(subpop_cfg).values()),
+        out_tsv=out_effects,
+    )
+    effect_agreement(effects, volumes, out_tsv=out_agreement)
+    effects_scatter(effects, out_figure)
+
+
+def vbm(member_tsvs, real_dir, synth_dirs, subpop_cfg, space, vbm_cfg, out_dir, out_table, out_figures):
+    """Grey-matter VBM per group contrast, real and synthetic, with the correlation of their t-maps."""
+    import pandas as pd
+
+    from morphgen.metrics.morphometry import contrast_vbm, modulated_path
+    from morphgen.report.tables import read_members
+    from morphgen.space import Grid
+    from morphgen.templates import mni_t1
+
+    template = mni_t1(Grid.from_config(space))
+    members = {subpop_of(p): read_members(p) for p in member_tsvs}
+    synth_dirs = {Path(d).name: Path(d) for d in synth_dirs}
+    figures = {Path(f).stem.removeprefix("vbm_"): f for f in out_figures}
+
+    def present(folder, ids):
+        return [p for p in (modulated_path(folder, i) for i in ids) if p.exists()]
+
+    def samples(folder):
+        return sorted(Path(folder).glob("*_mwp1.nii.gz"))
+
+    rows = []
+    for name, (a, b) in contrasts_of(subpop_cfg).items():
+        row = contrast_vbm(
+            present(real_dir, members[a]),
+            present(real_dir, members[b]),
+            samples(synth_dirs[a]),
+            samples(synth_dirs[b]),
+            template,
+            Path(out_dir) / name,
+            figures[name],
+            labels=(a, b),
+            fwhm_mm=float(vbm_cfg.get("fwhm_mm", 8.0)),
+            mask_threshold=float(vbm_cfg.get("mask_threshold", 0.05)),
+            p_threshold=float(vbm_cfg.get("p_threshold", 0.001)),
+        )
+        rows.append({"name": name, **row})
+    write_tsv(pd.DataFrame(rows), out_table)
+
+
+def memorisation(subjects_tsv, real_images, sample_paths, subpops, cfg: dict, out_table, out_summary):
+    """Per kept sample, its nearest training image, calibrated on test-to-train distances; a summary."""
+    import pandas as pd
+
+    from morphgen.metrics import memorisation as mem
+    from morphgen.metrics.fidelity import stack_volumes
+
+    subjects = read_tsv(subjects_tsv)
+    by_id = image_map(real_images)
+    split_ids = {
+        part: [i for i in subjects.loc[subjects["split"] == part, "participant_id"] if i in by_id]
+        for part in ("train", "test")
+    }
+    for part, ids in split_ids.items():
+        if len(ids) == 0:
+            raise ConfigError(f"memorisation: no {part} images (split {subjects_tsv})")
+    distance, percentile = cfg.get("distance", "mse"), float(cfg.get("percentile", 1.0))
+    train = [by_id[i] for i in split_ids["train"]]
+    test = stack_volumes([by_id[i] for i in split_ids["test"]], split_ids["test"])
+    test_dists, _ = mem.nearest_distances(test, train, distance=distance)
+    tables, summaries = [], []
+    for subpop in subpops:
+        paths = sorted(Path(p) for p in sample_paths if Path(p).parent.name == subpop)
+        ids = [p.name.split(".nii")[0] for p in paths]
+        dists, nearest = mem.nearest_distances(stack_volumes(paths, ids), train, distance=distance)
+        table = mem.memorisation_table(
+            ids, dists, [split_ids["train"][i] for i in nearest], test_dists, percentile
+        )
+        tables.append(table.assign(subpopulation=subpop))
+        summaries.append({"subpopulation": subpop, **mem.memorisation_summary(table, percentile)})
+    write_tsv(pd.concat(tables, ignore_index=True), out_table)
+    write_tsv(pd.DataFrame(summaries), out_summary)
 
 
 def pretraining_split(input_cfg: dict, fraction: float, seed: int, sheet_path, qc_path, out_subjects):

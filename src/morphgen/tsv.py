@@ -19,4 +19,7 @@ def write_tsv(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def read_tsv(path: str | Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", na_values=[NA_REP], dtype={col: str for col in ID_COLUMNS})
+    """A table written by :func:`write_tsv`; the id columns and every ``*_id`` column are read as text."""
+    header = pd.read_csv(path, sep="\t", nrows=0).columns
+    text = {col: str for col in header if col in ID_COLUMNS or str(col).endswith("_id")}
+    return pd.read_csv(path, sep="\t", na_values=[NA_REP], dtype=text)

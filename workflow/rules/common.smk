@@ -17,6 +17,7 @@ N_GENERATE = SAMPLING["n_keep"] * SAMPLING["oversample"]
 SAMPLE_IDS = [f"sample-{i:04d}" for i in range(N_KEEP)]
 IS_DEMO = config["input"]["source"] == "demo"
 MODEL = config["model"]
+CONTRASTS = list(config["subpopulations"])  # each gives one group contrast: second vs first
 SYNTH_VOLUMES = expand(f"{R}/volumes/synthetic/{{subpop}}.tsv", subpop=SUBPOPS)
 MEMBER_LISTS = expand(f"{R}/subpopulations/{{subpop}}.tsv", subpop=SUBPOPS)
 DEMO_IDS = [f"sub-{i + 1:03d}" for i in range(config.get("demo", {}).get("n_subjects", 0))]
@@ -152,7 +153,15 @@ def all_outputs(wildcards):
         f"{R}/tables/subgroup_effects.tsv",
         f"{R}/figures/volumes.png",
         f"{R}/figures/loss_autoencoder.png",
+        f"{R}/tables/region_volumes.tsv",
+        f"{R}/tables/region_effects.tsv",
+        f"{R}/tables/effect_agreement.tsv",
+        f"{R}/figures/region_effects.png",
+        f"{R}/tables/vbm.tsv",
+        f"{R}/tables/memorisation.tsv",
+        f"{R}/tables/memorisation_summary.tsv",
     ]
+    outputs += expand(f"{R}/figures/vbm_{{contrast}}.png", contrast=CONTRASTS)
     outputs += expand(f"{R}/figures/samples_{{subpop}}.png", subpop=SUBPOPS)
     outputs += expand(f"{R}/models/prior/{{subpop}}/nll.tsv", subpop=SUBPOPS)
     if IS_DEMO:

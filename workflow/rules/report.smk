@@ -2,7 +2,7 @@
 
 
 rule table1_fidelity:
-    """Table 1: bMMD² and pairwise MS-SSIM, real-vs-real baseline and synthetic, per sub-population."""
+    """Table 1: bMMD², FID, pairwise MS-SSIM and 4-G-R-SSIM, real-vs-real baseline and synthetic."""
     input:
         members=MEMBER_LISTS,
         real=preprocessed_images(),
@@ -24,6 +24,31 @@ rule table1_fidelity:
         ENV
     script:
         "../scripts/table1_fidelity.py"
+
+
+rule memorisation:
+    """Is a kept sample a copy of a training image? Nearest training image, against test-to-train distances."""
+    input:
+        subjects=f"{R}/split/subjects.tsv",
+        real=preprocessed_images(),
+        synthetic=all_samples,
+    output:
+        table=f"{R}/tables/memorisation.tsv",
+        summary=f"{R}/tables/memorisation_summary.tsv",
+    params:
+        subpops=SUBPOPS,
+        memorisation=config["evaluation"].get("memorisation", {}),
+    log:
+        log_for("memorisation"),
+    benchmark:
+        benchmark_for("memorisation")
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/memorisation.py"
 
 
 rule table2_volumes:

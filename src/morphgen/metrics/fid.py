@@ -75,7 +75,7 @@ AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
 # axis of an MNI-aligned grid (Kapoor et al. used voxels 30-60 of an 80x96x80 crop, i.e. 0.31-0.75).
 DEFAULT_FRACTIONS = (0.35, 0.45, 0.5, 0.55, 0.65)
 SCALINGS = ("clip", "minmax")
-FID_COLUMNS = ("fid_axial", "fid_coronal", "fid_sagittal", "fid_3d")
+FID_COLUMNS = ("fid_axial", "fid_coronal", "fid_sagittal", "fid_slices", "fid_3d")
 
 
 # ---------------------------------------------------------------------------- Fréchet distance
@@ -630,14 +630,20 @@ def fid_columns(
     synthetic: np.ndarray,
     extractor_2d: FeatureExtractor | None,
     extractor_3d: FeatureExtractor | None,
-    positions: Sequence[float] | None = None,
+    positions: Sequence[float] | None = DEFAULT_FRACTIONS,
 ) -> dict[str, float | str]:
-    """Table columns ``fid_axial, fid_coronal, fid_sagittal, fid_3d``: values, or :data:`NO_WEIGHTS` for a
-    network that is not configured, so the table states why a FID is missing."""
+    """Table columns ``fid_axial, fid_coronal, fid_sagittal`` (middle slice, seed 000), ``fid_slices`` (the
+    mean over the three axes of the FID averaged over the slice ``positions``, seed 001) and ``fid_3d``
+    (seed 004): values, or :data:`NO_WEIGHTS` for a network that is not configured, so the table states why
+    a FID is missing."""
     columns: dict[str, float | str] = dict.fromkeys(FID_COLUMNS, NO_WEIGHTS)
     if extractor_2d is not None:
-        per_axis = fid_2d(real, synthetic, extractor_2d, positions=positions)
+        per_axis = fid_2d(real, synthetic, extractor_2d)
         columns.update({f"fid_{name}": value for name, value in per_axis.items()})
+        if positions:
+            columns["fid_slices"] = float(
+                np.mean(list(fid_2d(real, synthetic, extractor_2d, positions=positions).values()))
+            )
     if extractor_3d is not None:
         columns["fid_3d"] = fid_3d(real, synthetic, extractor_3d)
     return columns

@@ -309,24 +309,51 @@ def t_map_figure(
     (default: the voxel of largest |t|). Red: t > 0 (group a larger), blue: t < 0. Template and t-map must
     lie on the same grid; both are reoriented to RAS+ for display.
     """
-    if convention not in ("radiological", "neurological"):
-        raise ValueError(f"convention must be radiological or neurological, got {convention!r}")
-    template = _as_image(template)
-    t_map = np.asarray(t_map, dtype=np.float32)
-    if t_map.shape != template.shape[:3]:
-        raise ValueError(f"t-map of shape {t_map.shape} does not lie on the template grid {template.shape}")
     if significant is None:
         if threshold is None:
             raise ValueError("give threshold or significant")
-        significant = np.abs(t_map) >= threshold
-    # reorient everything to RAS+ (the working grid is RAS+ already; this keeps other grids right)
+        significant = np.abs(np.asarray(t_map)) >= threshold
+    return t_maps_figure(
+        [(title, t_map, significant)], template, out_png, cut_ijk=cut_ijk, convention=convention
+    )
+
+
+def t_maps_figure(
+    rows: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    template: ImageLike,
+    out_png: str | Path,
+    *,
+    cut_ijk: Sequence[int] | None = None,
+    convention: str = "radiological",
+    title: str | None = None,
+) -> Path:
+    """One row of axial/coronal/sagittal slices per ``(label, t_map, significant)``, like the paper's Fig. 2.
+
+    All rows cut through the same voxel (``cut_ijk``, default the largest |t| of the first row) and share one
+    colour scale, so a real and a synthetic map can be compared by eye.
+    """
+    if convention not in ("radiological", "neurological"):
+        raise ValueError(f"convention must be radiological or neurological, got {convention!r}")
+    if not rows:
+        raise ValueError("no t-map to draw")
+    template = _as_image(template)
     ornt = nib.orientations.io_orientation(template.affine)
     to_ras = nib.orientations.ornt_transform(ornt, nib.orientations.axcodes2ornt("RAS"))
     t1 = nib.orientations.apply_orientation(image_data(template), to_ras)
-    tt = nib.orientations.apply_orientation(t_map, to_ras)
-    sig = nib.orientations.apply_orientation(np.asarray(significant, dtype=bool), to_ras)
+    maps = []
+    for label, t_map, significant in rows:
+        t_map = np.asarray(t_map, dtype=np.float32)
+        if t_map.shape != template.shape[:3]:
+            raise ValueError(
+                f"{label}: t-map of shape {t_map.shape} does not lie on the template grid {template.shape}"
+            )
+        # reorient everything to RAS+ (the working grid is RAS+ already; this keeps other grids right)
+        tt = nib.orientations.apply_orientation(t_map, to_ras)
+        sig = nib.orientations.apply_orientation(np.asarray(significant, dtype=bool), to_ras)
+        maps.append((label, tt, sig))
     if cut_ijk is None:
-        cut_ijk = np.unravel_index(int(np.argmax(np.abs(tt))), tt.shape)
+        first = maps[0][1]
+        cut_ijk = np.unravel_index(int(np.argmax(np.abs(first))), first.shape)
     else:  # given in the template's own voxel order: move it with the data
         flip = np.zeros(3, dtype=int)
         ijk = np.asarray(cut_ijk, dtype=int)
@@ -334,26 +361,29 @@ def t_map_figure(
             size = template.shape[src_axis]
             flip[int(dst_axis)] = ijk[src_axis] if sign > 0 else size - 1 - ijk[src_axis]
         cut_ijk = flip
-    vmax = float(np.max(np.abs(tt[sig]))) if sig.any() else 1.0
+    shown = [np.abs(tt[sig]) for _, tt, sig in maps if sig.any()]
+    vmax = float(max(np.max(v) for v in shown)) if shown else 1.0
     norm = TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
-    overlay = np.where(sig, tt, np.nan)
-    bg, fg = _slices(t1, cut_ijk, convention), _slices(overlay, cut_ijk, convention)
+    bg = _slices(t1, cut_ijk, convention)
     lr = ("R", "L") if convention == "radiological" else ("L", "R")
     edges = {"axial": (*lr, "A", "P"), "coronal": (*lr, "S", "I"), "sagittal": ("A", "P", "S", "I")}
-    fig = Figure(figsize=(10.5, 3.8))
-    axes = fig.subplots(1, 3)
+    fig = Figure(figsize=(10.5, 3.6 * len(maps) + 0.4))
+    axes = np.atleast_2d(fig.subplots(len(maps), 3))
     image = None
-    for ax, plane in zip(axes, ("axial", "coronal", "sagittal"), strict=True):
-        ax.imshow(bg[plane], cmap="gray", origin="upper", interpolation="nearest")
-        image = ax.imshow(fg[plane], cmap="RdBu_r", norm=norm, origin="upper", interpolation="nearest")
-        left, right, top, bottom = edges[plane]
-        ax.set_title(plane, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_xlabel(f"{left}  \u2190  \u2192  {right}", fontsize=7)
-        ax.set_ylabel(f"{bottom}  \u2190  \u2192  {top}", fontsize=7)
-    fig.colorbar(image, ax=list(axes), shrink=0.8, label="t")
-    fig.suptitle(f"{title} ({int(sig.sum())} voxels shown)", fontsize=10)
+    for row, (label, tt, sig) in zip(axes, maps, strict=True):
+        fg = _slices(np.where(sig, tt, np.nan), cut_ijk, convention)
+        for ax, plane in zip(row, ("axial", "coronal", "sagittal"), strict=True):
+            ax.imshow(bg[plane], cmap="gray", origin="upper", interpolation="nearest")
+            image = ax.imshow(fg[plane], cmap="RdBu_r", norm=norm, origin="upper", interpolation="nearest")
+            left, right, top, bottom = edges[plane]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"{left}  \u2190  \u2192  {right}", fontsize=7)
+            ax.set_ylabel(f"{bottom}  \u2190  \u2192  {top}", fontsize=7)
+        row[1].set_title(f"{label} ({int(sig.sum())} voxels shown)", fontsize=10)
+    fig.colorbar(image, ax=list(axes.ravel()), shrink=0.8, label="t")
+    if title:
+        fig.suptitle(title, fontsize=11)
     return save_figure(fig, out_png)
 
 

@@ -358,3 +358,24 @@ def agreement_scatter(
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     return save_figure(fig, out_png)
+
+
+def effects_scatter(effects: pd.DataFrame | str | Path, out_png: str | Path) -> Path:
+    """Seed 002's Fig. 3: per group contrast (and age), each region's synthetic effect against its real one.
+
+    ``effects`` is :func:`morphgen.report.regions.region_effects`' table; panels without a finite pair of
+    effects (e.g. the age r of samples that carry no age) are left out.
+    """
+    table = _as_volumes(effects)
+    pairs = {}
+    for (effect, name), group in table.groupby(["effect", "name"], sort=False):
+        real = pd.to_numeric(group["real"], errors="coerce")
+        synth = pd.to_numeric(group["synthetic"], errors="coerce")
+        if (real.notna() & synth.notna()).any():
+            label = f"{name}: Cohen's d" if effect == "cohen_d" else f"{name}: r with volume"
+            pairs[label] = (real.to_numpy(), synth.to_numpy())
+    if not pairs:
+        pairs = {"no synthetic effect measured": ([], [])}
+    return agreement_scatter(
+        pairs, out_png, "Regional effects, synthetic vs real (one point per region)", ("real", "synthetic")
+    )

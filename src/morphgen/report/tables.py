@@ -1,8 +1,8 @@
 """The paper's tables as DataFrames, optionally written as TSV (atomically, NaN written as ``n/a``).
 
-- :func:`table1_fidelity` — Table 1: bMMD² and pairwise MS-SSIM per sub-population, real and synthetic.
-  FID is left out on purpose: it needs Inception (or other feature-network) weights, which this project cannot
-  download; the table stays purely numeric until such weights can be configured.
+- :func:`table1_fidelity` — Table 1: bMMD², FID (2D per axis, over slice positions, 3D; only with configured
+  feature-network weights, otherwise the columns say so), and pairwise MS-SSIM and 4-G-R-SSIM per
+  sub-population, real-vs-real baseline and synthetic.
 - :func:`table2_volumes` — Table 2: tissue volumes, real vs synthetic, two-sided t-tests with Bonferroni.
 - :func:`subgroup_effects` — Cohen's d between paired sub-populations (old vs young, AD vs CN).
 - :func:`truth_check` — measured vs known volumes of the simulated demo cohort.
@@ -22,7 +22,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from morphgen.metrics.fidelity import as_image_stack, bmmd2, pairwise_msssim, real_baseline_bmmd2
+from morphgen.metrics.fid import DEFAULT_FRACTIONS, FID_COLUMNS, NO_WEIGHTS, FeatureExtractor, fid_columns
+from morphgen.metrics.fidelity import (
+    as_image_stack,
+    bmmd2,
+    pairwise_msssim,
+    real_baseline_bmmd2,
+    split_halves,
+)
+from morphgen.metrics.gradient_ssim import pairwise_four_g_r_ssim
 from morphgen.metrics.stats import bonferroni_threshold, compare_groups
 from morphgen.tsv import ID_COLUMNS, NA_REP, read_tsv, write_tsv  # noqa: F401 (re-exported)
 
@@ -94,20 +102,28 @@ def table1_fidelity(
     *,
     n_batches: int = 100,
     estimator: str = "biased",
+    extractor_2d: FeatureExtractor | None = None,
+    extractor_3d: FeatureExtractor | None = None,
+    fid_positions: Sequence[float] | None = DEFAULT_FRACTIONS,
+    four_g_r: bool = True,
     out_tsv: str | Path | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Table 1 without FID: per sub-population a ``real`` row and a ``synthetic`` row.
+    """Table 1: per sub-population a ``real`` row and a ``synthetic`` row.
 
-    Real rows: bMMD² between two disjoint random halves of the real images, MS-SSIM over pairs of real
-    images (the paper's baseline). Synthetic rows: bMMD² of real vs synthetic, MS-SSIM over pairs of synthetic
-    images.
+    Real rows: bMMD² and FID between two disjoint random halves of the real images, MS-SSIM and 4-G-R-SSIM
+    over pairs of real images (the paper's baseline). Synthetic rows: bMMD² and FID of real vs synthetic,
+    MS-SSIM and 4-G-R-SSIM over pairs of synthetic images (diversity: lower is more diverse). Both similarity
+    indices see the same pairs. FID columns (:func:`~morphgen.metrics.fid.fid_columns`) hold
+    "no weights configured" when the feature network is not configured, NaN with fewer than two images a
+    side.
     Both rows of a sub-population use the same MMD batch size, ``min(batch_size, n_real // 2, n_synthetic)``,
     because the biased estimator's floor depends on it; the size used is in column ``mmd_batch_size`` and the
     number of MS-SSIM pairs in ``msssim_pairs``. Metrics that cannot be computed (too few images) are NaN.
 
-    Columns: source, subpopulation, n, bmmd2_mean, bmmd2_sd, msssim_mean, msssim_sd, mmd_batch_size,
-    msssim_pairs. See :mod:`morphgen.metrics.fidelity` for the estimator and kernel.
+    Columns: source, subpopulation, n, bmmd2_mean, bmmd2_sd, fid_axial, fid_coronal, fid_sagittal,
+    fid_slices, fid_3d, msssim_mean, msssim_sd, gr4ssim_mean, gr4ssim_sd, mmd_batch_size, msssim_pairs. See
+    :mod:`morphgen.metrics.fidelity` for the estimator and kernel.
     """
     rows = []
     names = list(dict.fromkeys([*real.keys(), *synth.keys()]))
@@ -137,10 +153,24 @@ def table1_fidelity(
             mmd_synth = bmmd2(
                 x, y, b, sub_seed + 2, n_batches=n_batches, estimator=estimator, progress=progress
             )
+        fid_pairs = {"real": None, "synthetic": None}
+        if n_real >= 4:
+            half_a, half_b = split_halves(n_real, sub_seed + 4)
+            fid_pairs["real"] = (x[half_a], x[half_b])
+        if n_real >= 2 and n_synth >= 2:
+            fid_pairs["synthetic"] = (x, y)
         for source, images, mmd, n in (("real", x, mmd_real, n_real), ("synthetic", y, mmd_synth, n_synth)):
-            ssim = nan2
+            ssim, gr4 = nan2, nan2
             if n >= 2:
                 ssim = pairwise_msssim(images, n_pairs, sub_seed + 3, kernel_size, progress=progress)
+                if four_g_r:
+                    gr4 = pairwise_four_g_r_ssim(images, n_pairs, sub_seed + 3, progress=progress)
+            if fid_pairs[source] is not None:
+                fids = fid_columns(*fid_pairs[source], extractor_2d, extractor_3d, fid_positions)
+            else:  # too few images: NaN, unless no network would have measured it anyway
+                unconfigured = {c for c in FID_COLUMNS if c != "fid_3d"} if extractor_2d is None else set()
+                unconfigured |= {"fid_3d"} if extractor_3d is None else set()
+                fids = {c: NO_WEIGHTS if c in unconfigured else float("nan") for c in FID_COLUMNS}
             rows.append(
                 {
                     "source": source,
@@ -148,8 +178,11 @@ def table1_fidelity(
                     "n": n,
                     "bmmd2_mean": mmd[0],
                     "bmmd2_sd": mmd[1],
+                    **fids,
                     "msssim_mean": ssim[0],
                     "msssim_sd": ssim[1],
+                    "gr4ssim_mean": gr4[0],
+                    "gr4ssim_sd": gr4[1],
                     "mmd_batch_size": b if b >= min_b else 0,
                     "msssim_pairs": min(n_pairs, n * (n - 1) // 2),
                 }

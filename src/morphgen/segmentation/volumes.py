@@ -36,6 +36,11 @@ def label_path(out_label_dir: str | Path, subject_id: str) -> Path:
     return Path(out_label_dir) / f"{subject_id}_dseg.nii.gz"
 
 
+def probability_path(out_label_dir: str | Path, subject_id: str, tissue: str) -> Path:
+    """Where :func:`segment_files` writes a subject's ``csf``/``gm``/``wm`` probability map (BIDS probseg)."""
+    return Path(out_label_dir) / f"{subject_id}_label-{tissue.upper()}_probseg.nii.gz"
+
+
 def segment_files(
     images: Mapping[str, str | Path],
     segmenter: Segmenter,
@@ -49,7 +54,8 @@ def segment_files(
 
     The id column is ``participant_id`` for real subjects and synthetic samples alike (the value is the sample
     id). Label maps (uint8, 0 bg / 1 csf / 2 gm / 3 wm, the image's affine) go to
-    ``out_label_dir/<id>_dseg.nii.gz`` when a folder is given. ``masks`` (id -> brain mask file) is optional;
+    ``out_label_dir/<id>_dseg.nii.gz`` when a folder is given, with the tissue probability maps beside them
+    (:func:`probability_path`; VBM reads the grey-matter map). ``masks`` (id -> brain mask file) is optional;
     images without one get a mask derived from the image. A failure names the subject and its file: with
     ``on_error="record"`` (default) its volumes are NaN and the reason is in the ``segmentation_error`` column
     (e.g. a blank synthetic sample), so one image does not lose the others; ``"raise"`` stops at it.
@@ -85,6 +91,13 @@ def segment_files(
                 dtype=np.uint8,
                 description=LABELS_DESCRIPTION,
             )
+            for tissue, prob in seg.probabilities.items():
+                save_volume(
+                    probability_path(out_label_dir, subject_id, tissue),
+                    prob,
+                    image.affine,
+                    description=f"morphgen {tissue} probability",
+                )
         rows.append(volumes_row(subject_id, seg))
     columns = [ID_COLUMN] + [f"{name}_ml" for name in CORE_VOLUMES]
     for row in rows:

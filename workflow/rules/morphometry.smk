@@ -1,0 +1,110 @@
+# Every image registered to the MNI template once (SyN); regional volumes, VBM and the regional effects.
+
+
+rule normalise_real:
+    """Real images to the MNI template: Jacobian and modulated grey-matter maps, regional volumes."""
+    input:
+        images=preprocessed_images(),
+        segmentation=rules.segment_real.output.labels,
+        volumes=rules.segment_real.output.volumes,
+    output:
+        maps=directory(f"{R}/normalised/real"),
+        regions=f"{R}/volumes/regions/real.tsv",
+    params:
+        space=config["space"],
+        evaluation=config["evaluation"],
+        segmentation=config["segmentation"],
+    log:
+        log_for("normalise_real"),
+    benchmark:
+        benchmark_for("normalise_real")
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=6 * 60,
+    conda:
+        ENV
+    script:
+        "../scripts/normalise.py"
+
+
+rule normalise_synthetic:
+    """The same for the kept samples of one sub-population."""
+    input:
+        images=rules.generate.output.samples,
+        segmentation=rules.segment_synthetic.output.labels,
+        volumes=rules.segment_synthetic.output.volumes,
+    output:
+        maps=directory(f"{R}/normalised/synthetic/{{subpop}}"),
+        regions=f"{R}/volumes/regions/synthetic/{{subpop}}.tsv",
+    params:
+        space=config["space"],
+        evaluation=config["evaluation"],
+        segmentation=config["segmentation"],
+    log:
+        log_for("normalise_synthetic", "subpop"),
+    benchmark:
+        benchmark_for("normalise_synthetic", "subpop")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=6 * 60,
+    conda:
+        ENV
+    script:
+        "../scripts/normalise.py"
+
+
+rule region_effects:
+    """Regional volumes real vs synthetic (Cohen's d), group and age effects per region, their agreement."""
+    input:
+        subjects=f"{R}/split/subjects.tsv",
+        members=MEMBER_LISTS,
+        real=rules.normalise_real.output.regions,
+        synthetic=expand(f"{R}/volumes/regions/synthetic/{{subpop}}.tsv", subpop=SUBPOPS),
+    output:
+        volumes=f"{R}/tables/region_volumes.tsv",
+        effects=f"{R}/tables/region_effects.tsv",
+        agreement=f"{R}/tables/effect_agreement.tsv",
+        figure=f"{R}/figures/region_effects.png",
+    params:
+        subpopulations=config["subpopulations"],
+        alpha=config["evaluation"]["alpha"],
+    log:
+        log_for("region_effects"),
+    benchmark:
+        benchmark_for("region_effects")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/region_effects.py"
+
+
+rule vbm:
+    """Grey-matter VBM of each group contrast, real and synthetic t-maps, and their voxel-wise correlation."""
+    input:
+        members=MEMBER_LISTS,
+        real=rules.normalise_real.output.maps,
+        synthetic=expand(f"{R}/normalised/synthetic/{{subpop}}", subpop=SUBPOPS),
+    output:
+        maps=directory(f"{R}/vbm"),
+        table=f"{R}/tables/vbm.tsv",
+        figures=expand(f"{R}/figures/vbm_{{contrast}}.png", contrast=CONTRASTS),
+    params:
+        subpopulations=config["subpopulations"],
+        space=config["space"],
+        vbm=config["evaluation"].get("vbm", {}),
+    log:
+        log_for("vbm"),
+    benchmark:
+        benchmark_for("vbm")
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        ENV
+    script:
+        "../scripts/vbm.py"
