@@ -23,7 +23,15 @@ def dk() -> atlas.Atlas:
 
 
 def test_packaged_atlas_covers_ventricles_hippocampi_and_deep_grey_nuclei(dk):
-    for name in ("lateral_ventricle", "hippocampus", "thalamus", "caudate", "putamen", "pallidum", "amygdala"):
+    for name in (
+        "lateral_ventricle",
+        "hippocampus",
+        "thalamus",
+        "caudate",
+        "putamen",
+        "pallidum",
+        "amygdala",
+    ):
         assert name in dk.regions and f"left_{name}" in dk.regions and f"right_{name}" in dk.regions
         assert set(dk.regions[name]) == set(dk.regions[f"left_{name}"] + dk.regions[f"right_{name}"])
     assert dk.regions["left_hippocampus"] == (17,) and dk.regions["right_lateral_ventricle"] == (43,)
@@ -73,7 +81,7 @@ def test_configured_atlas_needs_its_label_table(tmp_path):
 
 
 def test_demo_ventricles_measured_through_the_atlas_follow_the_truth(tmp_path, dk):
-    """The simulated cohort's ventricles grow with age; the atlas's volumes must rank them as the truth does."""
+    """The simulated ventricles grow with age; the atlas volumes must rank them as the truth does."""
     reference = demo.reference_anatomy()
     ages = (45.0, 55.0, 65.0, 75.0, 85.0)
     images, maps, truth = {}, {}, []
@@ -106,7 +114,10 @@ def test_demo_ventricles_measured_through_the_atlas_follow_the_truth(tmp_path, d
     assert np.corrcoef(measured, truth)[0, 1] >= 0.9
     assert np.all(np.diff(measured) > 0)  # each older subject measured larger, as simulated
     for sid in images:
-        for path in (jacobian_path(tmp_path / "normalised", sid), modulated_path(tmp_path / "normalised", sid)):
+        for path in (
+            jacobian_path(tmp_path / "normalised", sid),
+            modulated_path(tmp_path / "normalised", sid),
+        ):
             img = nib.load(path)
             np.testing.assert_allclose(img.affine, GRID.affine)
             assert img.shape == GRID.shape

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import phantom
 from scipy import stats
@@ -137,3 +138,36 @@ def test_bad_inputs_raise(cohort):
         memorisation_table(["a"], [0.1, 0.2], ["t"], [0.3])
     with pytest.raises(ValueError, match="percentile"):
         memorisation_threshold([0.1, 0.2], 101.0)
+
+
+def test_pipeline_stage_flags_the_copies_per_sub_population(cohort, tmp_path):
+    """The rule's stage: images by file, split from the subjects table, one summary row per sub-population."""
+    from morphgen import stages
+    from morphgen.tsv import read_tsv, write_tsv
+
+    def save(volume, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), path)
+        return str(path)
+
+    real, rows = [], []
+    for part, stack in (("train", cohort["train"]), ("test", cohort["test"])):
+        for k, volume in enumerate(stack):
+            sid = f"sub-{k:03d}" if part == "train" else f"sub-t{k:02d}"
+            real.append(save(volume, tmp_path / "pre" / f"{sid}_space-MNI152_T1w.nii.gz"))
+            rows.append({"participant_id": sid, "split": part})
+    subjects = write_tsv(pd.DataFrame(rows), tmp_path / "subjects.tsv")
+    samples = [
+        save(volume, tmp_path / "samples" / ("age-old" if k % 2 else "age-young") / f"{sid}.nii.gz")
+        for k, (sid, volume) in enumerate(zip(cohort["sample_ids"], cohort["samples"], strict=True))
+    ]
+    stages.memorisation(
+        subjects, real, samples, ["age-young", "age-old"], {}, tmp_path / "mem.tsv", tmp_path / "summary.tsv"
+    )
+    table = read_tsv(tmp_path / "mem.tsv").set_index("sample_id")
+    flagged = table[table["flagged"]]
+    assert dict(flagged["nearest_train_id"]) == cohort["copies"]  # ids read back as text
+    assert set(table["subpopulation"]) == {"age-young", "age-old"}
+    summary = read_tsv(tmp_path / "summary.tsv").set_index("subpopulation")
+    assert summary.loc["age-old", "n_flagged"] == 2 and summary.loc["age-young", "n_flagged"] == 0
+    assert (summary["n_samples"] == 3).all()
