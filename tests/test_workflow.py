@@ -119,6 +119,39 @@ def test_end_to_end_outputs_are_sane(e2e_run):
     for png in ["volumes.png", "loss_autoencoder.png", "volumetry_truth.png", "reconstruction_volumes.png"]:
         assert (R / "figures" / png).stat().st_size > 1000
     assert len(list((R / "figures").glob("samples_*.png"))) == 4
+    # FID needs configured feature networks: the columns say why they are empty
+    assert (t1[["fid_axial", "fid_slices", "fid_3d"]] == "no weights configured").all(axis=None)
+    assert (np.isfinite(t1["gr4ssim_mean"]) == np.isfinite(t1["msssim_mean"])).all()
+    # regional volumes through the atlas: every subject, and the ventricles follow the simulated truth
+    regions = pd.read_csv(R / "volumes/regions/real.tsv", sep="\t", dtype={"participant_id": str})
+    truth = pd.read_csv(R / "demo_cohort/participants.tsv", sep="\t", dtype={"participant_id": str})
+    both = regions.merge(truth, on="participant_id")
+    assert len(both) == len(subjects)
+    for region in ("lateral_ventricle", "hippocampus", "thalamus", "caudate", "putamen", "pallidum"):
+        assert both[f"{region}_ml"].between(0.5, 100).all(), region
+    assert np.corrcoef(both["lateral_ventricle_ml"], both["true_ventricles_mni_ml"])[0, 1] > 0.8
+    for jac in (R / "normalised/real").glob("*_jacobian.nii.gz"):
+        np.testing.assert_allclose(nib.load(jac).affine, grid.affine, atol=1e-4)
+    effects = pd.read_csv(R / "tables/region_effects.tsv", sep="\t")
+    assert set(effects["name"]) == {"age-old vs age-young", "diagnosis-ad vs diagnosis-cn", "age"}
+    real_age_r = effects[effects.effect == "age_r"].set_index("region")["real"]
+    assert real_age_r["lateral_ventricle"] > 0.5  # simulated: ventricles grow with age
+    agreement = pd.read_csv(R / "tables/effect_agreement.tsv", sep="\t")
+    assert set(agreement["comparison"]) == {"cohen_d", "age_r", "real_vs_synthetic_d"}
+    # VBM per contrast: real and synthetic t-maps on the grid, one correlation each
+    vbm = pd.read_csv(R / "tables/vbm.tsv", sep="\t").set_index("name")
+    assert list(vbm.index) == ["age", "diagnosis"] and (vbm["mask_voxels"] > 1000).all()
+    for name in vbm.index:
+        t_real = nib.load(R / "vbm" / name / "real_t.nii.gz")
+        np.testing.assert_allclose(t_real.affine, grid.affine, atol=1e-4)
+        assert (R / "figures" / "vbm" / f"{name}.png").stat().st_size > 5000
+    has_synthetic = vbm["synthetic_significant_voxels"].notna()  # a group may keep fewer than two samples
+    assert vbm.loc[has_synthetic, "t_map_correlation"].between(-1, 1).all()
+    assert vbm.loc[~has_synthetic, "t_map_correlation"].isna().all()
+    # memorisation: every kept sample once, one summary row per sub-population
+    memo = pd.read_csv(R / "tables/memorisation.tsv", sep="\t")
+    assert len(memo) == 4 * 2 and memo["distance"].ge(0).all() and memo["flagged"].dtype == bool
+    assert len(pd.read_csv(R / "tables/memorisation_summary.tsv", sep="\t")) == 4
     # every rule left a log and a benchmark
     assert (R / "logs/train_autoencoder/train_autoencoder.log").stat().st_size > 0
     assert (R / "benchmarks/train_autoencoder/train_autoencoder.tsv").exists()
@@ -136,8 +169,46 @@ def test_forcerun_redoes_only_the_stage_and_its_dependents(e2e_run):
         "table2_volumes",
         "volumetry_truth",
         "reconstruction_volumes",
+        "normalise_real",
+        "region_effects",
+        "vbm",
         "all",
     }, out
+
+
+@pytest.mark.slow
+def test_paper_redoes_tables_and_figures_from_the_intermediate_outputs(e2e_run):
+    """`make paper`'s forced rules: only table and figure rules are planned, nothing upstream of them."""
+    import re
+
+    work, R = e2e_run
+    text = (REPO / "Makefile").read_text()
+    rules = re.search(r"PAPER_RULES := (.*?)\n\n", text, re.S).group(1).replace("\\", " ").split()
+    proc = _snakemake(work, *_config_args(R), "-n", "--forcerun", *rules, "--quiet", "rules", "--", "paper")
+    out = proc.stdout + proc.stderr
+    planned = {line.split()[0] for line in out.splitlines() if line.strip() and line.split()[-1].isdigit()}
+    planned -= {"total", "job"}
+    assert planned == set(rules) | {"paper"}, out
+
+
+@pytest.mark.slow
+def test_report_holds_the_tables_and_figures_with_captions(e2e_run):
+    import zipfile
+
+    work, R = e2e_run
+    _snakemake(work, *_config_args(R), "--report", str(work / "report.zip"))
+    with zipfile.ZipFile(work / "report.zip") as archive:
+        names = archive.namelist()
+        text = " ".join(archive.read(n).decode("utf-8", "replace") for n in names if n.endswith(".html"))
+    for output in (
+        "table1_fidelity.tsv",
+        "region_effects.png",
+        "vbm",
+        "samples_age-old.png",
+        "memorisation.tsv",
+    ):
+        assert any(output in n for n in names), output
+    assert "Table 1 (seed 000)" in text and "VBM t-maps like the paper" in text
 
 
 @pytest.mark.slow

@@ -133,7 +133,7 @@ def volume_tables(
     synthetic = {subpop_of(p): read_tsv(p) for p in synth_tsvs}
     members = {subpop_of(p): read_members(p) for p in member_tsvs}
     members = {s: members[s] for s in subpops}
-    contrasts = contrasts_of(subpop_cfg) if subpop_cfg else None
+    contrasts = list(contrasts_of(subpop_cfg).values()) if subpop_cfg else None
     table2_volumes(real, synthetic, members, alpha, out_tsv=out_table)
     subgroup_effects(real, synthetic, members, contrasts, out_tsv=out_effects)
     volume_distributions(real, synthetic, members, out_figure)
@@ -245,7 +245,7 @@ def region_tables(
     effects_scatter(effects, out_figure)
 
 
-def vbm(member_tsvs, real_dir, synth_dirs, subpop_cfg, space, vbm_cfg, out_dir, out_table, out_figures):
+def vbm(member_tsvs, real_dir, synth_dirs, subpop_cfg, space, vbm_cfg, out_dir, out_table, out_figure_dir):
     """Grey-matter VBM per group contrast, real and synthetic, with the correlation of their t-maps."""
     import pandas as pd
 
@@ -257,7 +257,6 @@ def vbm(member_tsvs, real_dir, synth_dirs, subpop_cfg, space, vbm_cfg, out_dir, 
     template = mni_t1(Grid.from_config(space))
     members = {subpop_of(p): read_members(p) for p in member_tsvs}
     synth_dirs = {Path(d).name: Path(d) for d in synth_dirs}
-    figures = {Path(f).stem.removeprefix("vbm_"): f for f in out_figures}
 
     def present(folder, ids):
         return [p for p in (modulated_path(folder, i) for i in ids) if p.exists()]
@@ -274,7 +273,7 @@ def vbm(member_tsvs, real_dir, synth_dirs, subpop_cfg, space, vbm_cfg, out_dir, 
             samples(synth_dirs[b]),
             template,
             Path(out_dir) / name,
-            figures[name],
+            Path(out_figure_dir) / f"{name}.png",
             labels=(a, b),
             fwhm_mm=float(vbm_cfg.get("fwhm_mm", 8.0)),
             mask_threshold=float(vbm_cfg.get("mask_threshold", 0.05)),

@@ -17,7 +17,6 @@ N_GENERATE = SAMPLING["n_keep"] * SAMPLING["oversample"]
 SAMPLE_IDS = [f"sample-{i:04d}" for i in range(N_KEEP)]
 IS_DEMO = config["input"]["source"] == "demo"
 MODEL = config["model"]
-CONTRASTS = list(config["subpopulations"])  # each gives one group contrast: second vs first
 SYNTH_VOLUMES = expand(f"{R}/volumes/synthetic/{{subpop}}.tsv", subpop=SUBPOPS)
 MEMBER_LISTS = expand(f"{R}/subpopulations/{{subpop}}.tsv", subpop=SUBPOPS)
 DEMO_IDS = [f"sub-{i + 1:03d}" for i in range(config.get("demo", {}).get("n_subjects", 0))]
@@ -161,7 +160,7 @@ def all_outputs(wildcards):
         f"{R}/tables/memorisation.tsv",
         f"{R}/tables/memorisation_summary.tsv",
     ]
-    outputs += expand(f"{R}/figures/vbm_{{contrast}}.png", contrast=CONTRASTS)
+    outputs.append(f"{R}/figures/vbm")
     outputs += expand(f"{R}/figures/samples_{{subpop}}.png", subpop=SUBPOPS)
     outputs += expand(f"{R}/models/prior/{{subpop}}/nll.tsv", subpop=SUBPOPS)
     if IS_DEMO:

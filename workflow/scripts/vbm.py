@@ -11,5 +11,5 @@ with logged(snakemake):
         snakemake.params.vbm,
         snakemake.output.maps,
         snakemake.output.table,
-        list(snakemake.output.figures),
+        snakemake.output.figures,
     )

@@ -361,18 +361,24 @@ def t_maps_figure(
             size = template.shape[src_axis]
             flip[int(dst_axis)] = ijk[src_axis] if sign > 0 else size - 1 - ijk[src_axis]
         cut_ijk = flip
-    shown = [np.abs(tt[sig]) for _, tt, sig in maps if sig.any()]
-    vmax = float(max(np.max(v) for v in shown)) if shown else 1.0
+    # a robust scale: voxels where almost no subject has tissue give huge |t| that would wash out the rest
+    shown = np.concatenate([np.abs(tt[sig]) for _, tt, sig in maps if sig.any()] or [np.ones(1)])
+    vmax = max(float(np.percentile(shown, 98)), 1e-6)
     norm = TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
     bg = _slices(t1, cut_ijk, convention)
     lr = ("R", "L") if convention == "radiological" else ("L", "R")
     edges = {"axial": (*lr, "A", "P"), "coronal": (*lr, "S", "I"), "sagittal": ("A", "P", "S", "I")}
-    fig = Figure(figsize=(10.5, 3.6 * len(maps) + 0.4))
-    axes = np.atleast_2d(fig.subplots(len(maps), 3))
+    top = 0.15 if title else 0.0  # a strip for the overall title, in units of one row's height
+    fig = Figure(figsize=(10.5, 3.4 * (len(maps) + top)))
+    ratios = ([top] if title else []) + [1.0] * len(maps)
+    subfigs = list(np.atleast_1d(fig.subfigures(len(ratios), 1, height_ratios=ratios)))
+    if title:
+        subfigs.pop(0).suptitle(title, fontsize=11)
     image = None
-    for row, (label, tt, sig) in zip(axes, maps, strict=True):
+    for subfig, (label, tt, sig) in zip(subfigs, maps, strict=True):
         fg = _slices(np.where(sig, tt, np.nan), cut_ijk, convention)
-        for ax, plane in zip(row, ("axial", "coronal", "sagittal"), strict=True):
+        axes = subfig.subplots(1, 3)
+        for ax, plane in zip(axes, ("axial", "coronal", "sagittal"), strict=True):
             ax.imshow(bg[plane], cmap="gray", origin="upper", interpolation="nearest")
             image = ax.imshow(fg[plane], cmap="RdBu_r", norm=norm, origin="upper", interpolation="nearest")
             left, right, top, bottom = edges[plane]
@@ -380,10 +386,8 @@ def t_maps_figure(
             ax.set_yticks([])
             ax.set_xlabel(f"{left}  \u2190  \u2192  {right}", fontsize=7)
             ax.set_ylabel(f"{bottom}  \u2190  \u2192  {top}", fontsize=7)
-        row[1].set_title(f"{label} ({int(sig.sum())} voxels shown)", fontsize=10)
-    fig.colorbar(image, ax=list(axes.ravel()), shrink=0.8, label="t")
-    if title:
-        fig.suptitle(title, fontsize=11)
+        subfig.colorbar(image, ax=list(axes), shrink=0.8, label="t", extend="both")
+        subfig.suptitle(f"{label} ({int(sig.sum())} voxels shown)", fontsize=10)
     return save_figure(fig, out_png)
 
 

@@ -360,6 +360,11 @@ def agreement_scatter(
     return save_figure(fig, out_png)
 
 
+def _short_contrast(name: str) -> str:
+    """``age-old vs age-young`` -> ``old vs young``, so panel titles fit."""
+    return " vs ".join(part.split("-", 1)[-1] for part in name.split(" vs "))
+
+
 def effects_scatter(effects: pd.DataFrame | str | Path, out_png: str | Path) -> Path:
     """Seed 002's Fig. 3: per group contrast (and age), each region's synthetic effect against its real one.
 
@@ -372,7 +377,7 @@ def effects_scatter(effects: pd.DataFrame | str | Path, out_png: str | Path) -> 
         real = pd.to_numeric(group["real"], errors="coerce")
         synth = pd.to_numeric(group["synthetic"], errors="coerce")
         if (real.notna() & synth.notna()).any():
-            label = f"{name}: Cohen's d" if effect == "cohen_d" else f"{name}: r with volume"
+            label = f"{_short_contrast(name)}, d" if effect == "cohen_d" else f"{name}, r with volume"
             pairs[label] = (real.to_numpy(), synth.to_numpy())
     if not pairs:
         pairs = {"no synthetic effect measured": ([], [])}
