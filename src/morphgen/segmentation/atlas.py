@@ -15,10 +15,11 @@ unit of template volume). A region's volume is the modulated map of its tissue s
 nuclei, CSF for the ventricles, white matter for the brainstem and cerebellar white matter. Without tissue
 maps it is ``sum(fraction_of_region * J) * voxel volume``, pure tensor-based morphometry. The atlas is turned
 into per-region fractions on the template grid (each region's indicator resampled with smoothing, so partial
-voxels count). At the demo's 4 mm the SyN recovers only part of a change in shape: on the simulated cohort
-the lateral ventricles follow the known truth closely in rank (r about 0.98) but with about a tenth of its
-slope, and at a lower level, because the atlas's ventricles (13 ml in the template) are smaller than the
-demo's definition of them (25 ml). tests/test_atlas.py checks both on the demo cohort.
+voxels count). At the demo's 4 mm the SyN recovers only part of a change in shape: on simulated subjects whose
+lateral ventricles grow from x1 to x2 with age, the atlas measures them in the right order (r = 0.99) but
+growing by two thirds rather than doubling, and at a lower level, because the atlas's lateral ventricles
+(13 ml in the template) are smaller than the demo's definition of them (25 ml); tests/test_atlas.py checks
+the order on the demo's simulation, the end-to-end test the correlation on a simulated cohort.
 
 Regions reported: every aseg structure of the atlas by side (``left_hippocampus``), paired structures also
 both sides together (``hippocampus``), ``deep_gm``, and every cortical parcel with both hemispheres together
