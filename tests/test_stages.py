@@ -1,3 +1,5 @@
+import pytest
+
 from morphgen.stages import clear_stale_checkpoints, finish_training, image_map, subpop_of
 
 
@@ -69,3 +71,14 @@ def test_pretraining_split_keeps_usable_subjects_only(tmp_path):
     (tmp_path / "qc.tsv").write_text("participant_id\tpath\tstatus\treason\nsub-00\ta\tok\t\n")
     with pytest.raises(ConfigError, match="at least 2"):
         pretraining_split(cfg, 0.3, 0, tmp_path / "sheet.tsv", tmp_path / "qc.tsv", tmp_path / "o2.tsv")
+
+
+def test_regions_come_from_the_onnx_labels_or_else_the_atlas():
+    from morphgen.errors import ConfigError
+    from morphgen.stages import regions_source
+
+    assert regions_source({}, {"backend": "atropos"}) == "atlas"
+    assert regions_source({"regions": {"source": "auto"}}, {"backend": "onnx"}) == "segmentation"
+    assert regions_source({"regions": {"source": "atlas"}}, {"backend": "onnx"}) == "atlas"
+    with pytest.raises(ConfigError, match="only the onnx back-end"):
+        regions_source({"regions": {"source": "segmentation"}}, {"backend": "atropos"})

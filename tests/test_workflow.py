@@ -116,7 +116,13 @@ def test_end_to_end_outputs_are_sane(e2e_run):
     n_test = int((subjects["split"] == "test").sum())
     assert list(recon["tissue"]) == ["gm", "wm", "csf", "ventricles"] and (recon["n"] == n_test).all()
     assert (recon["mape_percent"] >= recon["bias_percent"].abs() - 1e-9).all()
-    for png in ["volumes.png", "loss_autoencoder.png", "volumetry_truth.png", "reconstruction_volumes.png"]:
+    for png in [
+        "volumes.png",
+        "loss_autoencoder.png",
+        "loss_prior.png",
+        "volumetry_truth.png",
+        "reconstruction_volumes.png",
+    ]:
         assert (R / "figures" / png).stat().st_size > 1000
     assert len(list((R / "figures").glob("samples_*.png"))) == 4
     # FID needs configured feature networks: the columns say why they are empty

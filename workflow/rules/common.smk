@@ -152,6 +152,7 @@ def all_outputs(wildcards):
         f"{R}/tables/subgroup_effects.tsv",
         f"{R}/figures/volumes.png",
         f"{R}/figures/loss_autoencoder.png",
+        f"{R}/figures/loss_prior.png",
         f"{R}/tables/region_volumes.tsv",
         f"{R}/tables/region_effects.tsv",
         f"{R}/tables/effect_agreement.tsv",

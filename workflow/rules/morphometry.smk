@@ -63,10 +63,30 @@ rule region_effects:
         real=rules.normalise_real.output.regions,
         synthetic=expand(f"{R}/volumes/regions/synthetic/{{subpop}}.tsv", subpop=SUBPOPS),
     output:
-        volumes=report(f"{R}/tables/region_volumes.tsv", caption="../report/region_volumes.rst", category="Tables", subcategory="Regional anatomy"),
-        effects=report(f"{R}/tables/region_effects.tsv", caption="../report/region_effects.rst", category="Tables", subcategory="Regional anatomy"),
-        agreement=report(f"{R}/tables/effect_agreement.tsv", caption="../report/effect_agreement.rst", category="Tables", subcategory="Regional anatomy"),
-        figure=report(f"{R}/figures/region_effects.png", caption="../report/region_effects_figure.rst", category="Figures", subcategory="Regional anatomy"),
+        volumes=report(
+            f"{R}/tables/region_volumes.tsv",
+            caption="../report/region_volumes.rst",
+            category="Tables",
+            subcategory="Regional anatomy",
+        ),
+        effects=report(
+            f"{R}/tables/region_effects.tsv",
+            caption="../report/region_effects.rst",
+            category="Tables",
+            subcategory="Regional anatomy",
+        ),
+        agreement=report(
+            f"{R}/tables/effect_agreement.tsv",
+            caption="../report/effect_agreement.rst",
+            category="Tables",
+            subcategory="Regional anatomy",
+        ),
+        figure=report(
+            f"{R}/figures/region_effects.png",
+            caption="../report/region_effects_figure.rst",
+            category="Figures",
+            subcategory="Regional anatomy",
+        ),
     params:
         subpopulations=config["subpopulations"],
         alpha=config["evaluation"]["alpha"],
@@ -91,7 +111,12 @@ rule vbm:
         synthetic=expand(f"{R}/normalised/synthetic/{{subpop}}", subpop=SUBPOPS),
     output:
         maps=directory(f"{R}/vbm"),
-        table=report(f"{R}/tables/vbm.tsv", caption="../report/vbm.rst", category="Tables", subcategory="VBM"),
+        table=report(
+            f"{R}/tables/vbm.tsv",
+            caption="../report/vbm.rst",
+            category="Tables",
+            subcategory="VBM",
+        ),
         figures=report(
             directory(f"{R}/figures/vbm"),
             patterns=["{contrast}.png"],

@@ -8,7 +8,12 @@ rule table1_fidelity:
         real=preprocessed_images(),
         synthetic=all_samples,
     output:
-        table=report(f"{R}/tables/table1_fidelity.tsv", caption="../report/table1_fidelity.rst", category="Tables", subcategory="Image fidelity"),
+        table=report(
+            f"{R}/tables/table1_fidelity.tsv",
+            caption="../report/table1_fidelity.rst",
+            category="Tables",
+            subcategory="Image fidelity",
+        ),
     params:
         evaluation=config["evaluation"],
         subpops=SUBPOPS,
@@ -33,7 +38,12 @@ rule memorisation:
         real=preprocessed_images(),
         synthetic=all_samples,
     output:
-        table=report(f"{R}/tables/memorisation.tsv", caption="../report/memorisation.rst", category="Tables", subcategory="Memorisation"),
+        table=report(
+            f"{R}/tables/memorisation.tsv",
+            caption="../report/memorisation.rst",
+            category="Tables",
+            subcategory="Memorisation",
+        ),
         summary=f"{R}/tables/memorisation_summary.tsv",
     params:
         subpops=SUBPOPS,
@@ -58,9 +68,24 @@ rule table2_volumes:
         real=rules.segment_real.output.volumes,
         synthetic=SYNTH_VOLUMES,
     output:
-        table=report(f"{R}/tables/table2_volumes.tsv", caption="../report/table2_volumes.rst", category="Tables", subcategory="Tissue volumes"),
-        effects=report(f"{R}/tables/subgroup_effects.tsv", caption="../report/subgroup_effects.rst", category="Tables", subcategory="Tissue volumes"),
-        figure=report(f"{R}/figures/volumes.png", caption="../report/volumes_figure.rst", category="Figures", subcategory="Tissue volumes"),
+        table=report(
+            f"{R}/tables/table2_volumes.tsv",
+            caption="../report/table2_volumes.rst",
+            category="Tables",
+            subcategory="Tissue volumes",
+        ),
+        effects=report(
+            f"{R}/tables/subgroup_effects.tsv",
+            caption="../report/subgroup_effects.rst",
+            category="Tables",
+            subcategory="Tissue volumes",
+        ),
+        figure=report(
+            f"{R}/figures/volumes.png",
+            caption="../report/volumes_figure.rst",
+            category="Figures",
+            subcategory="Tissue volumes",
+        ),
     params:
         evaluation=config["evaluation"],
         subpops=SUBPOPS,
@@ -84,8 +109,18 @@ rule volumetry_truth:
         sheet=f"{R}/demo_cohort/participants.tsv",
         measured=rules.segment_real.output.volumes,
     output:
-        table=report(f"{R}/tables/volumetry_truth.tsv", caption="../report/truth.rst", category="Tables", subcategory="Demo truth"),
-        figure=report(f"{R}/figures/volumetry_truth.png", caption="../report/truth.rst", category="Figures", subcategory="Demo truth"),
+        table=report(
+            f"{R}/tables/volumetry_truth.tsv",
+            caption="../report/truth.rst",
+            category="Tables",
+            subcategory="Demo truth",
+        ),
+        figure=report(
+            f"{R}/figures/volumetry_truth.png",
+            caption="../report/truth.rst",
+            category="Figures",
+            subcategory="Demo truth",
+        ),
     log:
         log_for("volumetry_truth"),
     benchmark:
@@ -105,8 +140,18 @@ rule reconstruction_volumes:
         real=rules.segment_real.output.volumes,
         reconstructed=rules.segment_reconstructions.output.volumes,
     output:
-        table=report(f"{R}/tables/reconstruction_volumes.tsv", caption="../report/reconstruction_volumes.rst", category="Tables", subcategory="Autoencoder"),
-        figure=report(f"{R}/figures/reconstruction_volumes.png", caption="../report/reconstruction_volumes.rst", category="Figures", subcategory="Autoencoder"),
+        table=report(
+            f"{R}/tables/reconstruction_volumes.tsv",
+            caption="../report/reconstruction_volumes.rst",
+            category="Tables",
+            subcategory="Autoencoder",
+        ),
+        figure=report(
+            f"{R}/figures/reconstruction_volumes.png",
+            caption="../report/reconstruction_volumes.rst",
+            category="Figures",
+            subcategory="Autoencoder",
+        ),
     log:
         log_for("reconstruction_volumes"),
     benchmark:
@@ -126,7 +171,13 @@ rule sample_grid:
         samples=rules.generate.output.samples,
         scores=rules.generate.output.scores,
     output:
-        figure=report(f"{R}/figures/samples_{{subpop}}.png", caption="../report/samples.rst", category="Figures", subcategory="Samples", labels={"sub-population": "{subpop}"}),
+        figure=report(
+            f"{R}/figures/samples_{{subpop}}.png",
+            caption="../report/samples.rst",
+            category="Figures",
+            subcategory="Samples",
+            labels={"sub-population": "{subpop}"},
+        ),
     log:
         log_for("sample_grid", "subpop"),
     benchmark:
@@ -141,11 +192,23 @@ rule sample_grid:
 
 
 rule loss_figure:
-    """Training curves of the autoencoder."""
+    """Training curves of the autoencoder and of the priors."""
     input:
         losses=rules.train_autoencoder.output.losses,
+        priors=expand(f"{R}/models/prior/{{subpop}}/loss.tsv", subpop=SUBPOPS),
     output:
-        figure=report(f"{R}/figures/loss_autoencoder.png", caption="../report/loss.rst", category="Figures", subcategory="Autoencoder"),
+        figure=report(
+            f"{R}/figures/loss_autoencoder.png",
+            caption="../report/loss.rst",
+            category="Figures",
+            subcategory="Autoencoder",
+        ),
+        prior_figure=report(
+            f"{R}/figures/loss_prior.png",
+            caption="../report/loss_prior.rst",
+            category="Figures",
+            subcategory="Priors",
+        ),
     log:
         log_for("loss_figure"),
     benchmark:

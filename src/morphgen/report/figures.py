@@ -284,6 +284,38 @@ def loss_curves(tsv_path: str | Path, out_png: str | Path, title: str) -> Path:
     return save_figure(fig, out_png)
 
 
+def prior_loss_curves(tsv_paths: Mapping[str, str | Path], out_png: str | Path, title: str) -> Path:
+    """The priors' curves in one figure: a panel per loss column, one line per sub-population."""
+    tables = {name: pd.read_csv(p, sep="\t", na_values=["n/a"]) for name, p in tsv_paths.items()}
+    columns = list(
+        dict.fromkeys(
+            c
+            for t in tables.values()
+            for c in t.select_dtypes(include="number")
+            if c not in ("step", "epoch")
+        )
+    )
+    if not columns:
+        raise ValueError(f"no numeric loss column in {list(tsv_paths.values())}")
+    fig = Figure(figsize=(4.6 * len(columns), 3.4))
+    palette = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+    for k, col in enumerate(columns):
+        ax = fig.add_subplot(1, len(columns), k + 1)
+        for n, (name, table) in enumerate(tables.items()):
+            if col not in table.columns:
+                continue
+            x = table["epoch"].to_numpy() if "epoch" in table.columns else np.arange(len(table))
+            ax.plot(x, table[col].to_numpy(dtype=np.float64), color=palette[n % len(palette)], label=name)
+        ax.set_title(col, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if k == 0:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return save_figure(fig, out_png)
+
+
 # ------------------------------------------------------------------------------------------ truth check
 
 
