@@ -161,7 +161,7 @@ def test_bonferroni_threshold():
 
 
 def test_pairwise_msssim_equals_monai_on_the_pairs_it_draws():
-    """Batching and pair drawing change nothing: each pair scored alone by MONAI gives the same mean and sd."""
+    """Batching and pair drawing change nothing: MONAI scoring each pair alone gives the same mean and sd."""
     import torch
     from monai.metrics import MultiScaleSSIMMetric
 
