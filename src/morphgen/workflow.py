@@ -54,6 +54,14 @@ def logged(smk: Any) -> Iterator[logging.Logger]:
         sys.stdout = sys.stderr = fh
         wc = dict(smk.wildcards.items()) if hasattr(smk.wildcards, "items") else {}
         LOG.info("rule %s %s started, %s thread(s)", smk.rule, wc, getattr(smk, "threads", 1))
+        if os.environ.get("SLURM_JOB_ID"):  # where the job ran, for users reading logs on a cluster
+            LOG.info(
+                "SLURM job %s, partition %s, node %s, CUDA_VISIBLE_DEVICES=%s",
+                os.environ["SLURM_JOB_ID"],
+                os.environ.get("SLURM_JOB_PARTITION", "?"),
+                os.environ.get("SLURMD_NODENAME", "?"),
+                os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            )
         try:
             yield LOG
         except BaseException:

@@ -1,0 +1,102 @@
+"""The pipeline through `snakemake --profile profiles/slurm` on a real single-node SLURM cluster.
+
+A small DAG (simulated cohort, input checks, split, grouped preprocessing, autoencoder training) is submitted
+with the project's own profile. Checked from SLURM's records (``scontrol show job``): the GPU rule ran on the
+``gpu`` partition with a GPU request, every other job on ``cpu`` without one, and the preprocessing of all
+subjects ran as one grouped job. Skipped where no cluster can start (no slurm-wlm, not root) unless
+MORPHGEN_REQUIRE_SLURM is set, as CI does, where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import slurm_cluster
+
+REPO = Path(__file__).resolve().parents[1]
+GPU_RULES = {"train_autoencoder"}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    why = slurm_cluster.missing()
+    if why:
+        if os.environ.get("MORPHGEN_REQUIRE_SLURM"):
+            pytest.fail(f"MORPHGEN_REQUIRE_SLURM is set but {why}")
+        pytest.skip(why)
+    with slurm_cluster.local_slurm(tmp_path_factory.mktemp("slurm")) as env:
+        yield env
+
+
+def _job_ids(output: str) -> dict[str, list[str]]:
+    """Rule (or group) name -> SLURM job ids, from the executor's submission lines (it deletes the per-job
+    logs of jobs that succeed)."""
+    out: dict[str, list[str]] = {}
+    for match in re.finditer(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/(\w+?)/", output):
+        job_id, folder = match.groups()
+        # rule_<rule>, or group_<group>_<rules> for a grouped job
+        name = folder.removeprefix("rule_") if folder.startswith("rule_") else folder.split("_")[1]
+        out.setdefault(name, []).append(job_id)
+    return out
+
+
+def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
+    work, results = tmp_path / "work", tmp_path / "work" / "results"
+    work.mkdir()
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--profile",
+        str(REPO / "profiles/slurm"),
+        "--configfile",
+        str(REPO / "config.yaml"),
+        str(REPO / "tests/data/config_slurm.yaml"),
+        "--config",
+        f"results={results}",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--latency-wait",
+        "5",
+        # the test node has 2 CPUs and 8 GB: a grouped job asks for no more
+        "--cores",
+        "2",
+        "--resources",
+        "mem_mb=6000",
+        "--",
+        str(results / "models/autoencoder/model.pt"),
+    ]
+    env = dict(cluster, PYTHONPATH=str(REPO / "src"))
+    # SIGINT, not SIGTERM: snakemake under the SLURM executor ignores SIGTERM while jobs run
+    proc = subprocess.run(
+        ["timeout", "-s", "INT", "900", *cmd], capture_output=True, text=True, env=env, cwd=work
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert (results / "models/autoencoder/model.pt").stat().st_size > 0
+
+    jobs = _job_ids(proc.stdout + proc.stderr)
+    assert GPU_RULES <= set(jobs) and {"demo_cohort", "split", "preprocess"} <= set(jobs), jobs
+    assert len(jobs["preprocess"]) == 1  # all eight subjects in one grouped job
+    for name, ids in jobs.items():
+        for job_id in ids:
+            record = slurm_cluster.job_record(job_id, cluster)
+            assert record.get("JobState") == "COMPLETED", (name, record)
+            gpu_request = "gpu" in record.get("TresPerNode", "") + record.get("TresPerJob", "")
+            if name in GPU_RULES:
+                assert record["Partition"] == "gpu" and gpu_request, (name, record)
+            else:
+                assert record["Partition"] == "cpu" and not gpu_request, (name, record)
+    # the GPU job saw the GPU it asked for, as the job's environment shows in the rule's log
+    log = (results / "logs/train_autoencoder/train_autoencoder.log").read_text()
+    assert "SLURM job" in log and "partition gpu" in log and "CUDA_VISIBLE_DEVICES=0" in log, log[-2000:]
