@@ -24,6 +24,7 @@ from morphgen.metrics.fid import (
     fixed_slices,
     frechet_distance,
     middle_slices,
+    unmeasured_fid_columns,
 )
 from morphgen.weights import sha256sum
 
@@ -412,6 +413,17 @@ def test_configured_2d_network_fills_its_columns_only(onnx2d):
     assert columns["fid_3d"] == NO_WEIGHTS
     for name in ("axial", "coronal", "sagittal", "slices"):
         assert isinstance(columns[f"fid_{name}"], float) and columns[f"fid_{name}"] > 0
+
+
+def test_rows_with_too_few_images_say_which_fid_a_network_could_have_measured(onnx2d):
+    path, digest = onnx2d
+    extractor = build_extractor(
+        {"fid2d": {"onnx": str(path), "sha256": digest, "output_name": "features"}}, "fid2d"
+    )
+    assert all(v == NO_WEIGHTS for v in unmeasured_fid_columns(None, None).values())
+    columns = unmeasured_fid_columns(extractor, None)
+    assert columns["fid_3d"] == NO_WEIGHTS
+    assert all(np.isnan(columns[c]) for c in FID_COLUMNS if c != "fid_3d")
 
 
 def test_configuration_errors_are_named():

@@ -625,6 +625,17 @@ def build_extractor(cfg: FeatureConfig | Mapping, kind: str | None = None) -> Fe
     )
 
 
+def unmeasured_fid_columns(
+    extractor_2d: FeatureExtractor | None, extractor_3d: FeatureExtractor | None
+) -> dict[str, float | str]:
+    """FID columns of a row with too few images: :data:`NO_WEIGHTS` where no network is configured (it could
+    not have been measured anyway), NaN where one is."""
+    missing = {c: extractor_2d is None for c in FID_COLUMNS if c != "fid_3d"} | {
+        "fid_3d": extractor_3d is None
+    }
+    return {c: NO_WEIGHTS if missing[c] else float("nan") for c in FID_COLUMNS}
+
+
 def fid_columns(
     real: np.ndarray,
     synthetic: np.ndarray,

@@ -101,12 +101,7 @@ def _normalise_one(image_id, path, maps, template, out_dir, fractions, tissue_of
     image = load_volume(path, subject=image_id)
     if "gm" not in maps:
         raise SubjectError(image_id, path, "no grey-matter map from the segmentation stage")
-    tissue_data = {}
-    for tissue, map_path in maps.items():
-        tmap = load_volume(map_path, subject=image_id)
-        if tmap.shape[:3] != image.shape[:3] or not np.allclose(tmap.affine, image.affine, atol=1e-3):
-            raise SubjectError(image_id, map_path, f"the {tissue} map is not on the image's grid")
-        tissue_data[tissue] = image_data(tmap)
+    tissue_data = {t: vbm.tissue_on_grid(image_id, p, image, p, t) for t, p in maps.items()}
     try:
         with tempfile.TemporaryDirectory(prefix="morphgen-norm-") as work:
             norm = vbm.normalise_to_template(image, template, work, **registration)
@@ -139,13 +134,13 @@ def _normalise_one(image_id, path, maps, template, out_dir, fractions, tissue_of
 # -------------------------------------------------------------------------------------------------- VBM
 
 
-def _load_maps(paths: Sequence[str | Path], fwhm_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    stack, affine = [], None
+def _load_maps(paths: Sequence[str | Path], fwhm_mm: float) -> np.ndarray:
+    """The maps, each smoothed with ``fwhm_mm``, stacked subjects first."""
+    smoothed = []
     for p in paths:
         img = load_volume(p)
-        affine = img.affine if affine is None else affine
-        stack.append(vbm.smooth(image_data(img), img.affine, fwhm_mm))
-    return np.stack(stack), affine
+        smoothed.append(vbm.smooth(image_data(img), img.affine, fwhm_mm))
+    return np.stack(smoothed)
 
 
 def contrast_vbm(
@@ -178,7 +173,7 @@ def contrast_vbm(
             f"got {len(real_a)} and {len(real_b)}"
         )
     real = [_load_maps(real_a, fwhm_mm), _load_maps(real_b, fwhm_mm)]
-    mask = np.concatenate([real[0][0], real[1][0]]).mean(axis=0) > mask_threshold
+    mask = np.concatenate(real).mean(axis=0) > mask_threshold
     if not mask.any():
         raise ValueError(f"the VBM mask is empty (mask_threshold {mask_threshold})")
     save_volume(out_dir / "mask.nii.gz", mask, template.affine, dtype=np.uint8)
@@ -201,7 +196,7 @@ def contrast_vbm(
             row[f"{source}_significant_voxels"] = math.nan
             continue
         stacks = real if source == "real" else [_load_maps(g, fwhm_mm) for g in groups]
-        t, p = vbm.welch_t_map(stacks[0][0], stacks[1][0], mask)
+        t, p = vbm.welch_t_map(stacks[0], stacks[1], mask)
         vbm.save_map(out_dir / f"{source}_t.nii.gz", t, template, desc)
         vbm.save_map(out_dir / f"{source}_p.nii.gz", p, template, desc)
         significant = mask & (p < p_threshold)

@@ -420,6 +420,16 @@ def _ids(ids: Sequence[str] | None, images: Sequence[ImageLike], prefix: str) ->
     return [str(i) for i in ids]
 
 
+def tissue_on_grid(
+    subject: str, tissue_map: ImageLike, image: nib.Nifti1Image, where: str | Path | None, tissue: str
+) -> np.ndarray:
+    """A tissue map's data, checked to lie on ``image``'s grid; the error names the subject and ``where``."""
+    tmap = _as_image(tissue_map, subject)
+    if tmap.shape[:3] != image.shape[:3] or not np.allclose(tmap.affine, image.affine, atol=1e-3):
+        raise SubjectError(subject, where, f"the {tissue} map does not lie on the image's grid")
+    return image_data(tmap)
+
+
 def _subject_map(
     subject: str,
     image: ImageLike,
@@ -435,10 +445,7 @@ def _subject_map(
     img = _as_image(image, subject)
     if tissue_map is not None:
         where = tissue_map if isinstance(tissue_map, (str, Path)) else path
-        tmap = _as_image(tissue_map, subject)
-        if tmap.shape[:3] != img.shape[:3] or not np.allclose(tmap.affine, img.affine, atol=1e-3):
-            raise SubjectError(subject, where, "the tissue map does not lie on the image's grid")
-        tdata = image_data(tmap)
+        tdata = tissue_on_grid(subject, tissue_map, img, where, tissue)
     else:
         try:
             tdata = segmenter.segment(img).probabilities[tissue]

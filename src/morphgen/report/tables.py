@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from morphgen.metrics.fid import DEFAULT_FRACTIONS, FID_COLUMNS, NO_WEIGHTS, FeatureExtractor, fid_columns
+from morphgen.metrics.fid import DEFAULT_FRACTIONS, FeatureExtractor, fid_columns, unmeasured_fid_columns
 from morphgen.metrics.fidelity import (
     as_image_stack,
     bmmd2,
@@ -167,10 +167,8 @@ def table1_fidelity(
                     gr4 = pairwise_four_g_r_ssim(images, n_pairs, sub_seed + 3, progress=progress)
             if fid_pairs[source] is not None:
                 fids = fid_columns(*fid_pairs[source], extractor_2d, extractor_3d, fid_positions)
-            else:  # too few images: NaN, unless no network would have measured it anyway
-                unconfigured = {c for c in FID_COLUMNS if c != "fid_3d"} if extractor_2d is None else set()
-                unconfigured |= {"fid_3d"} if extractor_3d is None else set()
-                fids = {c: NO_WEIGHTS if c in unconfigured else float("nan") for c in FID_COLUMNS}
+            else:
+                fids = unmeasured_fid_columns(extractor_2d, extractor_3d)
             rows.append(
                 {
                     "source": source,
