@@ -3,7 +3,13 @@
 Determinism: network initialisation comes from ``torch.manual_seed(seed)``; the data order of epoch ``e`` and
 the augmentation of subject ``i`` in epoch ``e`` come from numpy generators seeded with ``(seed, e[, i])``, so
 they do not depend on where a run was interrupted; torch's random state is checkpointed. A run resumed from
-``checkpoints/last.pt`` therefore ends with exactly the weights of an uninterrupted one.
+``checkpoints/last.pt`` therefore ends with exactly the weights of an uninterrupted one, also when it was
+stopped by a signal in the middle of an epoch (the checkpoint then records the position in the epoch).
+
+Several processes (``morphgen.models.distributed``): each global batch of ``world size x batch_size``
+subjects is cut into contiguous shares, one per process; DDP averages the gradients (losses are weighted by
+share size, so the average is the global batch's mean), MONAI's EMA codebook sums its statistics over the
+processes, codebook restarts draw from the gathered encoder outputs, and rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from morphgen.models.checkpoint import (
     set_rng_state,
 )
 from morphgen.models.data import VolumeAugmentation, VolumeDataset, seed_for, torch_generator
+from morphgen.models.distributed import current_world, scaled_lr
 from morphgen.models.losses import (
     ReconstructionLoss,
     adversarial_criterion,
@@ -36,6 +43,7 @@ from morphgen.models.losses import (
     generator_adversarial_loss,
 )
 from morphgen.models.precision import autocast_for
+from morphgen.models.preemption import TrainingInterrupted, stop_requested
 from morphgen.models.vqvae import (
     build_discriminator,
     build_vqvae,
@@ -125,9 +133,12 @@ class AutoencoderTrainer:
         seed: int,
         device: str | torch.device | None = None,
         init_from: Path | None = None,
+        lr_scaling: str = "sqrt",
     ):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.world = current_world()
+        self.device = torch.device(device) if device else self.world.device()
         self.settings = TrainingSettings.from_config(ae_cfg)
+        self.global_batch = self.settings.batch_size * self.world.size
         self.out_dir = Path(out_dir)
         self.seed = int(seed)
         augment = VolumeAugmentation(ae_cfg.get("augment"))
@@ -148,9 +159,12 @@ class AutoencoderTrainer:
         if self.init_from is not None:  # a pre-trained model keeps the mean image it learnt with
             self._load_pretrained(self.init_from)
         elif self.network["subtract_mean"]:
-            with torch.no_grad():
-                mean = sum(self.train_data.get(i) for i in range(len(self.train_data))) / len(self.train_data)
-                set_mean_image(self.vqvae, mean.to(self.device))
+            with torch.no_grad():  # each process sums its share of the images
+                total = torch.zeros((1, *self.train_data.shape))
+                for i in self.world.share(len(self.train_data)):
+                    total += self.train_data.get(i)
+                mean = self.world.all_reduce(total.to(self.device)) / len(self.train_data)
+                set_mean_image(self.vqvae, mean)
         if self.settings.patience and self.val_data is None:
             raise ConfigError("early stopping (patience) needs validation images")
         self.recon_loss = ReconstructionLoss(
@@ -159,8 +173,10 @@ class AutoencoderTrainer:
         self.adv_criterion = adversarial_criterion()
         # the EMA codebook has no gradient
         self.trainable = [p for p in self.vqvae.parameters() if p.requires_grad]
-        self.opt_g = torch.optim.Adam(self.trainable, lr=self.settings.lr)
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=self.settings.disc_lr)
+        lr = scaled_lr(self.settings.lr, self.world.size, lr_scaling)
+        disc_lr = scaled_lr(self.settings.disc_lr, self.world.size, lr_scaling)
+        self.opt_g = torch.optim.Adam(self.trainable, lr=lr)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=disc_lr)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=self.settings.lr_decay)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=self.settings.lr_decay)
         self.autocast = autocast_for(self.settings.precision, self.device)
@@ -169,6 +185,20 @@ class AutoencoderTrainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # generator updates completed
         self.history: list[dict[str, float]] = []
+        self.position: dict | None = None  # how far into self.epoch a stopped run got
+        recompute = self.settings.activation_checkpointing
+        self.reconstructor = _Reconstructor(self.vqvae, self.autocast, recompute)
+        self.critic: torch.nn.Module = self.disc
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # codebook, mean image and the rest are equal on every process by construction: no broadcast
+            self.reconstructor = DDP(self.reconstructor, device_ids=ids, forward_sync_buffers=False)
+            disc = self.disc
+            if self.device.type == "cuda":  # batch statistics over the global batch (CUDA only in torch)
+                disc = torch.nn.SyncBatchNorm.convert_sync_batchnorm(disc)
+            self.critic = DDP(disc, device_ids=ids)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
     @property
@@ -192,6 +222,8 @@ class AutoencoderTrainer:
             "history": self.history,
             "best": self.best,
             "stale_epochs": self.stale_epochs,
+            "global_batch": self.global_batch,
+            "position": self.position,
         }
 
     def _load_pretrained(self, path: Path) -> None:
@@ -223,6 +255,12 @@ class AutoencoderTrainer:
                 f"checkpoint {path} was made with another network configuration or seed; delete it to start "
                 "again with the current configuration"
             )
+        if state.get("global_batch", self.global_batch) != self.global_batch:
+            raise ConfigError(
+                f"checkpoint {path} was made with a global batch of {state['global_batch']}, this run has "
+                f"{self.world.size} process(es) x {self.settings.batch_size} = {self.global_batch}; resume "
+                "with the same model.distributed.gpus and batch_size, or delete it to start again"
+            )
         self.vqvae.load_state_dict(state["autoencoder"])
         self.disc.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
@@ -234,50 +272,74 @@ class AutoencoderTrainer:
         self.history = list(state["history"])
         self.best = state.get("best", self.best)
         self.stale_epochs = int(state.get("stale_epochs", 0))
+        self.position = state.get("position")
+        if self.position is not None and not self.world.is_main:  # rank 0 carries the epoch's partial sums
+            self.position["sums"] = dict.fromkeys(self.position["sums"], 0.0)
         return True
 
     # ---- one epoch -----------------------------------------------------------------------------------------
-    def _reconstruct(
-        self, images: torch.Tensor, recompute: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """VQVAE.forward, unrolled to keep the encoder outputs (for codebook restarts): (encodings,
-        reconstruction, quantisation loss). Codebook distances and losses stay float32 at any precision."""
+    def _critic(self, images: torch.Tensor, synchronised: bool = False) -> torch.Tensor:
+        """The discriminator's last output (patch logits), in float32. ``synchronised``: through DDP (its
+        own update); the generator's adversarial term goes around it, as the discriminator's gradients from
+        that pass are thrown away."""
         with self.autocast():
-            encodings = encode(self.vqvae, images, recompute)
-        encodings = encodings.float()
-        quantised, quantisation = self.vqvae.quantize(encodings)
-        with self.autocast():
-            recon = decode(self.vqvae, quantised, recompute)
-        return encodings, recon.float(), quantisation
-
-    def _critic(self, images: torch.Tensor) -> torch.Tensor:
-        """The discriminator's last output (patch logits), in float32."""
-        with self.autocast():
-            return self.disc(images)[-1].float()
+            return (self.critic if synchronised else self.disc)(images)[-1].float()
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
+        """The epoch's global batches; a last batch smaller than the number of processes is left out."""
         order = np.random.default_rng(seed_for(self.seed, "order", epoch)).permutation(len(self.train_data))
-        size = self.settings.batch_size
-        return [order[i : i + size] for i in range(0, len(order), size)]
+        size = self.global_batch
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        return [b for b in batches if len(b) >= self.world.size]
+
+    def _stop_now(self) -> int | None:
+        """The stop signal if any process received one (all processes stop after the same step)."""
+        signum = stop_requested() or 0
+        if self.world.distributed:
+            signum = int(self.world.all_reduce(torch.tensor([signum], device=self.device), op="max")[0])
+        return signum or None
+
+    def _interrupt(self, signum: int) -> None:
+        """Checkpoint mid-epoch and stop. The epoch's partial sums are the processes' together, kept by
+        rank 0 on resumption, so a rerun with any number of processes logs what an uninterrupted one would."""
+        position = self.position
+        keys = sorted(position["sums"])
+        totals = torch.tensor([position["sums"][k] for k in keys], dtype=torch.float64, device=self.device)
+        totals = self.world.all_reduce(totals).cpu()
+        position["sums"] = {k: float(v) for k, v in zip(keys, totals, strict=True)}
+        used = self.world.all_reduce(position["used"].to(self.device, torch.int32), op="max")
+        position["used"] = used.cpu().bool()
+        if self.world.is_main:
+            save_atomic(self.state(), self.checkpoint_path)
+        self.world.barrier()
+        raise TrainingInterrupted(self.checkpoint_path, self.epoch, self.step, signum)
 
     def train_epoch(self, bar: tqdm | None = None) -> dict[str, float]:
-        """One pass over the training set: mean of each loss term, codebook entries used and restarted."""
+        """One pass over the training set (from where a stopped run left it): mean of each loss term, codebook
+        entries used and restarted. On a stop signal: checkpoint after the current step and raise
+        :class:`TrainingInterrupted`."""
         epoch = self.epoch
         adversarial = self.settings.adversarial_on(epoch)
         self.vqvae.train()
         self.disc.train()
-        sums: dict[str, float] = {}
         batches = self._batches(epoch)
-        used = torch.zeros(self.network["codebook_size"], dtype=torch.bool)
-        restarts = 0
-        for indices in batches:
+        if self.position is None:
+            used = torch.zeros(self.network["codebook_size"], dtype=torch.bool)
+            self.position = {"batch": 0, "sums": {}, "used": used, "restarts": 0}
+        position = self.position
+        sums: dict[str, float] = position["sums"]
+        for b in range(position["batch"], len(batches)):
+            global_batch = batches[b]
+            indices = global_batch[self.world.share(len(global_batch))]
+            # DDP averages the processes' gradients; weighting each by its share gives the global batch mean
+            weight = len(indices) * self.world.size / len(global_batch)
             rngs = None
             if self.train_data.augment is not None:
                 rngs = [np.random.default_rng(seed_for(self.seed, "augment", epoch, int(i))) for i in indices]
             images = self.train_data.batch(indices, rngs).to(self.device)
 
             self.opt_g.zero_grad(set_to_none=True)
-            encodings, recon, quantisation = self._reconstruct(images, self.settings.activation_checkpointing)
+            encodings, recon, quantisation = self.reconstructor(images)
             loss_g, terms = self.recon_loss(recon, images)
             loss_g = loss_g + quantisation
             terms["quantisation"] = quantisation
@@ -285,7 +347,7 @@ class AutoencoderTrainer:
                 gen_adv = generator_adversarial_loss(self.adv_criterion, self._critic(recon))
                 loss_g = loss_g + self.settings.adversarial_weight * gen_adv
                 terms["generator_adversarial"] = gen_adv
-            loss_g.backward()
+            (loss_g * weight).backward()
             # the norm is logged either way: spikes in it were what killed the demo's encoders
             terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(
                 self.trainable, self.settings.grad_clip or math.inf
@@ -293,54 +355,72 @@ class AutoencoderTrainer:
             self.opt_g.step()
             self.sched_g.step()
             with torch.no_grad():
-                used |= torch.bincount(
-                    self.vqvae.quantizer.quantizer.quantize(encodings)[2].flatten(),
-                    minlength=len(used),
+                position["used"] |= torch.bincount(
+                    self.vqvae.quantizer.quantizer.quantize(encodings)[2].flatten().cpu(),
+                    minlength=len(position["used"]),
                 ).bool()
             if self.settings.dead_code_threshold > 0:
                 generator = torch_generator(self.seed, "restart", self.step)
-                restarts += restart_dead_codes(
-                    self.vqvae, encodings, self.settings.dead_code_threshold, generator
+                position["restarts"] += restart_dead_codes(
+                    self.vqvae,
+                    self.world.all_gather(encodings.detach()),
+                    self.settings.dead_code_threshold,
+                    generator,
                 )
 
             if adversarial:
                 self.opt_d.zero_grad(set_to_none=True)
                 loss_d = discriminator_loss(
-                    self.adv_criterion, self._critic(recon.detach()), self._critic(images)
+                    self.adv_criterion,
+                    self._critic(recon.detach(), synchronised=True),
+                    self._critic(images, synchronised=True),
                 )
-                (self.settings.adversarial_weight * loss_d).backward()
+                (self.settings.adversarial_weight * loss_d * weight).backward()
                 self.opt_d.step()
                 self.sched_d.step()
                 terms["discriminator"] = loss_d
             terms["total"] = loss_g
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            for key, value in terms.items():  # this process's share, weighted as its gradient
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) * weight / self.world.size
             self.step += 1
+            position["batch"] = b + 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss_g.detach()):.4f}")
-        means = {key: value / len(batches) for key, value in sums.items()}
-        return {**means, "codes_used": int(used.sum()), "codes_restarted": restarts}
+            signum = self._stop_now()
+            if signum is not None:
+                self._interrupt(signum)
+        keys = sorted(sums)
+        totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
+        totals = self.world.all_reduce(totals).cpu()
+        means = {key: float(total) / len(batches) for key, total in zip(keys, totals, strict=True)}
+        used = self.world.all_reduce(position["used"].to(self.device, torch.int32), op="max")
+        self.position = None
+        return {**means, "codes_used": int(used.sum()), "codes_restarted": position["restarts"]}
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean reconstruction terms on the validation set (eval mode: the codebook is not updated)."""
+        """Mean reconstruction terms on the validation set (eval mode: the codebook is not updated); each
+        process takes its share of the images."""
         if self.val_data is None:
             return {}
         self.vqvae.eval()
-        sums: dict[str, float] = {}
-        n = len(self.val_data)
+        keys = ("l1", "spectral", "perceptual", "quantisation", "total")
+        sums = torch.zeros(len(keys), dtype=torch.float64)
+        share = self.world.share(len(self.val_data))
         size = self.settings.batch_size
-        for start in range(0, n, size):
-            images = self.val_data.batch(range(start, min(n, start + size))).to(self.device)
-            _, recon, quantisation = self._reconstruct(images)
+        for start in range(share.start, share.stop, size):
+            images = self.val_data.batch(range(start, min(share.stop, start + size))).to(self.device)
+            _, recon, quantisation = reconstruct(self.vqvae, images, self.autocast)
             total, terms = self.recon_loss(recon, images)
             terms["quantisation"] = quantisation
             terms["total"] = total + quantisation
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + float(value) * len(images)
+            values = [float(terms.get(k, math.nan)) * len(images) for k in keys]
+            sums += torch.tensor(values, dtype=sums.dtype)
         self.vqvae.train()
-        return {key: value / n for key, value in sums.items()}
+        sums = self.world.all_reduce(sums.to(self.device)).cpu()
+        n = len(self.val_data)
+        return {k: float(v) / n for k, v in zip(keys, sums, strict=True) if not math.isnan(v)}
 
     # ---- early stopping -----------------------------------------------------------------------------------
     @property
@@ -368,7 +448,7 @@ class AutoencoderTrainer:
             total=self.settings.epochs * steps_per_epoch,
             initial=min(self.step, self.settings.epochs * steps_per_epoch),
             desc="VQ-VAE training steps",
-            disable=not progress,
+            disable=not (progress and self.world.is_main),
             unit="step",
         )
         with bar:
@@ -384,20 +464,58 @@ class AutoencoderTrainer:
                 self.history.append(row)
                 if self.settings.patience:
                     self._track_best(val["total"])
-                save_atomic(self.state(), self.checkpoint_path)
-                write_loss_table(self.history, self.out_dir / LOSS_TSV)
-                plot_losses(self.history, self.out_dir / LOSS_PNG)
-        info = {"epochs": self.epoch, "steps": self.step, "seed": self.seed, "n_train": len(self.train_data)}
+                if self.world.is_main:
+                    save_atomic(self.state(), self.checkpoint_path)
+                    write_loss_table(self.history, self.out_dir / LOSS_TSV)
+                    plot_losses(self.history, self.out_dir / LOSS_PNG)
+                self.world.barrier()
+        info = {
+            "epochs": self.epoch,
+            "steps": self.step,
+            "seed": self.seed,
+            "n_train": len(self.train_data),
+            "processes": self.world.size,
+            "global_batch": self.global_batch,
+        }
         if self.init_from is not None:
             info["fine_tuned_from"] = str(self.init_from)
         if self.settings.patience:  # keep the epoch with the lowest validation loss
             self.vqvae.load_state_dict(self.best["autoencoder"])
             self.disc.load_state_dict(self.best["discriminator"])
             info.update(best_epoch=int(self.best["epoch"]), stopped_early=self.stopped_early)
-        if not (self.out_dir / LOSS_TSV).exists():  # resumed from a finished checkpoint
-            write_loss_table(self.history, self.out_dir / LOSS_TSV)
-            plot_losses(self.history, self.out_dir / LOSS_PNG)
-        return save_autoencoder(self.out_dir / MODEL_FILE, self.vqvae, self.disc, self.network, info)
+        path = self.out_dir / MODEL_FILE
+        if self.world.is_main:
+            if not (self.out_dir / LOSS_TSV).exists():  # resumed from a finished checkpoint
+                write_loss_table(self.history, self.out_dir / LOSS_TSV)
+                plot_losses(self.history, self.out_dir / LOSS_PNG)
+            save_autoencoder(path, self.vqvae, self.disc, self.network, info)
+        self.world.barrier()
+        return path
+
+
+def reconstruct(
+    vqvae: torch.nn.Module, images: torch.Tensor, autocast, recompute: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """VQVAE.forward, unrolled to keep the encoder outputs (for codebook restarts): (encodings,
+    reconstruction, quantisation loss). Codebook distances and losses stay float32 at any precision."""
+    with autocast():
+        encodings = encode(vqvae, images, recompute)
+    encodings = encodings.float()
+    quantised, quantisation = vqvae.quantize(encodings)
+    with autocast():
+        recon = decode(vqvae, quantised, recompute)
+    return encodings, recon.float(), quantisation
+
+
+class _Reconstructor(torch.nn.Module):
+    """The training forward pass of the autoencoder as one module, for DistributedDataParallel to wrap."""
+
+    def __init__(self, vqvae: torch.nn.Module, autocast, recompute: bool):
+        super().__init__()
+        self.vqvae, self.autocast, self.recompute = vqvae, autocast, recompute
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return reconstruct(self.vqvae, images, self.autocast, self.recompute)
 
 
 LOSS_COLUMNS = (
@@ -475,11 +593,14 @@ def train_autoencoder(
     seed: int,
     progress: bool = True,
     init_from: Path | None = None,
+    lr_scaling: str = "sqrt",
 ) -> Path:
     """Train (or resume) the VQ-VAE in ``out_dir``; returns the path of ``model.pt``.
 
     With ``init_from`` (a ``model.pt``), training starts from that model: fine-tuning. ``ae_cfg['patience']``
     turns on early stopping on the validation loss; ``model.pt`` then holds the best epoch's weights.
     """
-    trainer = AutoencoderTrainer(train_images, val_images, ae_cfg, out_dir, seed, init_from=init_from)
+    trainer = AutoencoderTrainer(
+        train_images, val_images, ae_cfg, out_dir, seed, init_from=init_from, lr_scaling=lr_scaling
+    )
     return trainer.fit(progress=progress)

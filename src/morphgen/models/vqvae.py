@@ -181,7 +181,7 @@ def _monai_vqvae(net: dict) -> VQVAE:
         commitment_cost=net["commitment_cost"],
         decay=net["decay"],
         epsilon=net["epsilon"],
-        ddp_sync=False,  # single process; avoids touching torch.distributed
+        ddp_sync=True,  # sums the EMA statistics over training processes (a no-op without a process group)
         act=ACTIVATIONS[net.get("activation", "relu")],
     )
 

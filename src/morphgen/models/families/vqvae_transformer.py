@@ -23,6 +23,7 @@ from morphgen.models.autoencoder_training import train_autoencoder
 from morphgen.models.base import SCORES_TSV, ModelFamily, sample_filename
 from morphgen.models.checkpoint import load_autoencoder
 from morphgen.models.data import VolumeAugmentation, VolumeDataset
+from morphgen.models.distributed import distributed_settings
 from morphgen.models.latents import decode_tokens, encode_subjects, load_token_sequences
 from morphgen.models.registry import register_family
 from morphgen.models.vqvae import discriminator_score
@@ -59,6 +60,7 @@ class VQVAETransformerFamily(ModelFamily):
         self.prior_cfg: dict = model_cfg["prior"]
         self.sampling_cfg: dict = model_cfg["sampling"]
         self.seed = int(model_cfg.get("seed", 0))
+        _, self.lr_scaling = distributed_settings(model_cfg)
 
     # ---- autoencoder ---------------------------------------------------------------------------------------
     def fit_autoencoder(
@@ -70,7 +72,15 @@ class VQVAETransformerFamily(ModelFamily):
         autoencoder and discriminator state dicts, info (epochs, steps, seed, n_train). loss.tsv also counts
         the codebook entries used and restarted per epoch (``model.autoencoder.dead_code_threshold``).
         """
-        train_autoencoder(train_images, val_images, self.ae_cfg, Path(out_dir), self.seed, progress=progress)
+        train_autoencoder(
+            train_images,
+            val_images,
+            self.ae_cfg,
+            Path(out_dir),
+            self.seed,
+            progress=progress,
+            lr_scaling=self.lr_scaling,
+        )
 
     def finetune_autoencoder(
         self,
@@ -85,7 +95,14 @@ class VQVAETransformerFamily(ModelFamily):
         ``lr``, ``patience`` ...); the trainer refuses a network that differs from the pre-trained one."""
         cfg = {**self.ae_cfg, **settings}
         train_autoencoder(
-            train_images, val_images, cfg, Path(out_dir), self.seed, progress=progress, init_from=pretrained
+            train_images,
+            val_images,
+            cfg,
+            Path(out_dir),
+            self.seed,
+            progress=progress,
+            init_from=Path(pretrained),
+            lr_scaling=self.lr_scaling,
         )
 
     def encode(
