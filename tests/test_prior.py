@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from morphgen.models import prior
+from morphgen.models.preemption import TrainingInterrupted, stop_on_signals
 from morphgen.models.prior import heldout_nll, load_prior, sample_tokens, train_prior
 from morphgen.models.transformer import CausalTransformer
 
@@ -221,6 +225,41 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatc
         whole = torch.load(tmp_path / "whole" / name, weights_only=True)
         resumed = torch.load(tmp_path / "resumed" / name, weights_only=True)
         _assert_same(whole, resumed, name)
+    for name in ("loss.tsv", "nll.tsv"):
+        assert (tmp_path / "whole" / name).read_text() == (tmp_path / "resumed" / name).read_text()
+
+
+def test_sigterm_mid_epoch_checkpoints_there_and_the_rerun_ends_with_identical_weights(tmp_path, monkeypatch):
+    train, val = _tiny_data()
+    train_prior(train, val, CODEBOOK, TINY_CFG, tmp_path / "whole", seed=4, progress=False)
+
+    real_step, steps = prior.training_step, []
+
+    def sigterm_during_fourth_step(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(prior, "training_step", sigterm_during_fourth_step)
+    with stop_on_signals(), pytest.raises(TrainingInterrupted, match="SIGTERM"):
+        train_prior(train, val, CODEBOOK, TINY_CFG, tmp_path / "resumed", seed=4, progress=False)
+    state = torch.load(tmp_path / "resumed/checkpoints/last.pt", weights_only=True)
+    per_epoch = -(-len(train) // TINY_CFG["batch_size"])
+    assert 4 % per_epoch != 0, "the signal must fall inside an epoch"
+    assert (
+        state["epoch"] == 4 // per_epoch
+        and state["position"]["next"] == (4 % per_epoch) * TINY_CFG["batch_size"]
+    )
+    assert not (tmp_path / "resumed/model.pt").exists()
+    monkeypatch.setattr(prior, "training_step", real_step)
+
+    torch.manual_seed(7)  # dropout continues from the checkpointed random state, not from this one
+    train_prior(train, val, CODEBOOK, TINY_CFG, tmp_path / "resumed", seed=4, progress=False)
+    _assert_same(
+        torch.load(tmp_path / "whole/model.pt", weights_only=True),
+        torch.load(tmp_path / "resumed/model.pt", weights_only=True),
+    )
     for name in ("loss.tsv", "nll.tsv"):
         assert (tmp_path / "whole" / name).read_text() == (tmp_path / "resumed" / name).read_text()
 

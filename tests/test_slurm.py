@@ -3,8 +3,10 @@
 A small DAG (simulated cohort, input checks, split, grouped preprocessing, autoencoder training) is submitted
 with the project's own profile. Checked from SLURM's records (``scontrol show job``): the GPU rule ran on the
 ``gpu`` partition with a GPU request, every other job on ``cpu`` without one, and the preprocessing of all
-subjects ran as one grouped job. Skipped where no cluster can start (no slurm-wlm, not root) unless
-MORPHGEN_REQUIRE_SLURM is set, as CI does, where it fails instead.
+subjects ran as one grouped job. Once training has finished its first epoch, its job gets SIGTERM from SLURM
+(``scancel --signal=TERM``, what ``--signal=TERM@300`` sends before the time limit): it must checkpoint and
+exit 75, and the profile's retry must resubmit it and resume it to the end. Skipped where no cluster can
+start (no slurm-wlm, not root) unless MORPHGEN_REQUIRE_SLURM is set, as CI does, where it fails instead.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import slurm_cluster
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_RULES = {"train_autoencoder"}
@@ -45,6 +49,16 @@ def _job_ids(output: str) -> dict[str, list[str]]:
         name = folder.removeprefix("rule_") if folder.startswith("rule_") else folder.split("_")[1]
         out.setdefault(name, []).append(job_id)
     return out
+
+
+def _running_job(rule: str, env: dict) -> str:
+    """The SLURM job id of the running job of ``rule`` (the executor puts the rule in the job's comment)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "RUNNING", "-o", "%i %k"], capture_output=True, text=True, env=env
+    ).stdout
+    ids = [line.split()[0] for line in out.splitlines() if rule in line]
+    assert len(ids) == 1, out
+    return ids[0]
 
 
 def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
@@ -79,24 +93,43 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
     ]
     env = dict(cluster, PYTHONPATH=str(REPO / "src"))
     # SIGINT, not SIGTERM: snakemake under the SLURM executor ignores SIGTERM while jobs run
-    proc = subprocess.run(
-        ["timeout", "-s", "INT", "900", *cmd], capture_output=True, text=True, env=env, cwd=work
+    proc = subprocess.Popen(
+        ["timeout", "-s", "INT", "900", *cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=work,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    # the training job has finished an epoch: signal it as SLURM does before its time limit
+    checkpoint = results / "models/autoencoder/checkpoints/last.pt"
+    while not checkpoint.exists() and proc.poll() is None:
+        time.sleep(0.2)
+    training = _running_job("train_autoencoder", cluster)
+    subprocess.run(["scancel", "--signal=TERM", training], check=True, env=cluster)
+    output = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, output[-8000:]
     assert (results / "models/autoencoder/model.pt").stat().st_size > 0
 
-    jobs = _job_ids(proc.stdout + proc.stderr)
+    jobs = _job_ids(output)
     assert GPU_RULES <= set(jobs) and {"demo_cohort", "split", "preprocess"} <= set(jobs), jobs
     assert len(jobs["preprocess"]) == 1  # all eight subjects in one grouped job
+    # the signalled training job stopped with code 75, its resubmission resumed and completed
+    assert jobs["train_autoencoder"][0] == training and len(jobs["train_autoencoder"]) == 2, jobs
+    stopped = slurm_cluster.job_record(training, cluster)
+    assert stopped.get("ExitCode", "").startswith("75:"), stopped
+    log = (results / "logs/train_autoencoder/train_autoencoder.log").read_text()
+    assert "stopped: training stopped on SIGTERM" in log, log[-3000:]
+    info = torch.load(results / "models/autoencoder/model.pt", weights_only=True)["info"]
+    assert info["epochs"] == 4 and info["steps"] % 4 == 0
     for name, ids in jobs.items():
         for job_id in ids:
             record = slurm_cluster.job_record(job_id, cluster)
-            assert record.get("JobState") == "COMPLETED", (name, record)
+            assert job_id == training or record.get("JobState") == "COMPLETED", (name, record)
             gpu_request = "gpu" in record.get("TresPerNode", "") + record.get("TresPerJob", "")
             if name in GPU_RULES:
                 assert record["Partition"] == "gpu" and gpu_request, (name, record)
             else:
                 assert record["Partition"] == "cpu" and not gpu_request, (name, record)
     # the GPU job saw the GPU it asked for, as the job's environment shows in the rule's log
-    log = (results / "logs/train_autoencoder/train_autoencoder.log").read_text()
     assert "SLURM job" in log and "partition gpu" in log and "CUDA_VISIBLE_DEVICES=0" in log, log[-2000:]

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from morphgen.models.preemption import INTERRUPTED_EXIT, TrainingInterrupted
+
 LOG = logging.getLogger("morphgen")
 
 
@@ -64,6 +66,9 @@ def logged(smk: Any) -> Iterator[logging.Logger]:
             )
         try:
             yield LOG
+        except TrainingInterrupted as exc:  # SLURM's time limit or pre-emption: a rerun resumes
+            LOG.warning("rule %s %s stopped: %s", smk.rule, wc, exc)
+            raise SystemExit(INTERRUPTED_EXIT) from None
         except BaseException:
             LOG.error("rule %s %s failed:\n%s", smk.rule, wc, traceback.format_exc())
             raise

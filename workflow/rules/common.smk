@@ -17,6 +17,8 @@ N_GENERATE = SAMPLING["n_keep"] * SAMPLING["oversample"]
 SAMPLE_IDS = [f"sample-{i:04d}" for i in range(N_KEEP)]
 IS_DEMO = config["input"]["source"] == "demo"
 MODEL = config["model"]
+# GPUs of one autoencoder training job: torchrun runs one process per GPU inside that job
+TRAINING_GPUS = MODEL.get("distributed", {}).get("gpus", 1)
 SYNTH_VOLUMES = expand(f"{R}/volumes/synthetic/{{subpop}}.tsv", subpop=SUBPOPS)
 MEMBER_LISTS = expand(f"{R}/subpopulations/{{subpop}}.tsv", subpop=SUBPOPS)
 DEMO_IDS = [f"sub-{i + 1:03d}" for i in range(config.get("demo", {}).get("n_subjects", 0))]

@@ -17,15 +17,16 @@ rule train_autoencoder:
         family=MODEL["family"],
         seed=MODEL["seed"],
         finetune=PRETRAINING.get("finetune") if PRETRAIN else None,
+        distributed=MODEL.get("distributed", {}),
     log:
         log_for("train_autoencoder"),
     benchmark:
         benchmark_for("train_autoencoder")
     threads: 2
     resources:
-        mem_mb=8000,
+        mem_mb=8000 * TRAINING_GPUS,
         runtime=24 * 60,
-        gpu=1,
+        gpu=TRAINING_GPUS,
     conda:
         ENV
     script:

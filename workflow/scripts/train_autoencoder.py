@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from morphgen import stages
-from morphgen.models import get_family
+from morphgen.models.distributed import run_training
 from morphgen.weights import sha256sum
 from morphgen.workflow import logged
 
@@ -12,12 +12,14 @@ with logged(snakemake):
     if pretrained:  # a new pre-trained model must not resume the old fine-tuning
         stamp["pretrained_sha256"] = sha256sum(pretrained[0])
     stages.clear_stale_checkpoints(out_dir, stamp)
-    family = get_family(snakemake.params.family)(snakemake.config["model"])
-    train = [Path(p) for p in snakemake.input.train]
-    val = [Path(p) for p in snakemake.input.val]
+    job = {
+        "train_images": [str(p) for p in snakemake.input.train],
+        "val_images": [str(p) for p in snakemake.input.val],
+        "out_dir": str(out_dir),
+    }
     if pretrained:
         finetune = {k: v for k, v in snakemake.params.finetune.items() if k != "validation_fraction"}
-        family.finetune_autoencoder(pretrained[0], train, val, out_dir, finetune)
-    else:
-        family.fit_autoencoder(train, val, out_dir)
+        job.update(pretrained=str(pretrained[0]), settings=finetune)
+    method = "finetune_autoencoder" if pretrained else "fit_autoencoder"
+    run_training(snakemake.config["model"], method, job, out_dir / "checkpoints" / "job.json")
     stages.finish_training(out_dir)

@@ -5,8 +5,9 @@ Files written by :func:`train_prior` in ``out_dir``:
 - ``model.pt``: ``{"format", "hparams", "state_dict", "codebook_size", "seed", "val_nll"}`` (plain types and
   tensors only, so ``torch.load(path, weights_only=True)`` works); read it with :func:`load_prior`.
 - ``checkpoints/last.pt``: everything needed to resume after the last finished epoch (rewritten atomically
-  each epoch). A rerun with the same data, configuration and seed resumes from it and ends with exactly the
-  weights of an uninterrupted run; a checkpoint from other data or settings is ignored.
+  each epoch), or from within an epoch when a stop signal (SIGTERM, SIGUSR1) ended the run. A rerun with the
+  same data, configuration and seed resumes from it and ends with exactly the weights of an uninterrupted
+  run; a checkpoint from other data or settings is ignored.
 - ``loss.tsv``: ``epoch``, ``train_loss`` (mean cross-entropy per token, dropout on), ``val_nll_per_token``.
 - ``nll.tsv``: one row: ``model_nll_per_token``, ``unigram_nll_per_token``, ``ratio`` (model / unigram),
   ``val_sequences``, ``val_tokens``. NLLs are in nats per token on the held-out sequences; the unigram
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 
 from morphgen.models.checkpoint import save_atomic
 from morphgen.models.precision import autocast_for
+from morphgen.models.preemption import TrainingInterrupted, stop_requested
 from morphgen.models.transformer import CausalTransformer
 from morphgen.tsv import write_tsv
 
@@ -261,6 +263,7 @@ def _train(
     checkpoint_path = out_dir / "checkpoints" / "last.pt"
     history: list[list] = []
     start_epoch = 0
+    position = None  # where in start_epoch a stopped run got: next batch start, loss sum, token count
     if checkpoint_path.exists():
         checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
         if checkpoint.get("format") == CHECKPOINT_FORMAT and checkpoint.get("fingerprint") == fingerprint:
@@ -268,6 +271,7 @@ def _train(
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             start_epoch = int(checkpoint["epoch"])
+            position = checkpoint.get("position")
             history = [list(row) for row in checkpoint["history"]]
             torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
             if device.type == "cuda" and "cuda" in checkpoint["rng"]:
@@ -277,6 +281,26 @@ def _train(
                 f"ignoring {checkpoint_path}: made with other data, settings or seed; training from scratch",
                 stacklevel=3,
             )
+
+    def save_checkpoint(epochs_done: int, position: dict | None = None) -> None:
+        rng = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        save_atomic(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "fingerprint": fingerprint,
+                "epoch": epochs_done,
+                "position": position,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng,
+                "history": history,
+                "hparams": model.hparams(),
+            },
+            checkpoint_path,
+        )
 
     codes = torch.as_tensor(train, dtype=torch.long)
     epoch_bar = tqdm(
@@ -290,37 +314,31 @@ def _train(
     for epoch in epoch_bar:
         model.train()
         order = _epoch_permutation(codes.shape[0], seed, epoch)
-        total, count = 0.0, 0
+        first, total, count = 0, 0.0, 0
+        if position is not None:
+            first, total, count = int(position["next"]), float(position["total"]), int(position["count"])
+            position = None
         for i in tqdm(
-            range(0, codes.shape[0], batch_size), desc=f"epoch {epoch + 1}", leave=False, disable=not progress
+            range(first, codes.shape[0], batch_size),
+            desc=f"epoch {epoch + 1}",
+            leave=False,
+            disable=not progress,
         ):
             batch = codes[order[i : i + batch_size]].to(device)
             loss = training_step(model, batch, optimizer, autocast, grad_clip)
             scheduler.step()
             total += float(loss.detach()) * batch.numel()
             count += batch.numel()
+            signum = stop_requested()
+            if signum is not None:
+                save_checkpoint(epoch, {"next": i + batch_size, "total": total, "count": count})
+                raise TrainingInterrupted(checkpoint_path, epoch, scheduler.last_epoch, signum)
         val_nll = heldout_nll(model, val, batch_size)
         history.append([epoch + 1, total / count, val_nll])
         epoch_bar.set_postfix(train=f"{total / count:.3f}", val=f"{val_nll:.3f}")
 
         write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
-        rng = {"torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        save_atomic(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": fingerprint,
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng,
-                "history": history,
-                "hparams": model.hparams(),
-            },
-            checkpoint_path,
-        )
+        save_checkpoint(epoch + 1)
 
     model_nll = heldout_nll(model, val, batch_size)
     baseline = unigram_nll(train, val, codebook_size)
