@@ -68,6 +68,8 @@ def logged(smk: Any) -> Iterator[logging.Logger]:
             yield LOG
         except TrainingInterrupted as exc:  # SLURM's time limit or pre-emption: a rerun resumes
             LOG.warning("rule %s %s stopped: %s", smk.rule, wc, exc)
+            # also in the job's own output (the SLURM log): Snakemake empties the rule log when it reruns
+            print(f"morphgen: rule {smk.rule} {wc} stopped: {exc}", file=old_err, flush=True)
             raise SystemExit(INTERRUPTED_EXIT) from None
         except BaseException:
             LOG.error("rule %s %s failed:\n%s", smk.rule, wc, traceback.format_exc())
