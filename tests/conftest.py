@@ -1,6 +1,16 @@
-"""Settings and phantoms shared by the model tests."""
+"""Settings and phantoms shared by the model tests; the end-to-end Snakemake run the workflow tests share."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 # A tiny VQ-VAE + PatchGAN, fast enough for unit tests on one CPU thread; tests override what they exercise.
 TINY_AUTOENCODER = {
@@ -32,3 +42,37 @@ def phantom(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray
     radii = np.asarray(shape) * 0.38 * rng.uniform(0.85, 1.1)
     d = sum(((ax - c) / r) ** 2 for ax, c, r in zip((ii, jj, kk), centre, radii, strict=True))
     return (np.where(d < 1, 0.6, 0.0) + np.where(d < 0.3, 0.3, 0.0)).astype(np.float32)
+
+
+def run_snakemake(workdir: Path, *args: str, check=True) -> subprocess.CompletedProcess:
+    """The repository's Snakefile in ``workdir``, with this checkout's package on the path."""
+    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def e2e_config_args(results: Path) -> list[str]:
+    """Options for the project config plus the small end-to-end overlay (tests/data/config_e2e.yaml)."""
+    return [
+        "--configfile",
+        str(REPO / "config.yaml"),
+        str(REPO / "tests/data/config_e2e.yaml"),
+        "--config",
+        f"results={results}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def e2e_run(tmp_path_factory) -> tuple[Path, Path]:
+    """One complete run of the DAG (``all``) on the small demo cohort: (working folder, results folder).
+
+    Session-wide, so the workflow and determinism tests share it; tests must not change what it wrote.
+    """
+    work = tmp_path_factory.mktemp("e2e")
+    results = work / "results"
+    shutil.copy(REPO / "config.yaml", work / "config.yaml")
+    run_snakemake(work, *e2e_config_args(results), "--cores", "2", "all")
+    return work, results

@@ -229,7 +229,7 @@ def test_onnx_wrong_checksum_is_refused_before_onnxruntime_loads(onnx2d, monkeyp
     wrong = "0" * 64
     with pytest.raises(ChecksumError) as err:
         OnnxFeatures(path, wrong)
-    assert str(path) in str(err.value) and digest in str(err.value)
+    assert str(path) in str(err.value) and digest in str(err.value) and wrong in str(err.value)
     with pytest.raises(ChecksumError, match="unverified"):
         OnnxFeatures(path, None)
 
@@ -291,6 +291,25 @@ def test_medicalnet_state_dict_with_module_prefix_loads_and_gives_512_features(a
         assert not np.allclose(fresh(extractor.prepare(vols)).numpy(), want, atol=1e-4)
     has_downsample = any("downsample" in k for k in source.state_dict())
     assert has_downsample == (arch == "resnet10")  # shortcut B (1x1x1 conv) vs A (no weights)
+
+
+def test_state_dict_wrong_checksum_is_refused_before_torch_loads_it(tmp_path, monkeypatch):
+    path = tmp_path / "resnet_10_23dataset.pth"
+    torch.save({"state_dict": MedicalNetResNet("resnet10").state_dict()}, path)
+    digest = sha256sum(path)
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load opened weights whose checksum did not match")
+
+    monkeypatch.setattr(torch, "load", never)
+    wrong = "1" * 64
+    with pytest.raises(ChecksumError) as err:
+        TorchFeatures(MedicalNetResNet("resnet10"), path, wrong)
+    msg = str(err.value)
+    assert str(path) in msg and wrong in msg and digest in msg
+    with pytest.raises(ChecksumError) as err:
+        build_extractor({"fid3d": {"state_dict": str(path), "sha256": wrong, "arch": "resnet10"}}, "fid3d")
+    assert str(path) in str(err.value) and wrong in str(err.value) and digest in str(err.value)
 
 
 def test_state_dict_that_does_not_fit_is_refused(tmp_path):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from morphgen.errors import ConfigError
 from morphgen.models import prior
 from morphgen.models.preemption import TrainingInterrupted, stop_on_signals
 from morphgen.models.prior import heldout_nll, load_prior, sample_tokens, train_prior
@@ -164,7 +165,7 @@ def test_load_prior_round_trip(trained, tmp_path):
     assert tokens.shape == (3, 24)
     not_a_model = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, not_a_model)
-    with pytest.raises(ValueError, match="not a morphgen prior"):
+    with pytest.raises(ConfigError, match="not a morphgen prior"):
         load_prior(not_a_model)
 
 

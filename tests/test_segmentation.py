@@ -116,6 +116,15 @@ def test_atropos_outputs_are_consistent(maps, atropos_result):
     assert np.all(fractions <= 1.0 + 1e-5) and np.all(fractions[~inside] == 0)
 
 
+def test_atropos_gives_the_same_segmentation_every_time(maps, atropos_result):
+    """Atropos seeds its random generator from the clock unless told not to; the tables must not change."""
+    again = AtroposSegmenter().segment(GRID.image(t1_phantom(maps)))
+    assert again.volumes_ml == atropos_result.volumes_ml
+    np.testing.assert_array_equal(again.labels, atropos_result.labels)
+    for tissue in ("csf", "gm", "wm"):
+        np.testing.assert_array_equal(again.probabilities[tissue], atropos_result.probabilities[tissue])
+
+
 def test_enlarged_ventricles_are_measured_larger_by_about_the_known_amount(maps, enlarged, atropos_result):
     grown_maps, added_ml = enlarged
     assert added_ml > 5.0  # the phantom really changed

@@ -1,44 +1,21 @@
 """The Snakemake workflow itself: lint, and one real end-to-end run of the DAG on a small simulated cohort."""
 
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO
+from conftest import e2e_config_args as _config_args
+from conftest import run_snakemake as _snakemake
 
 from morphgen.space import Grid
-
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def _snakemake(workdir: Path, *args: str, check=True) -> subprocess.CompletedProcess:
-    cmd = SNAKEMAKE + ["--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
-    return proc
 
 
 def test_lint_is_clean(tmp_path):
     proc = _snakemake(tmp_path, "--configfile", str(REPO / "config.yaml"), "--lint")
     assert "Congratulations" in proc.stdout + proc.stderr
-
-
-def _config_args(results: Path) -> list[str]:
-    return [
-        "--configfile",
-        str(REPO / "config.yaml"),
-        str(REPO / "tests/data/config_e2e.yaml"),
-        "--config",
-        f"results={results}",
-    ]
 
 
 def test_invalid_config_is_refused(tmp_path):
@@ -47,15 +24,6 @@ def test_invalid_config_is_refused(tmp_path):
     )
     assert proc.returncode != 0
     assert "source" in proc.stdout + proc.stderr
-
-
-@pytest.fixture(scope="module")
-def e2e_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("e2e")
-    results = work / "results"
-    shutil.copy(REPO / "config.yaml", work / "config.yaml")
-    _snakemake(work, *_config_args(results), "--cores", "2", "all")
-    return work, results
 
 
 @pytest.mark.slow

@@ -1,9 +1,11 @@
-"""Reading NIfTI volumes with checks that name the subject and file, and writing them atomically."""
+"""Reading NIfTI volumes with checks that name the subject and file, and writing them (and any other output
+file or folder) atomically."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,35 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; it becomes ``path`` only if the block succeeds.
+
+    For rules whose output is a whole folder (Snakemake's ``directory()``): a killed or failing job leaves at
+    most a hidden ``.<name>.*.part`` sibling, never a half-filled ``path``. A folder already at ``path`` is
+    moved aside first and deleted once the new one is in place.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    # mkdtemp creates 0700; the folder must be as readable as any other output
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o777 & ~umask)
+    try:
+        yield tmp_path
+        old = None
+        if path.exists() or path.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp_path, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp_path.exists():
+            shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def load_volume(path: str | Path, subject: str | None = None) -> nib.Nifti1Image:

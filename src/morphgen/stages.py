@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from morphgen.errors import ConfigError
+from morphgen.nifti import atomic_output
 from morphgen.tsv import read_tsv, write_tsv
 
 
@@ -90,7 +91,8 @@ def clear_stale_checkpoints(out_dir: Path, params: dict) -> None:
     if ckpt_dir.exists() and (not stamp.exists() or stamp.read_text() != text):
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(text)
+    with atomic_output(stamp) as tmp:
+        tmp.write_text(text)
 
 
 def finish_training(out_dir: Path) -> None:

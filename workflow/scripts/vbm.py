@@ -1,15 +1,18 @@
 from morphgen import stages
+from morphgen.nifti import atomic_directory
 from morphgen.workflow import logged
 
 with logged(snakemake):
-    stages.vbm(
-        list(snakemake.input.members),
-        snakemake.input.real,
-        list(snakemake.input.synthetic),
-        snakemake.params.subpopulations,
-        snakemake.params.space,
-        snakemake.params.vbm,
-        snakemake.output.maps,
-        snakemake.output.table,
-        snakemake.output.figures,
-    )
+    out = snakemake.output
+    with atomic_directory(out.maps) as maps, atomic_directory(out.figures) as figures:
+        stages.vbm(
+            list(snakemake.input.members),
+            snakemake.input.real,
+            list(snakemake.input.synthetic),
+            snakemake.params.subpopulations,
+            snakemake.params.space,
+            snakemake.params.vbm,
+            maps,
+            out.table,
+            figures,
+        )

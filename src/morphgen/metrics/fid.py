@@ -383,8 +383,14 @@ def _pick(values, name: str | None, kind: str, what: str, path: Path):
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint (``weights_only``: no code runs), unwrapped from ``"state_dict"`` and with
-    DataParallel's ``module.`` prefix removed, as MedicalNet ships them."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    DataParallel's ``module.`` prefix removed, as MedicalNet ships them. A file that is not plain tensors (a
+    pickled object would run code) or cannot be read raises :class:`ConfigError` naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled objects (refused by weights_only), a truncated or foreign file
+        raise ConfigError(f"state dict file {path} cannot be read as tensors only ({exc})") from exc
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"state dict file {path} holds a {type(state).__name__}, not a state dict")
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     return {k.removeprefix("module."): v for k, v in state.items()}

@@ -20,8 +20,8 @@ AUTOENCODER_FORMAT = "morphgen-vqvae-1"
 
 def save_atomic(obj: dict, path: Path) -> Path:
     """``torch.save`` to a temporary file beside ``path`` and rename it into place."""
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)  # through a handle: the archive's inner name is fixed, not the temporary one
     return Path(path)
 
 

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from morphgen.models.checkpoint import save_atomic
+from morphgen.errors import ConfigError
+from morphgen.models.checkpoint import load_weights_only, save_atomic
 from morphgen.models.precision import autocast_for
 from morphgen.models.preemption import TrainingInterrupted, stop_requested
 from morphgen.models.transformer import CausalTransformer
@@ -265,7 +266,7 @@ def _train(
     start_epoch = 0
     position = None  # where in start_epoch a stopped run got: next batch start, loss sum, token count
     if checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        checkpoint = load_weights_only(checkpoint_path, "prior checkpoint")
         if checkpoint.get("format") == CHECKPOINT_FORMAT and checkpoint.get("fingerprint") == fingerprint:
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -372,12 +373,9 @@ def load_prior(path: str | Path, device: str | torch.device = "cpu") -> CausalTr
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"prior model file does not exist: {path}")
-    try:
-        saved = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # truncated or foreign file
-        raise ValueError(f"{path} is not a readable prior model file ({exc})") from exc
+    saved = load_weights_only(path, "prior model file")  # ConfigError naming the file if unreadable
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not a morphgen prior model (expected format {MODEL_FORMAT!r})")
+        raise ConfigError(f"{path} is not a morphgen prior model (expected format {MODEL_FORMAT!r})")
     hparams = {**saved["hparams"], "activation_checkpointing": False}  # a training-time option
     model = CausalTransformer(**hparams)
     model.load_state_dict(saved["state_dict"])

