@@ -51,3 +51,20 @@ def verify_sha256(
             "(wrong or corrupted file, or the configuration names another version)"
         )
     return actual
+
+
+def load_weights_only(path: str | Path, what: str) -> dict:
+    """``torch.load(path, weights_only=True)`` on CPU: tensors and plain types only, so no pickled code runs.
+
+    A missing file raises FileNotFoundError, and one that cannot be read this way (truncated, foreign, or
+    holding pickled objects) :class:`ConfigError`; both name ``what`` and the file.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or foreign file, or pickled objects refused by weights_only
+        raise ConfigError(f"{what} {path} cannot be read as tensors only ({exc})") from exc

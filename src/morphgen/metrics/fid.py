@@ -67,7 +67,7 @@ from torch import nn
 
 from morphgen.errors import ConfigError
 from morphgen.metrics.fidelity import as_image_stack
-from morphgen.weights import verify_sha256
+from morphgen.weights import load_weights_only, verify_sha256
 
 NO_WEIGHTS = "no weights configured"
 AXIS_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
@@ -385,10 +385,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint (``weights_only``: no code runs), unwrapped from ``"state_dict"`` and with
     DataParallel's ``module.`` prefix removed, as MedicalNet ships them. A file that is not plain tensors (a
     pickled object would run code) or cannot be read raises :class:`ConfigError` naming it."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickled objects (refused by weights_only), a truncated or foreign file
-        raise ConfigError(f"state dict file {path} cannot be read as tensors only ({exc})") from exc
+    state = load_weights_only(path, "state dict file")
     if not isinstance(state, Mapping):
         raise ConfigError(f"state dict file {path} holds a {type(state).__name__}, not a state dict")
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):

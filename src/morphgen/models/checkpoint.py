@@ -13,6 +13,7 @@ from monai.networks.nets import VQVAE, PatchDiscriminator
 from morphgen.errors import ConfigError
 from morphgen.models.vqvae import build_discriminator, build_vqvae
 from morphgen.nifti import atomic_output
+from morphgen.weights import load_weights_only
 
 # bump when the content of model.pt changes in a way older readers cannot handle
 AUTOENCODER_FORMAT = "morphgen-vqvae-1"
@@ -23,17 +24,6 @@ def save_atomic(obj: dict, path: Path) -> Path:
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)  # through a handle: the archive's inner name is fixed, not the temporary one
     return Path(path)
-
-
-def load_weights_only(path: Path, what: str) -> dict:
-    """``torch.load(path, weights_only=True)`` on CPU, with an error that names the file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or foreign file
-        raise ConfigError(f"{what} {path} cannot be read ({exc}); delete it to start again") from exc
 
 
 def rng_state() -> dict:
