@@ -303,16 +303,17 @@ class AutoencoderTrainer:
         """Checkpoint mid-epoch and stop. The epoch's partial sums are the processes' together, kept by
         rank 0 on resumption, so a rerun with any number of processes logs what an uninterrupted one would."""
         position = self.position
-        keys = sorted(position["sums"])
-        totals = torch.tensor([position["sums"][k] for k in keys], dtype=torch.float64, device=self.device)
-        totals = self.world.all_reduce(totals).cpu()
-        position["sums"] = {k: float(v) for k, v in zip(keys, totals, strict=True)}
-        used = self.world.all_reduce(position["used"].to(self.device, torch.int32), op="max")
-        position["used"] = used.cpu().bool()
+        position["sums"] = self.world.sum_values(position["sums"], self.device)
+        position["used"] = self._codes_used(position)
         if self.world.is_main:
             save_atomic(self.state(), self.checkpoint_path)
         self.world.barrier()
         raise TrainingInterrupted(self.checkpoint_path, self.epoch, self.step, signum)
+
+    def _codes_used(self, position: dict) -> torch.Tensor:
+        """The codebook entries any process used so far in the epoch (bool, on CPU)."""
+        used = self.world.all_reduce(position["used"].to(self.device, torch.int32), op="max")
+        return used.cpu().bool()
 
     def train_epoch(self, bar: tqdm | None = None) -> dict[str, float]:
         """One pass over the training set (from where a stopped run left it): mean of each loss term, codebook
@@ -390,11 +391,8 @@ class AutoencoderTrainer:
             signum = self._stop_now()
             if signum is not None:
                 self._interrupt(signum)
-        keys = sorted(sums)
-        totals = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.device)
-        totals = self.world.all_reduce(totals).cpu()
-        means = {key: float(total) / len(batches) for key, total in zip(keys, totals, strict=True)}
-        used = self.world.all_reduce(position["used"].to(self.device, torch.int32), op="max")
+        means = {key: total / len(batches) for key, total in self.world.sum_values(sums, self.device).items()}
+        used = self._codes_used(position)
         self.position = None
         return {**means, "codes_used": int(used.sum()), "codes_restarted": position["restarts"]}
 

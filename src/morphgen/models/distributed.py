@@ -64,6 +64,12 @@ class World:
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
         return tensor
 
+    def sum_values(self, values: dict[str, float], device: torch.device) -> dict[str, float]:
+        """Each key's value summed over processes (every process must hold the same keys)."""
+        keys = sorted(values)
+        totals = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+        return {k: float(v) for k, v in zip(keys, self.all_reduce(totals).cpu(), strict=True)}
+
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate every process's tensor along dim 0, in rank order (first dims may differ)."""
         if not self.distributed:
