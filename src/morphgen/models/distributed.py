@@ -146,7 +146,7 @@ def torchrun_command(nproc: int, job_file: Path) -> list[str]:
     ]
 
 
-def launch(entry: str, kwargs: dict, nproc: int, job_file: Path, checkpoint: Path | None = None) -> None:
+def launch(entry: str, kwargs: dict, nproc: int, job_file: Path) -> None:
     """Run ``entry`` (``"module:function"``) with ``kwargs`` in ``nproc`` torchrun processes and wait.
 
     Output of every process goes to this process's stdout (the rule's log). A stop signal received here is
@@ -173,7 +173,7 @@ def launch(entry: str, kwargs: dict, nproc: int, job_file: Path, checkpoint: Pat
                     forwarded = True
         signum = stop_requested()
     if code == INTERRUPTED_EXIT or (code != 0 and signum is not None):
-        raise TrainingInterrupted(checkpoint or job_file, -1, -1, signum)
+        raise TrainingInterrupted(None, None, None, signum)
     if code != 0:
         raise RuntimeError(
             f"distributed training ({nproc} processes, job {job_file}) failed with exit code {code}; "

@@ -24,16 +24,21 @@ _received: list[int] = []
 
 
 class TrainingInterrupted(MorphgenError):
-    """Training stopped on a signal after writing ``checkpoint``; a rerun resumes from it."""
+    """Training stopped on a signal after writing ``checkpoint``; a rerun resumes from it.
 
-    def __init__(self, checkpoint: Path, epoch: int, step: int, signum: int | None = None):
-        self.checkpoint = Path(checkpoint)
+    A launcher of several processes knows neither the checkpoint nor the step (None): each process has said
+    where it stopped in the log.
+    """
+
+    def __init__(
+        self, checkpoint: Path | None, epoch: int | None, step: int | None, signum: int | None = None
+    ):
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.epoch, self.step, self.signum = epoch, step, signum
         name = signal.Signals(signum).name if signum else "a stop request"
-        super().__init__(
-            f"training stopped on {name} in epoch {epoch + 1} after step {step}; checkpoint {checkpoint} "
-            "written, a rerun resumes from it"
-        )
+        where = "" if epoch is None else f" in epoch {epoch + 1} after step {step}"
+        saved = "each process's checkpoint (log above)" if checkpoint is None else f"checkpoint {checkpoint}"
+        super().__init__(f"training stopped on {name}{where}; {saved} written, a rerun resumes from it")
 
 
 def stop_requested() -> int | None:
