@@ -50,6 +50,7 @@ COSTS = {
     "subjects_per_job": (20, "config", "profiles/slurm: group-components preprocess"),
     "cpu_slots": (400, "assumed", "profiles/slurm: jobs 100 x cores 4, all running at once"),
     "sample_batch": (8, "config", "config.yaml model.sampling.batch_size (paper.yaml keeps it)"),
+    "images_per_job": (50, "config", "config.yaml evaluation.images_per_job: segmentation and SyN jobs"),
 }
 V = {name: value for name, (value, _, _) in COSTS.items()}
 
@@ -58,13 +59,16 @@ AE_BATCH = {"24 GB": 3, "40 GB": 6, "80 GB": 14}  # configs/paper/gpu-*.yaml
 PRIOR_BATCH = {"24 GB": 9, "40 GB": 15, "80 GB": 32}  # configs/paper/gpu-*.yaml
 RUNTIME_H = {  # hours, the rules' runtime in workflow/rules/*.smk
     "train_autoencoder": 24, "encode": 6, "reconstruction": 1, "train_prior": 24, "generate": 12,
-    "segment_real": 6, "normalise_real": 6, "segment_reconstructions": 1, "segment_synthetic": 6,
+    "segment_real": 6, "normalise_real": 6, "segment_reconstructions": 6, "segment_synthetic": 6,
     "normalise_synthetic": 6,
 }  # fmt: skip
 AE_GPUS = 8  # model.distributed.gpus of the summary and growth tables
-RESUMES = {"train_autoencoder", "train_prior"}  # rerun after a stop, they go on from checkpoints/last.pt
+# rerun after a stop, they go on from their checkpoints (training: checkpoints/last.pt; generation: the
+# scores, kept tokens and sampler state in samples/<subpop>/checkpoints/generate.pt)
+RESUMES = {"train_autoencoder", "train_prior", "generate"}
 # jobs that stages() does not list: check_inputs, split, qc_table, reconstruction_volumes, table1_fidelity,
-# table2_volumes, memorisation, region_effects, vbm, loss_figure (one each); sample_grid (per sub-population)
+# table2_volumes, memorisation, region_effects, vbm, loss_figure (one each); sample_grid (per sub-population).
+# The gather_* rules that join batch tables run in the Snakemake process itself (localrules), not as jobs.
 OTHER_JOBS, OTHER_JOBS_PER_SUBPOP = 10, 1
 
 
@@ -121,6 +125,17 @@ def stages(run: Run, tier: str, ae_gpus: int = 1) -> list[dict]:
     launch_h = math.ceil(n_gen / V["sample_batch"]) * 1400 * V["sample_ops_per_token"] * V["launch_s"] / 3600
     generate = max(flop_h, launch_h) + gpu_hours(n_gen * V["decode_score_flops"], tier)
     cpu = lambda n, key: n * V[key] / 3600  # noqa: E731
+    per_job = V["images_per_job"]
+
+    def batched(n_images: int, key: str, groups: int = 1) -> tuple:
+        """CPU-h, jobs and longest job of a stage run in jobs of images_per_job images."""
+        return (
+            0,
+            cpu(groups * n_images, key),
+            groups * math.ceil(n_images / per_job),
+            cpu(min(n_images, per_job), key),
+        )
+
     rows = [
         ("preprocess", 0, cpu(run.n_all, "preprocess_s"), math.ceil(run.n_all / V["subjects_per_job"]), 0),
         ("train_autoencoder", ae, 0, 1, ae / ae_gpus),
@@ -128,17 +143,18 @@ def stages(run: Run, tier: str, ae_gpus: int = 1) -> list[dict]:
         ("reconstruction", gpu_hours(run.n_test * V["ae_forward_flops"], tier), 0, 1, None),
         ("train_prior", sum(prior), 0, s, max(prior)),
         ("generate", s * generate, 0, s, generate),
-        ("segment_real", 0, cpu(run.n_all, "segment_s"), 1, None),
-        ("normalise_real", 0, cpu(run.n_all, "normalise_s"), 1, None),
-        ("segment_reconstructions", 0, cpu(run.n_test, "segment_s"), 1, None),
-        ("segment_synthetic", 0, cpu(s * run.n_keep, "segment_s"), s, cpu(run.n_keep, "segment_s")),
-        ("normalise_synthetic", 0, cpu(s * run.n_keep, "normalise_s"), s, cpu(run.n_keep, "normalise_s")),
+        ("segment_real", *batched(run.n_all, "segment_s")),
+        ("normalise_real", *batched(run.n_all, "normalise_s")),
+        ("segment_reconstructions", *batched(run.n_test, "segment_s")),
+        ("segment_synthetic", *batched(run.n_keep, "segment_s", s)),
+        ("normalise_synthetic", *batched(run.n_keep, "normalise_s", s)),
     ]
+    job_hours = {"train_autoencoder": [ae / ae_gpus], "train_prior": prior, "generate": [generate] * s}
     out = []
     for name, gpu, cpu_h, jobs, longest in rows:
         longest = (gpu or cpu_h) if longest is None else longest
         if name in RESUMES:  # one more submission per runtime limit passed (resumed from its checkpoint)
-            jobs = sum(math.ceil(h / RUNTIME_H[name]) for h in ([longest] if jobs == 1 else prior))
+            jobs = sum(math.ceil(h / RUNTIME_H[name]) for h in job_hours[name])
         out.append({"stage": name, "gpu_h": gpu, "cpu_h": cpu_h, "jobs": jobs, "longest_h": longest})
     return out
 
@@ -166,22 +182,26 @@ def wall_hours(run: Run, tier: str, gpus: int) -> dict[str, float]:
     """Hours on ``gpus`` GPUs as the pipeline runs today, and a lower bound if every stage were split evenly.
 
     Today train_autoencoder gets the GPUs of one node (model.distributed.gpus), every other GPU job one GPU,
-    and only the sub-populations' jobs run side by side; the CPU rules other than preprocess are one job for
-    all images, running beside the GPU stages. The lower bound spreads all GPU work over ``gpus`` and all CPU
-    work over the CPU slots.
+    and only the sub-populations' jobs run side by side; segmentation and SyN run in jobs of images_per_job
+    images on the CPU slots, those of the real images beside the GPU stages. The lower bound spreads all GPU
+    work over ``gpus`` and all CPU work over the CPU slots.
     """
     ae_gpus = min(gpus, int(V["gpus_per_node"]))
     by = {row["stage"]: row for row in stages(run, tier, ae_gpus)}
     waves = math.ceil(len(run.subpops) / gpus)
     pre = by["preprocess"]["cpu_h"] / V["cpu_slots"]
+
+    def on_slots(stage: str) -> float:  # its jobs spread over the CPU slots, no shorter than its longest job
+        return max(by[stage]["longest_h"], by[stage]["cpu_h"] / V["cpu_slots"])
+
     gpu_path = (
         by["train_autoencoder"]["longest_h"]
         + max(by["encode"]["longest_h"], by["reconstruction"]["longest_h"])
         + waves * (by["train_prior"]["longest_h"] + by["generate"]["longest_h"])
-        + by["segment_synthetic"]["longest_h"]
-        + by["normalise_synthetic"]["longest_h"]
+        + on_slots("segment_synthetic")
+        + on_slots("normalise_synthetic")
     )
-    cpu_path = by["segment_real"]["longest_h"] + by["normalise_real"]["longest_h"]
+    cpu_path = on_slots("segment_real") + on_slots("normalise_real")
     gpu_total = sum(row["gpu_h"] for row in by.values())
     cpu_total = sum(row["cpu_h"] for row in by.values())
     return {

@@ -205,3 +205,38 @@ def test_generate_keeps_the_top_scores_in_order(run, tmp_path):
     # same seed, same samples: generation is reproducible
     run["family"].generate(root / "ae/model.pt", root / "prior/model.pt", 7, 3, tmp_path / "b", affine, False)
     assert (tmp_path / "b/scores.tsv").read_text() == (out / "scores.tsv").read_text()
+
+
+def test_generation_stopped_between_batches_resumes_to_the_same_samples(run, tmp_path, monkeypatch):
+    """SIGTERM after the first batch (3 of 7): the rerun draws only the other 4 and writes the same files."""
+    import signal
+
+    import morphgen.models.families.vqvae_transformer as family_module
+    from morphgen.models.preemption import TrainingInterrupted, request_stop, stop_on_signals
+
+    root, family = run["root"], run["family"]
+    args = (root / "ae/model.pt", root / "prior/model.pt", 7, 3)
+    family.generate(*args, tmp_path / "whole", GRID.affine, False)
+
+    scored, score = [], family_module.discriminator_score
+
+    def score_then_stop(disc, images):
+        scored.append(len(images))
+        if len(scored) == 1:
+            request_stop(signal.SIGTERM)
+        return score(disc, images)
+
+    monkeypatch.setattr(family_module, "discriminator_score", score_then_stop)
+    out = tmp_path / "resumed"
+    with stop_on_signals(), pytest.raises(TrainingInterrupted, match="SIGTERM after 3 of 7 samples"):
+        family.generate(*args, out, GRID.affine, False)
+    assert (out / "checkpoints/generate.pt").is_file()
+    assert not (out / "scores.tsv").exists() and not list(out.glob("*.nii.gz"))  # nothing looks done
+
+    family.generate(*args, out, GRID.affine, False)
+    assert scored == [3, 3, 1]  # the first batch was not drawn again
+    assert (out / "scores.tsv").read_text() == (tmp_path / "whole/scores.tsv").read_text()
+    for name in ("sample-0000.nii.gz", "sample-0001.nii.gz", "sample-0002.nii.gz"):
+        a, b = (nib.load(str(d / name)).get_fdata() for d in (out, tmp_path / "whole"))
+        assert np.array_equal(a, b), name
+    assert not (out / "checkpoints").exists()  # finished: a forced rerun starts afresh

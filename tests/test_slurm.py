@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import slurm_cluster
 import torch
@@ -90,6 +91,7 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
         "mem_mb=6000",
         "--",
         str(results / "models/autoencoder/model.pt"),
+        str(results / "volumes/real.tsv"),
     ]
     env = dict(cluster, PYTHONPATH=str(REPO / "src"))
     # SIGINT, not SIGTERM: snakemake under the SLURM executor ignores SIGTERM while jobs run
@@ -114,6 +116,10 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
     jobs = _job_ids(output)
     assert GPU_RULES <= set(jobs) and {"demo_cohort", "split", "preprocess"} <= set(jobs), jobs
     assert len(jobs["preprocess"]) == 1  # all eight subjects in one grouped job
+    # segmentation in jobs of images_per_job (4) subjects; their tables joined in Snakemake itself (localrule)
+    n_subjects = len(pd.read_csv(results / "split/subjects.tsv", sep="\t"))
+    assert len(jobs["segment_real"]) == -(-n_subjects // 4) and "gather_real_volumes" not in jobs, jobs
+    assert len(pd.read_csv(results / "volumes/real.tsv", sep="\t")) == n_subjects
     # the signalled training job stopped with code 75, its resubmission resumed and completed
     assert jobs["train_autoencoder"][0] == training and len(jobs["train_autoencoder"]) == 2, jobs
     assert slurm_cluster.job_record(training, cluster).get("JobState") == "FAILED"

@@ -1,6 +1,17 @@
+import pandas as pd
 import pytest
 
-from morphgen.stages import clear_stale_checkpoints, finish_training, image_map, subpop_of
+from morphgen.errors import SubjectError
+from morphgen.stages import (
+    clear_stale_checkpoints,
+    finish_training,
+    image_map,
+    modulated_maps,
+    pick,
+    subpop_of,
+)
+from morphgen.tsv import concat_tsvs, read_tsv, write_tsv
+from morphgen.workflow import batches
 
 
 def test_checkpoints_survive_a_rerun_with_the_same_settings_only(tmp_path):
@@ -82,3 +93,57 @@ def test_regions_come_from_the_onnx_labels_or_else_the_atlas():
     assert regions_source({"regions": {"source": "atlas"}}, {"backend": "onnx"}) == "atlas"
     with pytest.raises(ConfigError, match="only the onnx back-end"):
         regions_source({"regions": {"source": "segmentation"}}, {"backend": "atropos"})
+
+
+@pytest.mark.parametrize("n, size", [(12, 5), (10, 5), (3, 50), (1, 1)])
+def test_batches_take_every_id_once_in_order(n, size):
+    ids = [f"sub-{i:03d}" for i in range(n)]
+    runs = batches(ids, size)
+    assert list(runs) == [f"{k:04d}" for k in range(1, len(runs) + 1)]
+    assert [i for run in runs.values() for i in run] == ids
+    assert all(1 <= len(run) <= size for run in runs.values())
+    assert len(runs) == -(-n // size)
+
+
+def test_batches_refuse_an_empty_size():
+    with pytest.raises(ValueError, match="at least 1"):
+        batches(["a"], 0)
+
+
+def test_batch_tables_join_in_order_with_every_column(tmp_path):
+    first = pd.DataFrame({"participant_id": ["007", "002"], "gm_ml": [600.5, 610.25]})
+    second = pd.DataFrame(
+        {"participant_id": ["010"], "gm_ml": [float("nan")], "segmentation_error": ["blank image"]}
+    )
+    paths = [write_tsv(first, tmp_path / "b1.tsv"), write_tsv(second, tmp_path / "b2.tsv")]
+    joined = concat_tsvs(paths, tmp_path / "all.tsv")
+    back = read_tsv(tmp_path / "all.tsv")
+    assert list(back["participant_id"]) == ["007", "002", "010"]  # ids stay text
+    assert list(back.columns) == ["participant_id", "gm_ml", "segmentation_error"]
+    assert back["gm_ml"].iloc[:2].tolist() == [600.5, 610.25] and back["gm_ml"].isna().iloc[2]
+    assert back["segmentation_error"].isna().tolist() == [True, True, False]
+    assert len(joined) == 3
+    with pytest.raises(ValueError, match="no tables"):
+        concat_tsvs([], tmp_path / "none.tsv")
+
+
+def test_pick_keeps_the_batch_order_and_names_a_missing_subject(tmp_path):
+    images = {i: tmp_path / f"{i}_recon.nii.gz" for i in ("sub-1", "sub-2", "sub-3")}
+    assert list(pick(images, ["sub-3", "sub-1"], tmp_path)) == ["sub-3", "sub-1"]
+    with pytest.raises(SubjectError, match="sub-9") as err:
+        pick(images, ["sub-1", "sub-9"], tmp_path)
+    assert err.value.subject == "sub-9" and err.value.path == str(tmp_path)
+
+
+def test_modulated_maps_are_found_across_batch_folders(tmp_path):
+    for batch, ids in {"batch-0001": ["sub-1", "sub-2"], "batch-0002": ["sub-3"]}.items():
+        (tmp_path / batch).mkdir()
+        for i in ids:
+            (tmp_path / batch / f"{i}_mwp1.nii.gz").touch()
+            (tmp_path / batch / f"{i}_jacobian.nii.gz").touch()
+    found = modulated_maps([tmp_path / "batch-0001", tmp_path / "batch-0002"])
+    assert found == {
+        "sub-1": tmp_path / "batch-0001/sub-1_mwp1.nii.gz",
+        "sub-2": tmp_path / "batch-0001/sub-2_mwp1.nii.gz",
+        "sub-3": tmp_path / "batch-0002/sub-3_mwp1.nii.gz",
+    }

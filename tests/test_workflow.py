@@ -59,8 +59,18 @@ def test_end_to_end_outputs_are_sane(e2e_run):
             np.testing.assert_allclose(img.affine, grid.affine, atol=1e-4)
             assert np.isfinite(img.get_fdata()).all()
 
-    real = pd.read_csv(R / "volumes/real.tsv", sep="\t")
+    real = pd.read_csv(R / "volumes/real.tsv", sep="\t", dtype={"participant_id": str})
     assert len(real) == len(subjects)
+    # segmented in jobs of evaluation.images_per_job (5) subjects, joined in subject order
+    batches = sorted((R / "volumes/real").glob("batch-*.tsv"))
+    assert len(batches) == -(-len(subjects) // 5) >= 2
+    joined = pd.concat([pd.read_csv(b, sep="\t", dtype={"participant_id": str}) for b in batches])
+    assert list(joined["participant_id"]) == list(real["participant_id"]) == list(subjects["participant_id"])
+    for batch in batches:  # each job's label maps are its own subjects'
+        labels = R / "segmentation/real" / batch.name.removesuffix(".tsv")
+        assert sorted(p.name.split("_")[0] for p in labels.glob("*_dseg.nii.gz")) == sorted(
+            pd.read_csv(batch, sep="\t", dtype={"participant_id": str})["participant_id"]
+        )
     # plausible adult brains after affine normalisation to MNI (ml)
     assert real["brain_ml"].between(1000, 2500).all()
     assert real["gm_ml"].between(300, 1300).all() and real["wm_ml"].between(200, 1000).all()
@@ -104,7 +114,9 @@ def test_end_to_end_outputs_are_sane(e2e_run):
     for region in ("lateral_ventricle", "hippocampus", "thalamus", "caudate", "putamen", "pallidum"):
         assert both[f"{region}_ml"].between(0.5, 100).all(), region
     assert np.corrcoef(both["lateral_ventricle_ml"], both["true_ventricles_mni_ml"])[0, 1] > 0.8
-    for jac in (R / "normalised/real").glob("*_jacobian.nii.gz"):
+    jacobians = sorted((R / "normalised/real").glob("batch-*/*_jacobian.nii.gz"))
+    assert len(jacobians) == len(subjects)
+    for jac in jacobians:
         np.testing.assert_allclose(nib.load(jac).affine, grid.affine, atol=1e-4)
     effects = pd.read_csv(R / "tables/region_effects.tsv", sep="\t")
     assert set(effects["name"]) == {"age-old vs age-young", "diagnosis-ad vs diagnosis-cn", "age"}
@@ -140,6 +152,8 @@ def test_forcerun_redoes_only_the_stage_and_its_dependents(e2e_run):
     planned -= {"total", "job"}
     assert planned == {
         "segment_real",
+        "gather_real_volumes",
+        "gather_real_regions",
         "table2_volumes",
         "volumetry_truth",
         "reconstruction_volumes",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from morphgen.errors import ConfigError
+from morphgen.errors import ConfigError, SubjectError
 from morphgen.nifti import atomic_output
 from morphgen.tsv import read_tsv, write_tsv
 
@@ -79,6 +79,14 @@ def image_map(paths: str | Path | list[str]) -> dict[str, Path]:
         name = Path(p).name
         out[name.split("_")[0].split(".nii")[0]] = Path(p)
     return out
+
+
+def pick(images: dict[str, Path], ids: list[str], source) -> dict[str, Path]:
+    """The images of ``ids``, in that order; a missing one is named with the folder it was sought in."""
+    missing = [i for i in ids if i not in images]
+    if missing:
+        raise SubjectError(missing[0], source, f"no image for subject(s) {', '.join(missing)}")
+    return {i: images[i] for i in ids}
 
 
 def clear_stale_checkpoints(out_dir: Path, params: dict) -> None:
@@ -247,32 +255,39 @@ def region_tables(
     effects_scatter(effects, out_figure)
 
 
-def vbm(member_tsvs, real_dir, synth_dirs, subpop_cfg, space, vbm_cfg, out_dir, out_table, out_figure_dir):
-    """Grey-matter VBM per group contrast, real and synthetic, with the correlation of their t-maps."""
+def vbm(member_tsvs, real_dirs, synth_dirs, subpop_cfg, space, vbm_cfg, out_dir, out_table, out_figure_dir):
+    """Grey-matter VBM per group contrast, real and synthetic, with the correlation of their t-maps.
+
+    ``real_dirs`` are the folders of normalised real maps (one per batch); ``synth_dirs`` those of the
+    samples, each inside its sub-population's folder (``.../<subpop>/batch-0001``).
+    """
     import pandas as pd
 
-    from morphgen.metrics.morphometry import contrast_vbm, modulated_path
+    from morphgen.metrics.morphometry import contrast_vbm
     from morphgen.report.tables import read_members
     from morphgen.space import Grid
     from morphgen.templates import mni_t1
 
     template = mni_t1(Grid.from_config(space))
     members = {subpop_of(p): read_members(p) for p in member_tsvs}
-    synth_dirs = {Path(d).name: Path(d) for d in synth_dirs}
+    real = modulated_maps(real_dirs)
+    synthetic = {}
+    for folder in synth_dirs:
+        synthetic.setdefault(Path(folder).parent.name, {}).update(modulated_maps([folder]))
 
-    def present(folder, ids):
-        return [p for p in (modulated_path(folder, i) for i in ids) if p.exists()]
+    def present(ids):
+        return [real[i] for i in ids if i in real]
 
-    def samples(folder):
-        return sorted(Path(folder).glob("*_mwp1.nii.gz"))
+    def samples(subpop):
+        return [path for _, path in sorted(synthetic.get(subpop, {}).items())]
 
     rows = []
     for name, (a, b) in contrasts_of(subpop_cfg).items():
         row = contrast_vbm(
-            present(real_dir, members[a]),
-            present(real_dir, members[b]),
-            samples(synth_dirs[a]),
-            samples(synth_dirs[b]),
+            present(members[a]),
+            present(members[b]),
+            samples(a),
+            samples(b),
             template,
             Path(out_dir) / name,
             Path(out_figure_dir) / f"{name}.png",
@@ -283,6 +298,16 @@ def vbm(member_tsvs, real_dir, synth_dirs, subpop_cfg, space, vbm_cfg, out_dir, 
         )
         rows.append({"name": name, **row})
     write_tsv(pd.DataFrame(rows), out_table)
+
+
+def modulated_maps(folders) -> dict[str, Path]:
+    """Image id -> its modulated grey-matter map, over the folders of :func:`normalise`'s batches."""
+    from morphgen.metrics.morphometry import modulated_path
+
+    suffix = modulated_path(".", "").name
+    return {
+        p.name.removesuffix(suffix): p for folder in folders for p in sorted(Path(folder).glob(f"*{suffix}"))
+    }
 
 
 def memorisation(subjects_tsv, real_images, sample_paths, subpops, cfg: dict, out_table, out_summary):

@@ -23,3 +23,15 @@ def read_tsv(path: str | Path) -> pd.DataFrame:
     header = pd.read_csv(path, sep="\t", nrows=0).columns
     text = {col: str for col in header if col in ID_COLUMNS or str(col).endswith("_id")}
     return pd.read_csv(path, sep="\t", na_values=[NA_REP], dtype=text)
+
+
+def concat_tsvs(paths: list[str | Path], out_path: str | Path) -> pd.DataFrame:
+    """One table from tables with the same id column (a rule's batches), rows in the order given.
+
+    Columns missing from a table (an error column that only one batch has) are n/a in its rows.
+    """
+    if not paths:
+        raise ValueError(f"no tables to join into {out_path}")
+    table = pd.concat([read_tsv(p) for p in paths], ignore_index=True, sort=False)
+    write_tsv(table, out_path)
+    return table

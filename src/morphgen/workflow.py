@@ -33,6 +33,17 @@ def set_threads(n: int) -> None:
         pass
 
 
+def batches(ids: list[str], size: int) -> dict[str, list[str]]:
+    """Consecutive runs of ``size`` ids, named ``0001``, ``0002``, ...: one job segments or registers one run.
+
+    Segmenting or registering a UK Biobank cohort in one job would take weeks; in runs of ``size`` images each
+    job fits a cluster's time limit, and a job that fails loses only its own run.
+    """
+    if size < 1:
+        raise ValueError(f"images per job must be at least 1, not {size}")
+    return {f"{k + 1:04d}": list(ids[i : i + size]) for k, i in enumerate(range(0, len(ids), size))}
+
+
 @contextlib.contextmanager
 def logged(smk: Any) -> Iterator[logging.Logger]:
     """Run a rule's body with stdout/stderr (progress bars included) appended to the rule's log file.

@@ -4,6 +4,8 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
+from morphgen.workflow import batches
+
 validate(config, schema="../schemas/config.schema.yaml")
 
 R = config["results"]
@@ -31,8 +33,14 @@ PT_DEMO_IDS = [
 ]
 
 
+# segmentation and SyN run in jobs of this many images, so that no job outgrows a cluster's time limit
+IMAGES_PER_JOB = config["evaluation"].get("images_per_job", 50)
+SAMPLE_BATCHES = batches(SAMPLE_IDS, IMAGES_PER_JOB)
+
+
 wildcard_constraints:
     subject=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    batch=r"\d{4}",
     subpop=r"[A-Za-z0-9]+-[A-Za-z0-9]+",
 
 
@@ -129,14 +137,36 @@ def preprocessed_images(split=None):
     return _inputs
 
 
-def preprocessed_masks(split=None):
+def mask_of(subject):
+    return f"{R}/preprocessed/{subject}/{subject}_space-MNI152_desc-brain_mask.nii.gz"
+
+
+def subject_batches(split=None):
+    """Batch name -> its subjects (all usable subjects, or one split's), known once the split ran."""
+    return batches(subject_ids(split), IMAGES_PER_JOB)
+
+
+def batch_files(pattern, split=None):
+    """``pattern`` (with ``{batch}``) for every batch of subjects: what a gathering rule reads."""
+
     def _inputs(wildcards):
-        return [
-            f"{R}/preprocessed/{s}/{s}_space-MNI152_desc-brain_mask.nii.gz"
-            for s in subject_ids(split)
-        ]
+        return [pattern.format(batch=b) for b in subject_batches(split)]
 
     return _inputs
+
+
+def batch_subjects(to_path, split=None):
+    """``to_path(subject)`` for the subjects of the job's batch."""
+
+    def _inputs(wildcards):
+        return [to_path(s) for s in subject_batches(split)[wildcards.batch]]
+
+    return _inputs
+
+
+def sample_batch(wildcards):
+    """The kept samples of one sub-population in the job's batch."""
+    return [f"{R}/samples/{wildcards.subpop}/{s}.nii.gz" for s in SAMPLE_BATCHES[wildcards.batch]]
 
 
 def all_samples(wildcards):

@@ -120,7 +120,7 @@ rule generate:
         samples=expand(f"{R}/samples/{{{{subpop}}}}/{{sample}}.nii.gz", sample=SAMPLE_IDS),
         scores=f"{R}/samples/{{subpop}}/scores.tsv",
     params:
-        sampling=SAMPLING,
+        sampling={k: v for k, v in SAMPLING.items() if k != "checkpoint_minutes"},  # not a result
         n_keep=N_KEEP,
         n_generate=N_GENERATE,
         space=config["space"],

@@ -1,23 +1,28 @@
 # Every image registered to the MNI template once (SyN); regional volumes, VBM and the regional effects.
 
 
+localrules:
+    gather_real_regions,
+    gather_synthetic_regions,
+
+
 rule normalise_real:
-    """Real images to the MNI template: Jacobian and modulated grey-matter maps, regional volumes."""
+    """One batch of real images to the MNI template: Jacobian and modulated grey-matter maps, regional volumes."""
     input:
-        images=preprocessed_images(),
+        images=batch_subjects(preprocessed),
         segmentation=rules.segment_real.output.labels,
         volumes=rules.segment_real.output.volumes,
     output:
-        maps=directory(f"{R}/normalised/real"),
-        regions=f"{R}/volumes/regions/real.tsv",
+        maps=directory(f"{R}/normalised/real/batch-{{batch}}"),
+        regions=f"{R}/volumes/regions/real/batch-{{batch}}.tsv",
     params:
         space=config["space"],
         evaluation=config["evaluation"],
         segmentation=config["segmentation"],
     log:
-        log_for("normalise_real"),
+        log_for("normalise_real", "batch"),
     benchmark:
-        benchmark_for("normalise_real")
+        benchmark_for("normalise_real", "batch")
     threads: 2
     resources:
         mem_mb=4000,
@@ -28,23 +33,42 @@ rule normalise_real:
         "../scripts/normalise.py"
 
 
-rule normalise_synthetic:
-    """The same for the kept samples of one sub-population."""
+rule gather_real_regions:
+    """One table of the real subjects' regional volumes, from its batches."""
     input:
-        images=rules.generate.output.samples,
+        tables=batch_files(f"{R}/volumes/regions/real/batch-{{batch}}.tsv"),
+    output:
+        table=f"{R}/volumes/regions/real.tsv",
+    log:
+        log_for("gather_real_regions"),
+    benchmark:
+        benchmark_for("gather_real_regions")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"
+
+
+rule normalise_synthetic:
+    """The same for one batch of the kept samples of a sub-population."""
+    input:
+        images=sample_batch,
         segmentation=rules.segment_synthetic.output.labels,
         volumes=rules.segment_synthetic.output.volumes,
     output:
-        maps=directory(f"{R}/normalised/synthetic/{{subpop}}"),
-        regions=f"{R}/volumes/regions/synthetic/{{subpop}}.tsv",
+        maps=directory(f"{R}/normalised/synthetic/{{subpop}}/batch-{{batch}}"),
+        regions=f"{R}/volumes/regions/synthetic/{{subpop}}/batch-{{batch}}.tsv",
     params:
         space=config["space"],
         evaluation=config["evaluation"],
         segmentation=config["segmentation"],
     log:
-        log_for("normalise_synthetic", "subpop"),
+        log_for("normalise_synthetic", "subpop", "batch"),
     benchmark:
-        benchmark_for("normalise_synthetic", "subpop")
+        benchmark_for("normalise_synthetic", "subpop", "batch")
     threads: 1
     resources:
         mem_mb=4000,
@@ -55,12 +79,34 @@ rule normalise_synthetic:
         "../scripts/normalise.py"
 
 
+rule gather_synthetic_regions:
+    """One table of a sub-population's sample regional volumes, from its batches."""
+    input:
+        tables=expand(
+            f"{R}/volumes/regions/synthetic/{{{{subpop}}}}/batch-{{batch}}.tsv",
+            batch=list(SAMPLE_BATCHES),
+        ),
+    output:
+        table=f"{R}/volumes/regions/synthetic/{{subpop}}.tsv",
+    log:
+        log_for("gather_synthetic_regions", "subpop"),
+    benchmark:
+        benchmark_for("gather_synthetic_regions", "subpop")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"
+
+
 rule region_effects:
     """Regional volumes real vs synthetic (Cohen's d), group and age effects per region, their agreement."""
     input:
         subjects=f"{R}/split/subjects.tsv",
         members=MEMBER_LISTS,
-        real=rules.normalise_real.output.regions,
+        real=rules.gather_real_regions.output.table,
         synthetic=expand(f"{R}/volumes/regions/synthetic/{{subpop}}.tsv", subpop=SUBPOPS),
     output:
         volumes=report(
@@ -107,8 +153,10 @@ rule vbm:
     """Grey-matter VBM of each group contrast, real and synthetic t-maps, and their voxel-wise correlation."""
     input:
         members=MEMBER_LISTS,
-        real=rules.normalise_real.output.maps,
-        synthetic=expand(f"{R}/normalised/synthetic/{{subpop}}", subpop=SUBPOPS),
+        real=batch_files(f"{R}/normalised/real/batch-{{batch}}"),
+        synthetic=expand(
+            f"{R}/normalised/synthetic/{{subpop}}/batch-{{batch}}", subpop=SUBPOPS, batch=list(SAMPLE_BATCHES)
+        ),
     output:
         maps=directory(f"{R}/vbm"),
         table=report(

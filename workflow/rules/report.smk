@@ -65,7 +65,7 @@ rule table2_volumes:
     """Table 2: tissue volumes real vs synthetic, two-sided t-tests, Bonferroni; effects and figure."""
     input:
         members=MEMBER_LISTS,
-        real=rules.segment_real.output.volumes,
+        real=rules.gather_real_volumes.output.table,
         synthetic=SYNTH_VOLUMES,
     output:
         table=report(
@@ -107,7 +107,7 @@ rule volumetry_truth:
     """Simulated demo only: measured volumes of the real images against the known truth."""
     input:
         sheet=f"{R}/demo_cohort/participants.tsv",
-        measured=rules.segment_real.output.volumes,
+        measured=rules.gather_real_volumes.output.table,
     output:
         table=report(
             f"{R}/tables/volumetry_truth.tsv",
@@ -137,8 +137,8 @@ rule volumetry_truth:
 rule reconstruction_volumes:
     """Does the autoencoder keep each subject's anatomy? Volumes of reconstructions vs the real images."""
     input:
-        real=rules.segment_real.output.volumes,
-        reconstructed=rules.segment_reconstructions.output.volumes,
+        real=rules.gather_real_volumes.output.table,
+        reconstructed=rules.gather_reconstruction_volumes.output.table,
     output:
         table=report(
             f"{R}/tables/reconstruction_volumes.tsv",

@@ -1,20 +1,27 @@
 # Segmentation volumetry of real and synthetic images, with the back-end chosen in config['segmentation'].
+# Each job segments one batch of evaluation.images_per_job images; a gathering rule joins their tables.
+
+
+localrules:
+    gather_real_volumes,
+    gather_reconstruction_volumes,
+    gather_synthetic_volumes,
 
 
 rule segment_real:
-    """GM/WM/CSF/ventricle volumes (ml, MNI space) of every preprocessed real image."""
+    """GM/WM/CSF/ventricle volumes (ml, MNI space) of one batch of preprocessed real images."""
     input:
-        images=preprocessed_images(),
-        masks=preprocessed_masks(),
+        images=batch_subjects(preprocessed),
+        masks=batch_subjects(mask_of),
     output:
-        volumes=f"{R}/volumes/real.tsv",
-        labels=directory(f"{R}/segmentation/real"),
+        volumes=f"{R}/volumes/real/batch-{{batch}}.tsv",
+        labels=directory(f"{R}/segmentation/real/batch-{{batch}}"),
     params:
         segmentation=config["segmentation"],
     log:
-        log_for("segment_real"),
+        log_for("segment_real", "batch"),
     benchmark:
-        benchmark_for("segment_real")
+        benchmark_for("segment_real", "batch")
     threads: 2
     resources:
         mem_mb=4000,
@@ -25,19 +32,38 @@ rule segment_real:
         "../scripts/segment.py"
 
 
-rule segment_synthetic:
-    """The same volumetry for the kept synthetic samples of one sub-population."""
+rule gather_real_volumes:
+    """One table of the real subjects' volumes, from its batches."""
     input:
-        images=rules.generate.output.samples,
+        tables=batch_files(f"{R}/volumes/real/batch-{{batch}}.tsv"),
     output:
-        volumes=f"{R}/volumes/synthetic/{{subpop}}.tsv",
-        labels=directory(f"{R}/segmentation/synthetic/{{subpop}}"),
+        table=f"{R}/volumes/real.tsv",
+    log:
+        log_for("gather_real_volumes"),
+    benchmark:
+        benchmark_for("gather_real_volumes")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"
+
+
+rule segment_synthetic:
+    """The same volumetry for one batch of the kept synthetic samples of a sub-population."""
+    input:
+        images=sample_batch,
+    output:
+        volumes=f"{R}/volumes/synthetic/{{subpop}}/batch-{{batch}}.tsv",
+        labels=directory(f"{R}/segmentation/synthetic/{{subpop}}/batch-{{batch}}"),
     params:
         segmentation=config["segmentation"],
     log:
-        log_for("segment_synthetic", "subpop"),
+        log_for("segment_synthetic", "subpop", "batch"),
     benchmark:
-        benchmark_for("segment_synthetic", "subpop")
+        benchmark_for("segment_synthetic", "subpop", "batch")
     threads: 1
     resources:
         mem_mb=4000,
@@ -48,25 +74,66 @@ rule segment_synthetic:
         "../scripts/segment.py"
 
 
+rule gather_synthetic_volumes:
+    """One table of a sub-population's sample volumes, from its batches."""
+    input:
+        tables=expand(
+            f"{R}/volumes/synthetic/{{{{subpop}}}}/batch-{{batch}}.tsv", batch=list(SAMPLE_BATCHES)
+        ),
+    output:
+        table=f"{R}/volumes/synthetic/{{subpop}}.tsv",
+    log:
+        log_for("gather_synthetic_volumes", "subpop"),
+    benchmark:
+        benchmark_for("gather_synthetic_volumes", "subpop")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"
+
+
 rule segment_reconstructions:
-    """The same volumetry for the autoencoder's reconstructions of the test split, in each subject's mask."""
+    """The same volumetry for one batch of the autoencoder's test reconstructions, in each subject's mask."""
     input:
         images=rules.reconstruction.output.images,
-        masks=preprocessed_masks("test"),
+        masks=batch_subjects(mask_of, "test"),
     output:
-        volumes=f"{R}/volumes/reconstructions.tsv",
-        labels=directory(f"{R}/segmentation/reconstructions"),
+        volumes=f"{R}/volumes/reconstructions/batch-{{batch}}.tsv",
+        labels=directory(f"{R}/segmentation/reconstructions/batch-{{batch}}"),
     params:
         segmentation=config["segmentation"],
+        subjects=lambda wc: subject_batches("test")[wc.batch],
     log:
-        log_for("segment_reconstructions"),
+        log_for("segment_reconstructions", "batch"),
     benchmark:
-        benchmark_for("segment_reconstructions")
+        benchmark_for("segment_reconstructions", "batch")
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=6 * 60,
     conda:
         ENV
     script:
         "../scripts/segment.py"
+
+
+rule gather_reconstruction_volumes:
+    """One table of the reconstructions' volumes, from its batches."""
+    input:
+        tables=batch_files(f"{R}/volumes/reconstructions/batch-{{batch}}.tsv", "test"),
+    output:
+        table=f"{R}/volumes/reconstructions.tsv",
+    log:
+        log_for("gather_reconstruction_volumes"),
+    benchmark:
+        benchmark_for("gather_reconstruction_volumes")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"

@@ -7,7 +7,7 @@ with logged(snakemake):
     with atomic_directory(out.maps) as maps, atomic_directory(out.figures) as figures:
         stages.vbm(
             list(snakemake.input.members),
-            snakemake.input.real,
+            list(snakemake.input.real),
             list(snakemake.input.synthetic),
             snakemake.params.subpopulations,
             snakemake.params.space,

@@ -24,21 +24,28 @@ _received: list[int] = []
 
 
 class TrainingInterrupted(MorphgenError):
-    """Training stopped on a signal after writing ``checkpoint``; a rerun resumes from it.
+    """Training (or generation) stopped on a signal after writing ``checkpoint``; a rerun resumes from it.
 
     A launcher of several processes knows neither the checkpoint nor the step (None): each process has said
     where it stopped in the log.
     """
 
     def __init__(
-        self, checkpoint: Path | None, epoch: int | None, step: int | None, signum: int | None = None
+        self,
+        checkpoint: Path | None,
+        epoch: int | None,
+        step: int | None,
+        signum: int | None = None,
+        what: str = "training",
+        where: str | None = None,
     ):
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.epoch, self.step, self.signum = epoch, step, signum
         name = signal.Signals(signum).name if signum else "a stop request"
-        where = "" if epoch is None else f" in epoch {epoch + 1} after step {step}"
+        if where is None:
+            where = "" if epoch is None else f" in epoch {epoch + 1} after step {step}"
         saved = "each process's checkpoint (log above)" if checkpoint is None else f"checkpoint {checkpoint}"
-        super().__init__(f"training stopped on {name}{where}; {saved} written, a rerun resumes from it")
+        super().__init__(f"{what} stopped on {name}{where}; {saved} written, a rerun resumes from it")
 
 
 def stop_requested() -> int | None:

@@ -445,11 +445,14 @@ def sample_tokens(
     use_cache: bool = True,
     progress: bool = True,
     precision: str = "fp32",
+    generator: torch.Generator | None = None,
 ) -> Iterator[np.ndarray]:
     """Draw ``n`` token sequences of length ``model.seq_len`` (BOS not included), ``batch_size`` at a time.
 
     Yields int64 arrays (b, seq_len); the last batch may be smaller. The draws come from one generator seeded
-    with ``seed``, so the same arguments give the same tokens, with or without the key/value cache.
+    with ``seed``, so the same arguments give the same tokens, with or without the key/value cache. A
+    ``generator`` given instead (``seed`` is then unused) continues from its state: a generation that was
+    stopped after whole batches resumes with the draws it would have made.
     ``top_k=1`` is greedy decoding. The model is put in eval mode while sampling. ``precision="bf16"``
     runs the network under bfloat16 autocast (faster on GPUs; draws are still made in float64).
     """
@@ -461,7 +464,8 @@ def sample_tokens(
         raise ValueError(f"top_k must be None or >= 1, got {top_k}")
     device = next(model.parameters()).device
     autocast = autocast_for(precision, device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(seed)
     bar = tqdm(total=n * model.seq_len, desc="sampling", unit="tok", disable=not progress)
     try:
         for start in range(0, n, batch_size):

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import heapq
 import math
 from pathlib import Path
 
@@ -24,10 +23,13 @@ from morphgen.models.base import SCORES_TSV, ModelFamily, sample_filename
 from morphgen.models.checkpoint import load_autoencoder
 from morphgen.models.data import VolumeAugmentation, VolumeDataset
 from morphgen.models.distributed import distributed_settings
+from morphgen.models.generation import GenerationCheckpoint
 from morphgen.models.latents import decode_tokens, encode_subjects, load_token_sequences
 from morphgen.models.registry import register_family
+from morphgen.models.selection import BestSamples
 from morphgen.models.vqvae import discriminator_score
 from morphgen.nifti import atomic_output, save_volume
+from morphgen.weights import sha256sum
 
 # MS-SSIM kernel used when the grid allows it (the largest odd size that MONAI accepts is used otherwise).
 MSSSIM_KERNEL = 7
@@ -238,10 +240,13 @@ class VQVAETransformerFamily(ModelFamily):
     ) -> None:
         """Sample, decode, score and keep the best (see :meth:`ModelFamily.generate` for the files).
 
-        Uses ``model.sampling`` (batch_size, temperature, top_k, precision, seed: default model.seed), on the
-        GPU when there is one. The score is the mean raw PatchGAN output (least-squares GAN: about 1 for
-        real-looking, 0 for fake-looking); ties keep the earlier sample. Memory holds at most ``n_keep``
-        decoded volumes.
+        Uses ``model.sampling`` (batch_size, temperature, top_k, precision, seed: default model.seed,
+        checkpoint_minutes), on the GPU when there is one. The score is the mean raw PatchGAN output
+        (least-squares GAN: about 1 for real-looking, 0 for fake-looking); ties keep the earlier sample.
+        Memory holds the tokens of ``n_keep`` samples and one batch of volumes; the kept samples are decoded
+        again at the end. Every ``checkpoint_minutes`` and on a stop signal (``models.preemption``) the
+        scores, kept tokens and sampler state go to ``out_dir/checkpoints/generate.pt``; a rerun with the same
+        models and settings resumes there and writes what an uninterrupted run writes.
         """
         from morphgen.models.prior import load_prior, sample_tokens
 
@@ -258,22 +263,35 @@ class VQVAETransformerFamily(ModelFamily):
         length = int(np.prod(latent))
         codebook_size = int(network["codebook_size"])
         sampling = self.sampling_cfg
+        batch_size = int(sampling.get("batch_size", 8))
+        out_dir = Path(out_dir)
+        resume = GenerationCheckpoint(
+            out_dir / "checkpoints" / "generate.pt",
+            {
+                "n_generate": n_generate,
+                "n_keep": n_keep,
+                "sampling": {k: v for k, v in sampling.items() if k != "checkpoint_minutes"},
+                "seed": self.seed,
+                "device": device.type,
+                "autoencoder": sha256sum(model_path),
+                "prior": sha256sum(prior_path),
+            },
+            minutes=float(sampling.get("checkpoint_minutes", 10)),
+        )
+        generator = torch.Generator(device=device).manual_seed(int(sampling.get("seed", self.seed)))
+        best = resume.restore(generator) or BestSamples(n_keep)
         batches = sample_tokens(
             prior,
-            n=n_generate,
-            batch_size=int(sampling.get("batch_size", 8)),
+            n=n_generate - best.count,
+            batch_size=batch_size,
             temperature=float(sampling.get("temperature", 1.0)),
             top_k=sampling.get("top_k"),
-            seed=int(sampling.get("seed", self.seed)),
             progress=progress,
             precision=str(sampling.get("precision", "fp32")),
+            generator=generator,
         )
-        scores: list[float] = []
-        best: list[
-            tuple[float, int, np.ndarray]
-        ] = []  # min-heap of (score, -index, volume): the worst on top
         for tokens in batches:
-            tokens = np.asarray(tokens)[: n_generate - len(scores)]
+            tokens = np.asarray(tokens)[: n_generate - best.count]
             if tokens.ndim != 2 or tokens.shape[1] != length:
                 raise ConfigError(
                     f"the prior {prior_path} samples sequences of shape {tokens.shape[1:]}, but the "
@@ -283,34 +301,35 @@ class VQVAETransformerFamily(ModelFamily):
                 raise ConfigError(
                     f"the prior {prior_path} sampled tokens outside the codebook of {model_path}"
                 )
-            codes = torch.from_numpy(tokens.reshape((-1, *latent))).to(device)
-            images = decode_tokens(vqvae, codes).clamp(0.0, 1.0)
-            batch_scores = discriminator_score(disc, images)
-            images = images.cpu()
-            for image, score in zip(images, batch_scores.tolist(), strict=True):
-                index = len(scores)
-                scores.append(score)
-                item = (score, -index, image[0].numpy().copy())
-                if len(best) < n_keep:
-                    heapq.heappush(best, item)
-                elif n_keep and item[:2] > best[0][:2]:
-                    heapq.heapreplace(best, item)
-            if len(scores) >= n_generate:
+            codes = torch.from_numpy(tokens.reshape((-1, *latent)))
+            images = decode_tokens(vqvae, codes.to(device)).clamp(0.0, 1.0)
+            for code, score in zip(codes, discriminator_score(disc, images).tolist(), strict=True):
+                best.add(score, code.clone())
+            if best.count >= n_generate:
                 break
-        if len(scores) < n_generate:
-            raise RuntimeError(f"the prior produced {len(scores)} samples, {n_generate} were asked for")
+            resume.save_if_due(best, generator, of=n_generate)
+        if best.count < n_generate:
+            raise RuntimeError(f"the prior produced {best.count} samples, {n_generate} were asked for")
 
-        out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         files: dict[int, str] = {}
-        for rank, (_, neg_index, volume) in enumerate(sorted(best, key=lambda item: item[:2], reverse=True)):
-            name = sample_filename(rank)
-            save_volume(
-                out_dir / name, volume, affine, description="morphgen synthetic (VQ-VAE + transformer)"
-            )
-            files[-neg_index] = name
+        kept = best.kept()
+        for start in range(0, len(kept), batch_size):
+            chunk = kept[start : start + batch_size]
+            codes = torch.stack([code for _, _, code in chunk]).to(device)
+            volumes = decode_tokens(vqvae, codes).clamp(0.0, 1.0).cpu().numpy()
+            for rank, (index, _, _), volume in zip(
+                range(start, start + len(chunk)), chunk, volumes, strict=True
+            ):
+                name = sample_filename(rank)
+                save_volume(
+                    out_dir / name, volume[0], affine, description="morphgen synthetic (VQ-VAE + transformer)"
+                )
+                files[index] = name
+        scores = best.scores
         lines = ["index\tscore\tkept\tfile"]
         for index, score in enumerate(scores):
             lines.append(f"{index}\t{score:.9g}\t{index in files}\t{files.get(index, '')}")
         with atomic_output(out_dir / SCORES_TSV) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
+        resume.finish()
