@@ -1,8 +1,10 @@
 """A real single-node SLURM cluster on loopback for tests: munge, slurmctld and slurmd (Debian's slurm-wlm).
 
-Two partitions, ``cpu`` (default) and ``gpu``; the node declares one GPU as a GRES on /dev/null (there is no
-GPU), so a job on ``gpu`` that asks for it gets ``CUDA_VISIBLE_DEVICES=0``. Needs root: slurmd only reads
-/etc/slurm/slurm.conf inside its job steps, so the configuration is linked there while the cluster runs.
+Two partitions, ``cpu`` (default) and ``gpu``; the node declares two GPUs as GRES on /dev/null and /dev/zero
+(there is no GPU), so a job on ``gpu`` that asks for two gets ``CUDA_VISIBLE_DEVICES=0,1``. Its 16 GB of
+memory are declared, not enforced (no cgroups): what a two-GPU training job asks for. Needs root: slurmd
+only reads /etc/slurm/slurm.conf inside its job steps, so the configuration is linked there while the
+cluster runs.
 No accounting daemon: jobs are followed with ``squeue``/``scontrol`` (``MinJobAge`` keeps finished jobs
 visible for 10 minutes).
 """
@@ -38,7 +40,7 @@ def _node_line(host: str) -> str:
     fields = dict(f.split("=", 1) for f in out.split()[0:10] if "=" in f)
     keep = ("CPUs", "Boards", "SocketsPerBoard", "CoresPerSocket", "ThreadsPerCore")
     hw = " ".join(f"{k}={fields[k]}" for k in keep if k in fields)
-    return f"NodeName={host} NodeAddr=127.0.0.1 {hw} RealMemory=8000 Gres=gpu:1 State=UNKNOWN"
+    return f"NodeName={host} NodeAddr=127.0.0.1 {hw} RealMemory=16000 Gres=gpu:2 State=UNKNOWN"
 
 
 def _write_config(root: Path, host: str) -> None:
@@ -72,7 +74,9 @@ PartitionName=cpu Nodes={host} Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes={host} Default=NO MaxTime=INFINITE State=UP
 """
     )
-    (root / "gres.conf").write_text(f"AutoDetect=off\nNodeName={host} Name=gpu File=/dev/null Count=1\n")
+    # one file per GPU (a gpu GRES without File= is dropped and the node drains)
+    gpus = "".join(f"NodeName={host} Name=gpu File={f}\n" for f in ("/dev/null", "/dev/zero"))
+    (root / "gres.conf").write_text("AutoDetect=off\n" + gpus)
 
 
 def _stop(pid_file: Path) -> None:

@@ -1,12 +1,14 @@
 """The pipeline through `snakemake --profile profiles/slurm` on a real single-node SLURM cluster.
 
-A small DAG (simulated cohort, input checks, split, grouped preprocessing, autoencoder training) is submitted
-with the project's own profile. Checked from SLURM's records (``scontrol show job``): the GPU rule ran on the
-``gpu`` partition with a GPU request, every other job on ``cpu`` without one, and the preprocessing of all
-subjects ran as one grouped job. Once training has finished its first epoch, its job gets SIGTERM from SLURM
-(``scancel --signal=TERM``, what ``--signal=TERM@300`` sends before the time limit): it must checkpoint and
-exit 75, and the profile's retry must resubmit it and resume it to the end. Skipped where no cluster can
-start (no slurm-wlm, not root) unless MORPHGEN_REQUIRE_SLURM is set, as CI does, where it fails instead.
+A small DAG (simulated cohort, input checks, split, grouped preprocessing, autoencoder training on two GPUs,
+segmentation in batches) is submitted with the project's own profile. Checked from SLURM's records
+(``scontrol show job``): the GPU rule ran on the ``gpu`` partition with a request for two GPUs and trained in
+two torchrun processes, every other job on ``cpu`` without one, the preprocessing of all subjects ran as one
+grouped job and the segmentation as one job per batch. Once training has finished its first epoch, its job
+gets SIGTERM from SLURM (``scancel --signal=TERM``, what ``--signal=TERM@300`` sends before the time limit):
+it must checkpoint and exit 75, and the profile's retry must resubmit it and resume it to the end. Skipped
+where no cluster can start (no slurm-wlm, not root) unless MORPHGEN_REQUIRE_SLURM is set, as CI does, where
+it fails instead.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
     log = (results / "logs/train_autoencoder/train_autoencoder.log").read_text()
     info = torch.load(results / "models/autoencoder/model.pt", weights_only=True)["info"]
     assert info["epochs"] == 4 and info["steps"] % 4 == 0
+    assert info["processes"] == 2 and info["global_batch"] == 4  # two torchrun processes of batch 2
     for name, ids in jobs.items():
         for job_id in ids:
             record = slurm_cluster.job_record(job_id, cluster)
@@ -137,7 +140,8 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
             gpu_request = "gpu" in record.get("TresPerNode", "") + record.get("TresPerJob", "")
             if name in GPU_RULES:
                 assert record["Partition"] == "gpu" and gpu_request, (name, record)
+                assert "gpu:2" in record.get("TresPerNode", "") + record.get("TresPerJob", ""), record
             else:
                 assert record["Partition"] == "cpu" and not gpu_request, (name, record)
     # the GPU job saw the GPU it asked for, as the job's environment shows in the rule's log
-    assert "SLURM job" in log and "partition gpu" in log and "CUDA_VISIBLE_DEVICES=0" in log, log[-2000:]
+    assert "SLURM job" in log and "partition gpu" in log and "CUDA_VISIBLE_DEVICES=0,1" in log, log[-2000:]
