@@ -1,0 +1,130 @@
+"""Latent diffusion (seed 004): a conditioned MONAI ``DiffusionModelUNet``, DDPM training, DDPM/DDIM sampling.
+
+Conditioning is the seed's hybrid one (Rombach et al. 2022): the normalised covariates are concatenated to the
+noisy latent as constant channels and are also the context of the U-Net's cross-attention. The noise schedule
+is linear over 1,000 steps; the network predicts the added noise.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+from tqdm import tqdm
+
+from morphgen.errors import ConfigError
+
+TRAIN_STEPS = 1000
+# linear schedule of the brain LDM released with seed 004 (MONAI generative model zoo)
+BETA_START, BETA_END = 0.0015, 0.0205
+
+
+def unet_config(diffusion_cfg: dict, latent_channels: int, n_covariates: int) -> dict:
+    """The U-Net's constructor arguments: latent channels in and out, covariates as channels and context."""
+    channels = list(diffusion_cfg.get("channels", [64, 128, 128]))
+    attention = list(diffusion_cfg.get("attention_levels", [False, True, True]))
+    if len(attention) != len(channels):
+        raise ConfigError(
+            f"model.diffusion: {len(channels)} channels but {len(attention)} attention_levels (one per level)"
+        )
+    levels = list(zip(attention, channels, strict=True))
+    if n_covariates < 1:
+        raise ConfigError("model.diffusion needs at least one covariate to condition on")
+    return {
+        "spatial_dims": 3,
+        "in_channels": latent_channels + n_covariates,
+        "out_channels": latent_channels,
+        "channels": channels,
+        "attention_levels": attention,
+        "num_res_blocks": int(diffusion_cfg.get("num_res_blocks", 2)),
+        # one attention head per level that has attention, as wide as the level
+        "num_head_channels": list(diffusion_cfg.get("num_head_channels", [c if a else 0 for a, c in levels])),
+        "norm_num_groups": int(diffusion_cfg.get("norm_num_groups", 32)),
+        "with_conditioning": True,
+        "cross_attention_dim": n_covariates,
+    }
+
+
+def build_unet(net: dict) -> DiffusionModelUNet:
+    return DiffusionModelUNet(**net)
+
+
+def make_scheduler(kind: str, inference_steps: int | None = None) -> DDPMScheduler | DDIMScheduler:
+    """``ddpm`` (all 1,000 steps unless ``inference_steps``; what training uses) or ``ddim``."""
+    common = {
+        "num_train_timesteps": TRAIN_STEPS,
+        "schedule": "linear_beta",
+        "beta_start": BETA_START,
+        "beta_end": BETA_END,
+        "clip_sample": False,  # latents are not bounded like images
+    }
+    if kind == "ddpm":
+        scheduler = DDPMScheduler(**common)
+    elif kind == "ddim":
+        scheduler = DDIMScheduler(**common)
+    else:
+        raise ConfigError(f"sampler {kind!r}: use ddpm or ddim")
+    if inference_steps is not None:
+        if not 1 <= inference_steps <= TRAIN_STEPS:
+            raise ConfigError(f"sampling steps must be between 1 and {TRAIN_STEPS}, got {inference_steps}")
+        scheduler.set_timesteps(int(inference_steps))
+    return scheduler
+
+
+def predict_noise(
+    unet: torch.nn.Module, latents: torch.Tensor, timesteps: torch.Tensor, covariates: torch.Tensor
+) -> torch.Tensor:
+    """The U-Net's noise estimate, the covariates (batch, k) given as channels and as attention context."""
+    channels = covariates[:, :, None, None, None].expand(-1, -1, *latents.shape[2:])
+    return unet(torch.cat([latents, channels], dim=1), timesteps=timesteps, context=covariates[:, None, :])
+
+
+def diffusion_loss(
+    unet: torch.nn.Module,
+    scheduler: DDPMScheduler,
+    latents: torch.Tensor,
+    covariates: torch.Tensor,
+    generator: torch.Generator | None = None,
+    timesteps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """DDPM's simple loss: MSE between the noise added at a step (random unless given) and its estimate."""
+    if timesteps is None:
+        n = latents.shape[0]
+        timesteps = torch.randint(0, TRAIN_STEPS, (n,), generator=generator, device=latents.device)
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    noisy = scheduler.add_noise(original_samples=latents, noise=noise, timesteps=timesteps)
+    return torch.nn.functional.mse_loss(predict_noise(unet, noisy, timesteps, covariates), noise)
+
+
+@torch.no_grad()
+def sample_latents(
+    unet: torch.nn.Module,
+    scheduler: DDPMScheduler | DDIMScheduler,
+    covariates: torch.Tensor,
+    latent_shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Latents (batch, *latent_shape) for covariates (batch, k), from Gaussian noise by the scheduler's steps.
+
+    The same generator state gives the same latents. DDIM is deterministic after the first draw (eta 0).
+    """
+    device = covariates.device
+    x = torch.randn((covariates.shape[0], *latent_shape), generator=generator, device=device)
+    was_training = unet.training
+    unet.eval()
+    try:
+        for t in tqdm(
+            scheduler.timesteps, desc="denoising", unit="step", file=sys.stderr, disable=not progress
+        ):
+            timesteps = torch.full((x.shape[0],), int(t), device=device, dtype=torch.long)
+            noise = predict_noise(unet, x, timesteps, covariates)
+            if isinstance(scheduler, DDPMScheduler):
+                x, _ = scheduler.step(noise, int(t), x, generator=generator)
+            else:
+                x, _ = scheduler.step(noise, int(t), x)
+    finally:
+        unet.train(was_training)
+    return x

@@ -1,0 +1,79 @@
+"""Covariates of a conditioned model: the table, min-max ranges from training subjects, flags, grids."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from morphgen.errors import ConfigError, SubjectError
+from morphgen.models.covariates import DEFAULT_COVARIATES, CovariateScaler, covariate_table
+
+SUBJECTS = pd.DataFrame(
+    {"participant_id": ["s1", "s2", "s3", "s4"], "age": [50.0, 60.0, 70.0, 80.0], "sex": ["F", "M", "M", "F"]}
+)
+VOLUMES = pd.DataFrame(
+    {
+        "participant_id": ["s4", "s3", "s2", "s1"],  # another order: joined on the id
+        "ventricles_ml": [40.0, 30.0, 20.0, 10.0],
+        "brain_ml": [1100.0, 1200.0, 1300.0, 1400.0],
+    }
+)
+
+
+def test_table_takes_columns_from_the_sheet_and_the_volumes():
+    table = covariate_table(SUBJECTS, VOLUMES, DEFAULT_COVARIATES)
+    assert list(table.columns) == ["participant_id", "age", "sex", "ventricles", "brain"]
+    assert table["ventricles"].tolist() == [10.0, 20.0, 30.0, 40.0]
+    assert table["brain"].tolist() == [1400.0, 1300.0, 1200.0, 1100.0]
+
+
+def test_a_subject_without_a_value_is_named():
+    volumes = VOLUMES[VOLUMES.participant_id != "s3"]
+    with pytest.raises(SubjectError, match="s3.*ventricles_ml"):
+        covariate_table(SUBJECTS, volumes, DEFAULT_COVARIATES)
+    with pytest.raises(ConfigError, match="icv_ml"):
+        covariate_table(SUBJECTS, VOLUMES, {"icv": "icv_ml"})
+
+
+def test_min_max_of_the_training_subjects_and_extrapolation_flagged():
+    table = covariate_table(SUBJECTS, VOLUMES, DEFAULT_COVARIATES)
+    scaler = CovariateScaler.fit(table, list(DEFAULT_COVARIATES))
+    x = scaler.transform(table)
+    assert x.dtype == np.float32 and x.shape == (4, 4)
+    np.testing.assert_allclose(x[:, 0], [0, 1 / 3, 2 / 3, 1], rtol=1e-6)  # age 50..80
+    np.testing.assert_allclose(x[:, 1], [0, 1, 1, 0])  # sex: F=0, M=1
+    np.testing.assert_allclose(x[:, 2], [0, 1 / 3, 2 / 3, 1], rtol=1e-6)
+    assert scaler.outside(table).eq("").all()
+
+    asked = pd.DataFrame(
+        {"age": [65.0, 90.0], "sex": ["M", "F"], "ventricles": [55.0, 5.0], "brain": [1250.0] * 2}
+    )
+    np.testing.assert_allclose(scaler.transform(asked)[:, 2], [1.5, -1 / 6], rtol=1e-6)
+    assert scaler.outside(asked).tolist() == ["ventricles", "age,ventricles"]
+    with pytest.raises(ConfigError, match="'X'"):
+        scaler.transform(asked.assign(sex=["X", "F"]))
+    with pytest.raises(ConfigError, match="brain"):
+        scaler.transform(asked.drop(columns="brain"))
+
+
+def test_grid_varies_one_covariate_with_the_others_typical():
+    table = covariate_table(SUBJECTS, VOLUMES, DEFAULT_COVARIATES)
+    scaler = CovariateScaler.fit(table, list(DEFAULT_COVARIATES))
+    values = scaler.span("ventricles", 4, extend=0.5)
+    assert values == pytest.approx([-5.0, 15.0, 35.0, 55.0])
+    grid = scaler.grid("ventricles", values)
+    assert grid["ventricles"].tolist() == values
+    assert grid["age"].eq(65.0).all() and grid["brain"].eq(1250.0).all() and grid["sex"].eq("F").all()
+    assert scaler.outside(grid).tolist() == ["ventricles", "", "", "ventricles"]
+    assert scaler.span("sex", 5) == ["F", "M"]
+    with pytest.raises(ConfigError):
+        scaler.grid("height", [1.0])
+
+
+def test_scaler_goes_through_a_weights_only_file(tmp_path):
+    scaler = CovariateScaler.fit(
+        covariate_table(SUBJECTS, VOLUMES, DEFAULT_COVARIATES), list(DEFAULT_COVARIATES)
+    )
+    torch.save({"covariates": scaler.state_dict()}, tmp_path / "m.pt")
+    back = CovariateScaler.from_state_dict(torch.load(tmp_path / "m.pt", weights_only=True)["covariates"])
+    assert back == scaler

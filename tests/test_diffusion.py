@@ -1,0 +1,130 @@
+"""Latent diffusion: conditioning reaches the samples, samplers are reproducible and take their steps."""
+
+import pytest
+import torch
+
+from morphgen.errors import ConfigError
+from morphgen.models.diffusion import (
+    build_unet,
+    diffusion_loss,
+    make_scheduler,
+    predict_noise,
+    sample_latents,
+    unet_config,
+)
+
+TINY = {
+    "channels": [8, 16],
+    "attention_levels": [False, True],
+    "num_res_blocks": 1,
+    "num_head_channels": [0, 8],
+    "norm_num_groups": 4,
+}
+SHAPE = (1, 4, 4, 4)  # latent channels, then a 4^3 grid
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: more threads only add overhead (several times slower on two busy cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _unet(n_covariates=1):
+    torch.manual_seed(0)
+    return build_unet(unet_config(TINY, latent_channels=1, n_covariates=n_covariates))
+
+
+class ExactNoise(torch.nn.Module):
+    """The noise estimate of a perfect model of latents equal to 2c - 1, c read from the covariate channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.alphas_cumprod = make_scheduler("ddpm").alphas_cumprod
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # a parameter, as the samplers expect of a network
+
+    def forward(self, x, timesteps, context):
+        latents, channel = x[:, :1], x[:, 1:2]
+        assert torch.equal(channel[:, :, :1, :1, :1].flatten(), context.flatten())  # one covariate, both ways
+        a = self.alphas_cumprod[timesteps][:, None, None, None, None]
+        return (latents - a.sqrt() * (2 * channel - 1)) / (1 - a).sqrt()
+
+
+@pytest.mark.parametrize("sampler, steps", [("ddim", 50), ("ddim", 7), ("ddpm", 1000)])
+def test_samplers_reach_the_latent_the_covariate_asks_for(sampler, steps):
+    asked = torch.tensor([[0.0], [0.25], [1.0], [1.5]])  # 1.5: outside the range, as when extrapolating
+    latents = sample_latents(
+        ExactNoise(), make_scheduler(sampler, steps), asked, SHAPE, torch.Generator().manual_seed(0), False
+    )
+    expected = (2 * asked - 1)[:, :, None, None, None].expand(-1, *SHAPE)
+    torch.testing.assert_close(latents, expected, atol=1e-4, rtol=0)
+
+
+def test_a_training_step_lowers_the_loss_on_its_batch():
+    unet, scheduler = _unet(), make_scheduler("ddpm")
+    c = torch.rand(4, 1, generator=torch.Generator().manual_seed(1))
+    latents = (2 * c - 1)[:, :, None, None, None].expand(-1, *SHAPE).contiguous()
+    t = torch.tensor([100, 300, 500, 700])
+
+    def loss():
+        return diffusion_loss(unet, scheduler, latents, c, torch.Generator().manual_seed(2), t)
+
+    before = loss()
+    optimiser = torch.optim.SGD(unet.parameters(), lr=0.05)
+    before.backward()
+    optimiser.step()
+    assert loss() < before
+
+
+def test_same_generator_same_latents_and_ddim_takes_its_steps():
+    unet = _unet(n_covariates=2)
+    calls = []
+    unet.register_forward_hook(lambda *args: calls.append(1))
+    cov = torch.tensor([[0.2, 1.0], [0.7, 0.0]])
+    run = [
+        sample_latents(unet, make_scheduler("ddim", 10), cov, SHAPE, torch.Generator().manual_seed(5), False)
+        for _ in range(2)
+    ]
+    assert torch.equal(run[0], run[1]) and len(calls) == 20
+    other = sample_latents(
+        unet, make_scheduler("ddim", 10), cov, SHAPE, torch.Generator().manual_seed(6), False
+    )
+    assert not torch.allclose(run[0], other)
+    calls.clear()
+    ddpm = sample_latents(unet, make_scheduler("ddpm", 25), cov[:1], SHAPE, torch.Generator().manual_seed(5))
+    assert len(calls) == 25 and ddpm.shape == (1, *SHAPE)
+    assert len(make_scheduler("ddpm").timesteps) == 1000  # all of them unless fewer are asked for
+
+
+def test_the_covariates_are_both_channels_and_context():
+    unet = _unet(n_covariates=2)
+    with torch.no_grad():  # MONAI starts the output layer at zero: give every weight a value
+        for p in unet.parameters():
+            p.normal_(0, 0.2, generator=torch.Generator().manual_seed(p.numel()))
+    x, t = torch.randn(2, *SHAPE), torch.tensor([10, 500])
+    cov, other = torch.tensor([[0.0, 0.0], [0.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    a = predict_noise(unet, x, t, cov)
+    assert a.shape == x.shape and not torch.allclose(a, predict_noise(unet, x, t, other))
+
+    def channels(c):
+        return torch.cat([x, c[:, :, None, None, None].expand(-1, -1, *SHAPE[1:])], dim=1)
+
+    with torch.no_grad():  # each path on its own changes the estimate
+        assert torch.allclose(a, unet(channels(cov), timesteps=t, context=cov[:, None, :]))
+        assert not torch.allclose(a, unet(channels(other), timesteps=t, context=cov[:, None, :]))
+        assert not torch.allclose(a, unet(channels(cov), timesteps=t, context=other[:, None, :]))
+    net = unet_config(TINY, latent_channels=3, n_covariates=4)
+    assert net["in_channels"] == 7 and net["out_channels"] == 3 and net["cross_attention_dim"] == 4
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ConfigError, match="attention_levels"):
+        unet_config({**TINY, "attention_levels": [True]}, 1, 1)
+    with pytest.raises(ConfigError, match="covariate"):
+        unet_config(TINY, 1, 0)
+    with pytest.raises(ConfigError, match="ddpm or ddim"):
+        make_scheduler("euler")
+    with pytest.raises(ConfigError, match="between 1 and 1000"):
+        make_scheduler("ddim", 0)
