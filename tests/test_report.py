@@ -256,3 +256,41 @@ def test_volume_distributions_loss_curves_and_truth_scatter(cohort, tmp_path):
     truth = _truth()
     png = truth_scatter(truth, _measured(truth, 1.05), tmp_path / "truth.png")
     assert len(_png_shape(png)) == 3
+
+
+def test_conditioning_check_matches_samples_by_id_and_separates_extrapolation(tmp_path):
+    from morphgen.report.figures import conditioning_scatter
+    from morphgen.report.tables import conditioning_check
+
+    rng = np.random.default_rng(4)
+    asked = np.linspace(20, 60, 12)
+    requested = pd.DataFrame(
+        {
+            "participant_id": [f"sample-{i:04d}" for i in range(12)],
+            "ventricles": asked,
+            "brain": 1500.0,  # one value for all: no correlation to report
+            "outside_range": [""] * 10 + ["ventricles", "ventricles"],
+        }
+    )
+    measured = pd.DataFrame(
+        {
+            "participant_id": requested["participant_id"][::-1],  # another order: matched on id
+            "ventricles_ml": (1.1 * asked + rng.normal(0, 0.5, 12))[::-1],
+            "brain_ml": rng.normal(1500, 10, 12),
+        }
+    )
+    columns = {"ventricles": "ventricles_ml", "brain": "brain_ml", "age": "age"}  # age is not measured
+    table = conditioning_check(requested, measured, columns, out_tsv=tmp_path / "c.tsv")
+    assert set(table["covariate"]) == {"ventricles", "brain"}
+    vent = table[table.covariate == "ventricles"].set_index("samples")
+    assert vent.loc["all", "n"] == 12 and vent.loc["in range", "n"] == 10
+    assert vent.loc["all", "pearson_r"] > 0.99 and vent.loc["all", "bias_percent"] == pytest.approx(10, abs=2)
+    assert np.isnan(table.loc[table.covariate == "brain", "pearson_r"]).all()
+    # shuffled measurements: no correlation left
+    shuffled = measured.assign(participant_id=rng.permutation(measured["participant_id"]))
+    r = conditioning_check(requested, shuffled, columns).set_index(["covariate", "samples"])
+    assert abs(r.loc[("ventricles", "all"), "pearson_r"]) < 0.9
+    png = conditioning_scatter(requested, measured, columns, tmp_path / "c.png")
+    assert png.stat().st_size > 5000
+    with pytest.raises(ValueError, match="no covariate"):
+        conditioning_check(requested, measured, {"age": "age"})

@@ -20,6 +20,7 @@ from morphgen.report.tables import (
     TRUTH_TISSUES,
     _members,
     _values,
+    conditioning_pairs,
     read_tsv,
     reconstruction_pairs,
     truth_pairs,
@@ -347,6 +348,23 @@ def reconstruction_scatter(
     if not pairs:
         raise ValueError("reconstruction_scatter: the two volume tables share no <tissue>_ml column")
     return agreement_scatter(pairs, out_png, title, ("real image (ml)", "reconstruction (ml)"))
+
+
+def conditioning_scatter(
+    requested: pd.DataFrame | str | Path,
+    measured: pd.DataFrame | str | Path,
+    columns: Mapping[str, str],
+    out_png: str | Path,
+    *,
+    title: str = "Conditioned samples: measured vs requested volumes",
+) -> Path:
+    """Per measured covariate, the volume segmentation found against the one the sample was asked for."""
+    pairs = conditioning_pairs(_as_volumes(requested), _as_volumes(measured), columns)
+    if not pairs:
+        raise ValueError(
+            f"conditioning_scatter: no covariate among {list(columns)} is requested and measured"
+        )
+    return agreement_scatter(pairs, out_png, title, ("requested (ml)", "measured (ml)"))
 
 
 def agreement_scatter(

@@ -404,6 +404,58 @@ def reconstruction_pairs(real: pd.DataFrame, reconstructed: pd.DataFrame, tissue
     }
 
 
+def conditioning_pairs(
+    requested: pd.DataFrame, measured: pd.DataFrame, columns: Mapping[str, str], in_range: bool = False
+) -> dict:
+    """Covariate -> (requested, measured) per conditioned sample, for covariates that segmentation measures.
+
+    ``requested`` has an id column, one column per covariate and ``outside_range`` (what the sampler was
+    asked for); ``measured`` is the samples' volumes table; ``columns`` maps a covariate to its volume column
+    (``ventricles -> ventricles_ml``). With ``in_range``, samples asked for values outside the training range
+    are left out.
+    """
+    a_col, b_col = id_column(requested, "requested covariates"), id_column(measured, "measured volumes")
+    left = requested.assign(_id=requested[a_col].astype(str))
+    if in_range and "outside_range" in left.columns:
+        left = left[left["outside_range"].fillna("").astype(str).eq("")]
+    right = measured.assign(_id=measured[b_col].astype(str))
+    merged = left.merge(right, on="_id", how="inner", suffixes=("", "_measured"))
+    return {
+        name: (merged[name], merged[column])
+        for name, column in columns.items()
+        if name in merged.columns and column in merged.columns
+    }
+
+
+def conditioning_check(
+    requested: pd.DataFrame,
+    measured: pd.DataFrame,
+    columns: Mapping[str, str],
+    out_tsv: str | Path | None = None,
+) -> pd.DataFrame:
+    """Did the samples get the volumes they were asked for? (seed 004 §3.2: r = 0.972 for the ventricles.)
+
+    Per measured covariate, over all conditioned samples and over those asked for values inside the training
+    range: n, Pearson r between requested and measured, mean absolute and signed percentage differences.
+    Columns: covariate, samples (``all`` / ``in range``), n, pearson_r, mape_percent, bias_percent,
+    requested_mean_ml, measured_mean_ml.
+    """
+    tables = []
+    for label, in_range in (("all", False), ("in range", True)):
+        pairs = conditioning_pairs(requested, measured, columns, in_range=in_range)
+        table = volume_agreement(pairs, names=("requested", "measured"))
+        tables.append(table.rename(columns={"tissue": "covariate"}).assign(samples=label))
+    df = pd.concat(tables, ignore_index=True)
+    if df.empty:
+        raise ValueError(
+            f"conditioning check: no covariate among {list(columns)} is both requested and measured"
+        )
+    df = df[["covariate", "samples", *[c for c in df.columns if c not in ("covariate", "samples")]]]
+    if out_tsv is not None:
+        write_tsv(df, out_tsv)
+    return df
+
+
 def volume_agreement(
     pairs: Mapping[str, tuple[Sequence[float], Sequence[float]]], names: tuple[str, str]
 ) -> pd.DataFrame:
