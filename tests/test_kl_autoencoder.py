@@ -75,3 +75,85 @@ def test_training_reconstructs_a_phantom_better():
         optimiser.step()
     assert l1() < 0.5 * before
     assert torch.equal(latent_means(model, phantom), latent_means(model, phantom))
+
+
+# ---- trained by the shared autoencoder trainer -----------------------------------------------------------
+
+KL_CFG = {
+    "channels": [4, 8],
+    "latent_channels": 2,
+    "num_res_blocks": 1,
+    "norm_num_groups": 4,
+    "kl_weight": 1e-4,
+    "epochs": 2,
+    "batch_size": 2,
+    "lr": 1e-3,
+    "lr_decay": 0.999,
+    "disc_lr": 5e-4,
+    "disc_channels": 4,
+    "disc_layers": 2,
+    "l1_weight": 1.0,
+    "fft_weight": 0.0,
+    "adversarial_weight": 0.01,
+    "adversarial_start_epoch": 1,  # the GAN joins in epoch 2, where the run is stopped
+    "perceptual": {"weights": None},
+}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    import numpy as np
+    from conftest import phantom
+
+    from morphgen.nifti import save_volume
+    from morphgen.space import Grid
+
+    grid, root = Grid(4.0, (16, 24, 16)), tmp_path_factory.mktemp("kl_cohort")
+    rng = np.random.default_rng(3)
+    paths = [save_volume(root / f"sub-{i}.nii.gz", phantom(rng, grid.shape), grid.affine) for i in range(5)]
+    return paths[:4], paths[4:]
+
+
+def test_kl_training_stopped_mid_epoch_resumes_to_the_same_weights(images, tmp_path, monkeypatch):
+    """The KL autoencoder draws its latents from torch's global generator: the checkpoint must carry it."""
+    import os
+    import signal
+
+    from morphgen.models.autoencoder_training import AutoencoderTrainer
+    from morphgen.models.checkpoint import load_autoencoder
+    from morphgen.models.codecs import KLCodec
+    from morphgen.models.preemption import TrainingInterrupted, stop_on_signals
+    from morphgen.tsv import read_tsv
+
+    train, val = images
+
+    def trainer(out):
+        return AutoencoderTrainer(train, val, KL_CFG, tmp_path / out, seed=4, codec=KLCodec(KL_CFG))
+
+    straight = trainer("straight").fit(progress=False)
+    real, calls = AutoencoderTrainer._stop_now, []
+
+    def signal_in_third_step(self):  # epoch 2, step 1: the GAN has begun
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self)
+
+    monkeypatch.setattr(AutoencoderTrainer, "_stop_now", signal_in_third_step)
+    with stop_on_signals(), pytest.raises(TrainingInterrupted, match="SIGTERM in epoch 2 after step 3"):
+        trainer("resumed").fit(progress=False)
+    monkeypatch.setattr(AutoencoderTrainer, "_stop_now", real)
+    torch.manual_seed(999)  # the resumed run must not depend on the global state it starts from
+    resumed = trainer("resumed").fit(progress=False)
+
+    a, b = (torch.load(p, weights_only=True) for p in (straight, resumed))
+    for part in ("autoencoder", "discriminator"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), f"{part}.{key}"
+    model, disc, network = load_autoencoder(straight)
+    assert type(model).__name__ == "AutoencoderKL" and network["kind"] == "kl"
+    assert network["latent_shape"] == [2, 8, 12, 8]
+    rows = read_tsv(tmp_path / "straight/loss.tsv")
+    assert {"kl", "val_kl", "discriminator"} <= set(rows.columns) and "codes_used" not in rows.columns
+    assert (rows["kl"] > 0).all() and len(rows) == 2
+    assert (tmp_path / "resumed/loss.tsv").read_text().count("\n") == 3

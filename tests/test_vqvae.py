@@ -274,12 +274,12 @@ def test_model_pt_loads_weights_only_and_reproduces_outputs(cohort, tmp_path):
 
     vqvae, disc, network = load_autoencoder(path)  # rebuilt from the file alone
     x = VolumeDataset(val).batch([0, 1])
-    trainer.vqvae.eval()
+    trainer.autoencoder.eval()
     trainer.disc.eval()
     with torch.no_grad():
-        assert torch.equal(vqvae(x)[0], trainer.vqvae(x)[0])
+        assert torch.equal(vqvae(x)[0], trainer.autoencoder(x)[0])
         assert torch.equal(disc(x)[-1], trainer.disc(x)[-1])
-        assert torch.equal(vqvae.index_quantize(x), trainer.vqvae.index_quantize(x))
+        assert torch.equal(vqvae.index_quantize(x), trainer.autoencoder.index_quantize(x))
     assert not vqvae.training and not disc.training
 
 
@@ -316,14 +316,14 @@ def test_bf16_training_runs_in_bfloat16_and_keeps_float32_weights(cohort, tmp_pa
     train, val = split(cohort)
     cfg = {**AE_CFG, "epochs": 1, "adversarial_start_epoch": 0, "precision": "bf16"}
     seen = []
-    original = autoencoder_training.decode
+    original = vqvae_module.decode
 
     def spy(vqvae, quantised, recompute=False):
         out = original(vqvae, quantised, recompute)
         seen.append(out.dtype)
         return out
 
-    monkeypatch.setattr(autoencoder_training, "decode", spy)
+    monkeypatch.setattr(vqvae_module, "decode", spy)
     path = AutoencoderTrainer(train, val, cfg, tmp_path, seed=5).fit(progress=False)
     assert seen and set(seen) == {torch.bfloat16}
     weights = all_tensors(torch.load(path, weights_only=True))
@@ -364,13 +364,13 @@ def test_fine_tuning_starts_from_the_pretrained_model(cohort, tmp_path):
     blob = torch.load(pretrained, weights_only=True)
     tuned = AutoencoderTrainer(val + train[:1], val, cfg, tmp_path / "b", seed=2, init_from=pretrained)
     for name, state in (
-        ("autoencoder", tuned.vqvae.state_dict()),
+        ("autoencoder", tuned.autoencoder.state_dict()),
         ("discriminator", tuned.disc.state_dict()),
     ):
         assert all(torch.equal(state[k], blob[name][k]) for k in state), name  # codebook included
     scratch = AutoencoderTrainer(val + train[:1], val, cfg, tmp_path / "c", seed=2)
     assert not torch.equal(
-        scratch.vqvae.state_dict()["encoder.blocks.0.conv.weight"],
+        scratch.autoencoder.state_dict()["encoder.blocks.0.conv.weight"],
         blob["autoencoder"]["encoder.blocks.0.conv.weight"],
     )
     path = tuned.fit(progress=False)
@@ -395,7 +395,7 @@ def test_early_stopping_keeps_the_best_epoch(cohort, tmp_path, monkeypatch):
 
     def validate(self):
         terms = real_validate(self)
-        weights_after[self.epoch + 1] = {k: v.clone() for k, v in self.vqvae.state_dict().items()}
+        weights_after[self.epoch + 1] = {k: v.clone() for k, v in self.autoencoder.state_dict().items()}
         return {**terms, "total": next(scripted)}
 
     monkeypatch.setattr(AutoencoderTrainer, "validate", validate)

@@ -1,4 +1,7 @@
-"""Training the VQ-VAE with its PatchGAN discriminator: resumable, deterministic on CPU for a given seed.
+"""Training an autoencoder with its PatchGAN discriminator: resumable, deterministic on CPU for a given seed.
+
+The autoencoder is a VQ-VAE (seed 000) or a KL autoencoder (seed 004), described by a codec
+(``morphgen.models.codecs``); everything else here is shared.
 
 Determinism: network initialisation comes from ``torch.manual_seed(seed)``; the data order of epoch ``e`` and
 the augmentation of subject ``i`` in epoch ``e`` come from numpy generators seeded with ``(seed, e[, i])``, so
@@ -33,6 +36,7 @@ from morphgen.models.checkpoint import (
     save_autoencoder,
     set_rng_state,
 )
+from morphgen.models.codecs import Codec, VQCodec
 from morphgen.models.data import VolumeAugmentation, VolumeDataset, seed_for, torch_generator
 from morphgen.models.distributed import current_world, scaled_lr
 from morphgen.models.losses import (
@@ -44,15 +48,7 @@ from morphgen.models.losses import (
 )
 from morphgen.models.precision import autocast_for
 from morphgen.models.preemption import TrainingInterrupted, stop_requested
-from morphgen.models.vqvae import (
-    build_discriminator,
-    build_vqvae,
-    decode,
-    encode,
-    network_config,
-    restart_dead_codes,
-    set_mean_image,
-)
+from morphgen.models.vqvae import build_discriminator, restart_dead_codes, set_mean_image
 from morphgen.nifti import atomic_output
 
 CHECKPOINT_FORMAT = "morphgen-vqvae-checkpoint-1"
@@ -134,7 +130,9 @@ class AutoencoderTrainer:
         device: str | torch.device | None = None,
         init_from: Path | None = None,
         lr_scaling: str = "sqrt",
+        codec: Codec | None = None,
     ):
+        self.codec = codec or VQCodec(ae_cfg)
         self.world = current_world()
         self.device = torch.device(device) if device else self.world.device()
         self.settings = TrainingSettings.from_config(ae_cfg)
@@ -149,22 +147,22 @@ class AutoencoderTrainer:
                 f"validation volumes have shape {self.val_data.shape}, "
                 f"training volumes {self.train_data.shape}"
             )
-        self.network = network_config(ae_cfg, self.train_data.shape)
+        self.network = self.codec.network_config(self.train_data.shape)
         perceptual, perceptual_weight = build_perceptual_loss(ae_cfg.get("perceptual"))
 
         torch.manual_seed(self.seed)
-        self.vqvae = build_vqvae(self.network).to(self.device)
+        self.autoencoder = self.codec.build(self.network).to(self.device)
         self.disc = build_discriminator(self.network).to(self.device)
         self.init_from = None if init_from is None else Path(init_from)
         if self.init_from is not None:  # a pre-trained model keeps the mean image it learnt with
             self._load_pretrained(self.init_from)
-        elif self.network["subtract_mean"]:
+        elif self.network.get("subtract_mean"):
             with torch.no_grad():  # each process sums its share of the images
                 total = torch.zeros((1, *self.train_data.shape))
                 for i in self.world.share(len(self.train_data)):
                     total += self.train_data.get(i)
                 mean = self.world.all_reduce(total.to(self.device)) / len(self.train_data)
-                set_mean_image(self.vqvae, mean)
+                set_mean_image(self.autoencoder, mean)
         if self.settings.patience and self.val_data is None:
             raise ConfigError("early stopping (patience) needs validation images")
         self.recon_loss = ReconstructionLoss(
@@ -172,7 +170,7 @@ class AutoencoderTrainer:
         ).to(self.device)
         self.adv_criterion = adversarial_criterion()
         # the EMA codebook has no gradient
-        self.trainable = [p for p in self.vqvae.parameters() if p.requires_grad]
+        self.trainable = [p for p in self.autoencoder.parameters() if p.requires_grad]
         lr = scaled_lr(self.settings.lr, self.world.size, lr_scaling)
         disc_lr = scaled_lr(self.settings.disc_lr, self.world.size, lr_scaling)
         self.opt_g = torch.optim.Adam(self.trainable, lr=lr)
@@ -187,7 +185,7 @@ class AutoencoderTrainer:
         self.history: list[dict[str, float]] = []
         self.position: dict | None = None  # how far into self.epoch a stopped run got
         recompute = self.settings.activation_checkpointing
-        self.reconstructor = _Reconstructor(self.vqvae, self.autocast, recompute)
+        self.reconstructor = _Reconstructor(self.codec, self.autoencoder, self.autocast, recompute)
         self.critic: torch.nn.Module = self.disc
         if self.world.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -212,7 +210,7 @@ class AutoencoderTrainer:
             "seed": self.seed,
             "epoch": self.epoch,
             "step": self.step,
-            "autoencoder": self.vqvae.state_dict(),
+            "autoencoder": self.autoencoder.state_dict(),
             "discriminator": self.disc.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
@@ -237,7 +235,7 @@ class AutoencoderTrainer:
                 f"the pre-trained autoencoder {path} has another network ({', '.join(changed)} differ); "
                 "fine-tuning needs the same model.autoencoder network settings and grid"
             )
-        self.vqvae.load_state_dict(blob["autoencoder"])
+        self.autoencoder.load_state_dict(blob["autoencoder"])
         self.disc.load_state_dict(blob["discriminator"])
 
     def resume(self) -> bool:
@@ -261,7 +259,7 @@ class AutoencoderTrainer:
                 f"{self.world.size} process(es) x {self.settings.batch_size} = {self.global_batch}; resume "
                 "with the same model.distributed.gpus and batch_size, or delete it to start again"
             )
-        self.vqvae.load_state_dict(state["autoencoder"])
+        self.autoencoder.load_state_dict(state["autoencoder"])
         self.disc.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -304,7 +302,8 @@ class AutoencoderTrainer:
         rank 0 on resumption, so a rerun with any number of processes logs what an uninterrupted one would."""
         position = self.position
         position["sums"] = self.world.sum_values(position["sums"], self.device)
-        position["used"] = self._codes_used(position)
+        if self.codec.has_codebook:
+            position["used"] = self._codes_used(position)
         if self.world.is_main:
             save_atomic(self.state(), self.checkpoint_path)
         self.world.barrier()
@@ -321,12 +320,14 @@ class AutoencoderTrainer:
         :class:`TrainingInterrupted`."""
         epoch = self.epoch
         adversarial = self.settings.adversarial_on(epoch)
-        self.vqvae.train()
+        self.autoencoder.train()
         self.disc.train()
         batches = self._batches(epoch)
         if self.position is None:
-            used = torch.zeros(self.network["codebook_size"], dtype=torch.bool)
-            self.position = {"batch": 0, "sums": {}, "used": used, "restarts": 0}
+            self.position = {"batch": 0, "sums": {}}
+            if self.codec.has_codebook:
+                used = torch.zeros(self.network["codebook_size"], dtype=torch.bool)
+                self.position.update(used=used, restarts=0)
         position = self.position
         sums: dict[str, float] = position["sums"]
         for b in range(position["batch"], len(batches)):
@@ -340,10 +341,10 @@ class AutoencoderTrainer:
             images = self.train_data.batch(indices, rngs).to(self.device)
 
             self.opt_g.zero_grad(set_to_none=True)
-            encodings, recon, quantisation = self.reconstructor(images)
+            encodings, recon, regulariser = self.reconstructor(images)
             loss_g, terms = self.recon_loss(recon, images)
-            loss_g = loss_g + quantisation
-            terms["quantisation"] = quantisation
+            loss_g = loss_g + regulariser
+            terms[self.codec.regulariser] = regulariser
             if adversarial:
                 gen_adv = generator_adversarial_loss(self.adv_criterion, self._critic(recon))
                 loss_g = loss_g + self.settings.adversarial_weight * gen_adv
@@ -355,19 +356,8 @@ class AutoencoderTrainer:
             )
             self.opt_g.step()
             self.sched_g.step()
-            with torch.no_grad():
-                position["used"] |= torch.bincount(
-                    self.vqvae.quantizer.quantizer.quantize(encodings)[2].flatten().cpu(),
-                    minlength=len(position["used"]),
-                ).bool()
-            if self.settings.dead_code_threshold > 0:
-                generator = torch_generator(self.seed, "restart", self.step)
-                position["restarts"] += restart_dead_codes(
-                    self.vqvae,
-                    self.world.all_gather(encodings.detach()),
-                    self.settings.dead_code_threshold,
-                    generator,
-                )
+            if self.codec.has_codebook:
+                self._track_codes(encodings, position)
 
             if adversarial:
                 self.opt_d.zero_grad(set_to_none=True)
@@ -392,9 +382,27 @@ class AutoencoderTrainer:
             if signum is not None:
                 self._interrupt(signum)
         means = {key: total / len(batches) for key, total in self.world.sum_values(sums, self.device).items()}
-        used = self._codes_used(position)
         self.position = None
+        if not self.codec.has_codebook:
+            return means
+        used = self._codes_used(position)
         return {**means, "codes_used": int(used.sum()), "codes_restarted": position["restarts"]}
+
+    def _track_codes(self, encodings: torch.Tensor, position: dict) -> None:
+        """Codebook entries used this epoch; entries unused for long restart on encoder outputs."""
+        with torch.no_grad():
+            position["used"] |= torch.bincount(
+                self.autoencoder.quantizer.quantizer.quantize(encodings)[2].flatten().cpu(),
+                minlength=len(position["used"]),
+            ).bool()
+        if self.settings.dead_code_threshold > 0:
+            generator = torch_generator(self.seed, "restart", self.step)
+            position["restarts"] += restart_dead_codes(
+                self.autoencoder,
+                self.world.all_gather(encodings.detach()),
+                self.settings.dead_code_threshold,
+                generator,
+            )
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -402,20 +410,20 @@ class AutoencoderTrainer:
         process takes its share of the images."""
         if self.val_data is None:
             return {}
-        self.vqvae.eval()
-        keys = ("l1", "spectral", "perceptual", "quantisation", "total")
+        self.autoencoder.eval()
+        keys = ("l1", "spectral", "perceptual", self.codec.regulariser, "total")
         sums = torch.zeros(len(keys), dtype=torch.float64)
         share = self.world.share(len(self.val_data))
         size = self.settings.batch_size
         for start in range(share.start, share.stop, size):
             images = self.val_data.batch(range(start, min(share.stop, start + size))).to(self.device)
-            _, recon, quantisation = reconstruct(self.vqvae, images, self.autocast)
+            _, recon, regulariser = self.codec.reconstruct(self.autoencoder, images, self.autocast)
             total, terms = self.recon_loss(recon, images)
-            terms["quantisation"] = quantisation
-            terms["total"] = total + quantisation
+            terms[self.codec.regulariser] = regulariser
+            terms["total"] = total + regulariser
             values = [float(terms.get(k, math.nan)) * len(images) for k in keys]
             sums += torch.tensor(values, dtype=sums.dtype)
-        self.vqvae.train()
+        self.autoencoder.train()
         sums = self.world.all_reduce(sums.to(self.device)).cpu()
         n = len(self.val_data)
         return {k: float(v) / n for k, v in zip(keys, sums, strict=True) if not math.isnan(v)}
@@ -430,7 +438,9 @@ class AutoencoderTrainer:
             self.best = {
                 "val_total": float(val_total),
                 "epoch": self.epoch,
-                "autoencoder": {k: v.detach().cpu().clone() for k, v in self.vqvae.state_dict().items()},
+                "autoencoder": {
+                    k: v.detach().cpu().clone() for k, v in self.autoencoder.state_dict().items()
+                },
                 "discriminator": {k: v.detach().cpu().clone() for k, v in self.disc.state_dict().items()},
             }
             self.stale_epochs = 0
@@ -445,7 +455,7 @@ class AutoencoderTrainer:
         bar = tqdm(
             total=self.settings.epochs * steps_per_epoch,
             initial=min(self.step, self.settings.epochs * steps_per_epoch),
-            desc="VQ-VAE training steps",
+            desc=f"{self.codec.label} training steps",
             disable=not (progress and self.world.is_main),
             unit="step",
         )
@@ -478,7 +488,7 @@ class AutoencoderTrainer:
         if self.init_from is not None:
             info["fine_tuned_from"] = str(self.init_from)
         if self.settings.patience:  # keep the epoch with the lowest validation loss
-            self.vqvae.load_state_dict(self.best["autoencoder"])
+            self.autoencoder.load_state_dict(self.best["autoencoder"])
             self.disc.load_state_dict(self.best["discriminator"])
             info.update(best_epoch=int(self.best["epoch"]), stopped_early=self.stopped_early)
         path = self.out_dir / MODEL_FILE
@@ -486,34 +496,21 @@ class AutoencoderTrainer:
             if not (self.out_dir / LOSS_TSV).exists():  # resumed from a finished checkpoint
                 write_loss_table(self.history, self.out_dir / LOSS_TSV)
                 plot_losses(self.history, self.out_dir / LOSS_PNG)
-            save_autoencoder(path, self.vqvae, self.disc, self.network, info)
+            save_autoencoder(path, self.autoencoder, self.disc, self.network, info)
         self.world.barrier()
         return path
-
-
-def reconstruct(
-    vqvae: torch.nn.Module, images: torch.Tensor, autocast, recompute: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """VQVAE.forward, unrolled to keep the encoder outputs (for codebook restarts): (encodings,
-    reconstruction, quantisation loss). Codebook distances and losses stay float32 at any precision."""
-    with autocast():
-        encodings = encode(vqvae, images, recompute)
-    encodings = encodings.float()
-    quantised, quantisation = vqvae.quantize(encodings)
-    with autocast():
-        recon = decode(vqvae, quantised, recompute)
-    return encodings, recon.float(), quantisation
 
 
 class _Reconstructor(torch.nn.Module):
     """The training forward pass of the autoencoder as one module, for DistributedDataParallel to wrap."""
 
-    def __init__(self, vqvae: torch.nn.Module, autocast, recompute: bool):
+    def __init__(self, codec: Codec, autoencoder: torch.nn.Module, autocast, recompute: bool):
         super().__init__()
-        self.vqvae, self.autocast, self.recompute = vqvae, autocast, recompute
+        self.codec, self.autocast, self.recompute = codec, autocast, recompute
+        self.autoencoder = autoencoder
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return reconstruct(self.vqvae, images, self.autocast, self.recompute)
+        return self.codec.reconstruct(self.autoencoder, images, self.autocast, self.recompute)
 
 
 LOSS_COLUMNS = (
@@ -524,6 +521,7 @@ LOSS_COLUMNS = (
     "spectral",
     "perceptual",
     "quantisation",
+    "kl",
     "generator_adversarial",
     "discriminator",
     "total",
@@ -532,6 +530,7 @@ LOSS_COLUMNS = (
     "val_spectral",
     "val_perceptual",
     "val_quantisation",
+    "val_kl",
     "val_total",
     "codes_used",
     "codes_restarted",
@@ -563,7 +562,7 @@ def plot_losses(history: list[dict[str, float]], path: Path) -> None:
 
     epochs = [row["epoch"] for row in history]
     fig, (ax_rec, ax_adv) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("total", "l1", "spectral", "quantisation", "val_total", "val_l1"):
+    for key in ("total", "l1", "spectral", "quantisation", "kl", "val_total", "val_l1"):
         values = [row.get(key, math.nan) for row in history]
         if not all(math.isnan(v) for v in values):
             ax_rec.plot(epochs, values, label=key, linestyle="--" if key.startswith("val_") else "-")
@@ -592,13 +591,22 @@ def train_autoencoder(
     progress: bool = True,
     init_from: Path | None = None,
     lr_scaling: str = "sqrt",
+    codec: Codec | None = None,
 ) -> Path:
-    """Train (or resume) the VQ-VAE in ``out_dir``; returns the path of ``model.pt``.
+    """Train (or resume) the autoencoder in ``out_dir`` (a VQ-VAE unless ``codec`` says otherwise); returns
+    the path of ``model.pt``.
 
     With ``init_from`` (a ``model.pt``), training starts from that model: fine-tuning. ``ae_cfg['patience']``
     turns on early stopping on the validation loss; ``model.pt`` then holds the best epoch's weights.
     """
     trainer = AutoencoderTrainer(
-        train_images, val_images, ae_cfg, out_dir, seed, init_from=init_from, lr_scaling=lr_scaling
+        train_images,
+        val_images,
+        ae_cfg,
+        out_dir,
+        seed,
+        init_from=init_from,
+        lr_scaling=lr_scaling,
+        codec=codec,
     )
     return trainer.fit(progress=progress)

@@ -8,15 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from monai.networks.nets import VQVAE, PatchDiscriminator
+from monai.networks.nets import PatchDiscriminator
 
 from morphgen.errors import ConfigError
-from morphgen.models.vqvae import build_discriminator, build_vqvae
+from morphgen.models.codecs import build_networks
 from morphgen.nifti import atomic_output
 from morphgen.weights import load_weights_only
 
 # bump when the content of model.pt changes in a way older readers cannot handle
-AUTOENCODER_FORMAT = "morphgen-vqvae-1"
+AUTOENCODER_FORMAT = "morphgen-vqvae-1"  # named before the KL autoencoder, whose files share the layout
 
 
 def save_atomic(obj: dict, path: Path) -> Path:
@@ -35,13 +35,15 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_autoencoder(path: Path, vqvae: VQVAE, disc: PatchDiscriminator, network: dict, info: dict) -> Path:
+def save_autoencoder(
+    path: Path, autoencoder: torch.nn.Module, disc: PatchDiscriminator, network: dict, info: dict
+) -> Path:
     """Write ``model.pt``: both networks' state dicts, the network config and training info."""
     return save_atomic(
         {
             "format": AUTOENCODER_FORMAT,
             "network": network,
-            "autoencoder": vqvae.state_dict(),
+            "autoencoder": autoencoder.state_dict(),
             "discriminator": disc.state_dict(),
             "info": info,
         },
@@ -49,16 +51,16 @@ def save_autoencoder(path: Path, vqvae: VQVAE, disc: PatchDiscriminator, network
     )
 
 
-def load_autoencoder(path: Path) -> tuple[VQVAE, PatchDiscriminator, dict]:
-    """Rebuild the VQ-VAE and discriminator from ``model.pt``, in eval mode: (vqvae, disc, network config)."""
+def load_autoencoder(path: Path) -> tuple[torch.nn.Module, PatchDiscriminator, dict]:
+    """Rebuild the autoencoder (VQ-VAE or KL, as its network config says) and discriminator from
+    ``model.pt``, in eval mode: (autoencoder, disc, network config)."""
     blob = load_weights_only(path, "autoencoder file")
     if blob.get("format") != AUTOENCODER_FORMAT:
         raise ConfigError(
             f"autoencoder file {path} has format {blob.get('format')!r}, expected {AUTOENCODER_FORMAT}"
         )
     network = blob["network"]
-    vqvae = build_vqvae(network)
-    vqvae.load_state_dict(blob["autoencoder"])
-    disc = build_discriminator(network)
+    autoencoder, disc = build_networks(network)
+    autoencoder.load_state_dict(blob["autoencoder"])
     disc.load_state_dict(blob["discriminator"])
-    return vqvae.eval(), disc.eval(), network
+    return autoencoder.eval(), disc.eval(), network

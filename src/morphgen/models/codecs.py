@@ -1,0 +1,119 @@
+"""What the autoencoder trainer needs to know of a compression model, so one trainer serves every family.
+
+A codec describes one kind of autoencoder: how its network config is made from ``config['model']
+['autoencoder']`` (stored in every checkpoint, so a model rebuilds without config.yaml), how it is built, and
+its training forward pass, which returns the encoder outputs, the reconstruction and the latent regulariser
+(the VQ-VAE's commitment loss, the KL autoencoder's weighted KL divergence). Both are trained with the same
+PatchGAN discriminator, reconstruction losses, resumption, pre-emption and several processes.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from morphgen.errors import ConfigError
+from morphgen.models import kl_autoencoder, vqvae
+from morphgen.models.vqvae import build_discriminator, discriminator_output_shape
+
+# model.autoencoder.kl_weight: MONAI's brain LDM tutorials use 1e-6 (the KL term sums over the latent grid)
+KL_WEIGHT = 1e-6
+
+
+class Codec(abc.ABC):
+    """One kind of autoencoder. ``kind`` is stored in its network config (absent: a VQ-VAE)."""
+
+    kind: str = ""
+    label: str = ""  # for progress bars and messages
+    regulariser: str = ""  # the loss column of the latent regulariser
+    has_codebook: bool = False  # codebook use is tracked and dead codes restarted
+
+    def __init__(self, ae_cfg: dict):
+        self.ae_cfg = ae_cfg
+
+    @abc.abstractmethod
+    def network_config(self, image_shape: tuple[int, ...]) -> dict:
+        """The plain-dict description of the autoencoder and its discriminator."""
+
+    @abc.abstractmethod
+    def build(self, network: dict) -> torch.nn.Module: ...
+
+    @abc.abstractmethod
+    def reconstruct(
+        self, model: torch.nn.Module, images: torch.Tensor, autocast, recompute: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training forward pass: (encoder outputs, reconstruction in float32, regulariser in float32)."""
+
+
+class VQCodec(Codec):
+    """The VQ-VAE of seed 000 (``morphgen.models.vqvae``): EMA codebook, commitment loss."""
+
+    kind, label, regulariser, has_codebook = "vqvae", "VQ-VAE", "quantisation", True
+
+    def network_config(self, image_shape):
+        return vqvae.network_config(self.ae_cfg, image_shape)
+
+    def build(self, network):
+        return vqvae.build_vqvae(network)
+
+    def reconstruct(self, model, images, autocast, recompute=False):
+        with autocast():
+            encodings = vqvae.encode(model, images, recompute)
+        encodings = encodings.float()  # codebook distances and losses stay float32 at any precision
+        quantised, quantisation = model.quantize(encodings)
+        with autocast():
+            recon = vqvae.decode(model, quantised, recompute)
+        return encodings, recon.float(), quantisation
+
+
+class KLCodec(Codec):
+    """The KL autoencoder of seed 004 (``morphgen.models.kl_autoencoder``): Gaussian latents, KL term."""
+
+    kind, label, regulariser, has_codebook = "kl", "KL autoencoder", "kl", False
+
+    def network_config(self, image_shape):
+        for key in ("disc_channels", "disc_layers"):
+            if key not in self.ae_cfg:
+                raise ConfigError(f"model.autoencoder: missing key {key!r}")
+        net = kl_autoencoder.network_config(self.ae_cfg, image_shape)
+        net.update(
+            kind=self.kind,
+            image_shape=[int(s) for s in image_shape],
+            disc_channels=int(self.ae_cfg["disc_channels"]),
+            disc_layers=int(self.ae_cfg["disc_layers"]),
+        )
+        if min(discriminator_output_shape(net["image_shape"], net["disc_layers"])) < 1:
+            raise ConfigError(f"model.autoencoder.disc_layers: {net['disc_layers']} is too many for the grid")
+        return net
+
+    def build(self, network):
+        return kl_autoencoder.build_autoencoder_kl(
+            {
+                k: v
+                for k, v in network.items()
+                if k not in ("kind", "image_shape", "disc_channels", "disc_layers")
+            }
+        )
+
+    def reconstruct(self, model, images, autocast, recompute=False):
+        with autocast():
+            recon, z_mu, z_sigma = model(images)
+        weight = float(self.ae_cfg.get("kl_weight", KL_WEIGHT))
+        return z_mu.float(), recon.float(), weight * kl_autoencoder.kl_divergence(z_mu, z_sigma)
+
+
+CODECS = {codec.kind: codec for codec in (VQCodec, KLCodec)}
+
+
+def codec_of(network: dict, ae_cfg: dict | None = None) -> Codec:
+    """The codec of a stored network config (one without ``kind`` is a VQ-VAE)."""
+    kind = network.get("kind", VQCodec.kind)
+    if kind not in CODECS:
+        raise ConfigError(f"unknown autoencoder kind {kind!r}; known: {sorted(CODECS)}")
+    return CODECS[kind](ae_cfg or {})
+
+
+def build_networks(network: dict) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(autoencoder, discriminator) of a stored network config, with fresh weights."""
+    return codec_of(network).build(network), build_discriminator(network)
