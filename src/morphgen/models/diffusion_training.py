@@ -1,0 +1,192 @@
+"""Training the conditioned latent diffusion model: resumable mid-epoch, deterministic on CPU for a seed.
+
+Each step's timesteps and noise come from a generator seeded by (seed, step), and each epoch's order from
+(seed, epoch), so a run stopped by a signal and resumed from ``checkpoints/last.pt`` ends with the weights of
+an uninterrupted one. The latents are scaled to unit variance by the training set's scale factor; the
+covariates arrive normalised (``morphgen.models.covariates``). The validation loss uses the same noise and
+timesteps every epoch, so epochs compare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from morphgen.errors import ConfigError
+from morphgen.models.checkpoint import save_atomic
+from morphgen.models.data import torch_generator
+from morphgen.models.diffusion import TRAIN_STEPS, build_unet, diffusion_loss, make_scheduler, unet_config
+from morphgen.models.kl_autoencoder import scale_factor
+from morphgen.models.preemption import TrainingInterrupted, stop_requested
+from morphgen.tsv import write_tsv
+from morphgen.weights import load_weights_only
+
+CHECKPOINT_FORMAT = "morphgen-ldm-checkpoint-1"
+MODEL_FORMAT = "morphgen-ldm-1"
+LOSS_COLUMNS = ["epoch", "step", "train_mse", "val_mse"]
+
+
+def _fingerprint(arrays: list[np.ndarray], cfg: dict, seed: int) -> str:
+    """What a checkpoint must match to be resumed: data, settings and seed."""
+    digest = hashlib.sha256()
+    for arr in arrays:
+        digest.update(str(arr.shape).encode())
+        digest.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    return json.dumps({"data": digest.hexdigest(), "cfg": cfg, "seed": seed}, sort_keys=True, default=str)
+
+
+def _order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch_generator(seed, "diffusion order", epoch))
+
+
+@torch.no_grad()
+def validation_mse(unet, scheduler, latents: torch.Tensor, covariates: torch.Tensor, seed: int, batch: int):
+    """Mean noise-estimate error on held-out latents at fixed, evenly spread timesteps and fixed noise."""
+    if len(latents) == 0:
+        return math.nan
+    unet.eval()
+    timesteps = torch.linspace(0, TRAIN_STEPS - 1, len(latents)).long()
+    generator = torch_generator(seed, "diffusion validation")
+    total = 0.0
+    for i in range(0, len(latents), batch):
+        part = slice(i, i + batch)
+        x, c, t = latents[part], covariates[part], timesteps[part].to(latents.device)
+        total += float(diffusion_loss(unet, scheduler, x, c, generator, t)) * len(x)
+    unet.train()
+    return total / len(latents)
+
+
+def train_diffusion(
+    train_latents: np.ndarray,
+    train_covariates: np.ndarray,
+    val_latents: np.ndarray,
+    val_covariates: np.ndarray,
+    cfg: dict,
+    out_dir: Path,
+    seed: int,
+    extra: dict | None = None,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+) -> Path:
+    """Train (or resume) the diffusion U-Net in ``out_dir``; returns the path of ``model.pt``.
+
+    ``*_latents``: (n, channels, h, w, d) encoder means; ``*_covariates``: (n, k) normalised covariates.
+    ``cfg``: ``config['model']['diffusion']`` (epochs, batch_size, lr and the U-Net's shape). ``extra`` goes
+    into ``model.pt`` as is (the covariate ranges, for instance). Writes ``loss.tsv`` every epoch and
+    ``checkpoints/last.pt`` every epoch and on a stop signal (:class:`TrainingInterrupted`).
+    """
+    out_dir = Path(out_dir)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if train_latents.ndim != 5 or len(train_latents) != len(train_covariates):
+        raise ConfigError(
+            f"diffusion training needs latents (n, c, h, w, d) and covariates (n, k) of the same n, got "
+            f"{train_latents.shape} and {train_covariates.shape}"
+        )
+    try:
+        epochs, batch_size, lr = int(cfg["epochs"]), int(cfg["batch_size"]), float(cfg["lr"])
+    except KeyError as exc:
+        raise ConfigError(f"model.diffusion.{exc.args[0]} is missing from the configuration") from None
+    scale = scale_factor(torch.from_numpy(train_latents))
+    net = unet_config(cfg, train_latents.shape[1], train_covariates.shape[1])
+    torch.manual_seed(seed)
+    unet = build_unet(net).to(device)
+    optimiser = torch.optim.Adam(unet.parameters(), lr=lr)
+    scheduler = make_scheduler("ddpm")
+    x = torch.from_numpy(train_latents).float().to(device) * scale
+    c = torch.from_numpy(train_covariates).float().to(device)
+    val_x = torch.from_numpy(val_latents).float().to(device) * scale
+    val_c = torch.from_numpy(val_covariates).float().to(device)
+
+    checkpoint_path = out_dir / "checkpoints" / "last.pt"
+    fingerprint = _fingerprint([train_latents, train_covariates, val_latents, val_covariates], cfg, seed)
+    epoch, step, history, position = 0, 0, [], None
+    if checkpoint_path.exists():
+        state = load_weights_only(checkpoint_path, "diffusion checkpoint")
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != fingerprint:
+            raise ConfigError(
+                f"checkpoint {checkpoint_path} was made with other latents, settings or seed; delete it to "
+                "start again"
+            )
+        unet.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        epoch, step, position = int(state["epoch"]), int(state["step"]), state["position"]
+        history = [list(row) for row in state["history"]]
+
+    def save_checkpoint(position: dict | None) -> None:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": fingerprint,
+            "epoch": epoch,
+            "step": step,
+            "position": position,
+            "model": unet.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "history": history,
+        }
+        save_atomic(state, checkpoint_path)
+
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    bar = tqdm(
+        total=epochs * steps_per_epoch, initial=step, desc="diffusion training steps", disable=not progress
+    )
+    with bar:
+        while epoch < epochs:
+            unet.train()
+            order = _order(len(x), seed, epoch)
+            first, total = (0, 0.0) if position is None else (int(position["next"]), float(position["total"]))
+            position = None
+            for start in range(first, len(x), batch_size):
+                index = order[start : start + batch_size].to(device)
+                loss = diffusion_loss(
+                    unet, scheduler, x[index], c[index], torch_generator(seed, "step", step)
+                )
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                step += 1
+                total += float(loss.detach()) * len(index)
+                bar.update(1)
+                signum = stop_requested()
+                if signum is not None:
+                    save_checkpoint({"next": start + batch_size, "total": total})
+                    raise TrainingInterrupted(checkpoint_path, epoch, step, signum)
+            epoch += 1
+            val = validation_mse(unet, scheduler, val_x, val_c, seed, batch_size)
+            history.append([epoch, step, total / len(x), val])
+            bar.set_postfix(train=f"{total / len(x):.4f}", val=f"{val:.4f}")
+            write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
+            save_checkpoint(None)
+
+    path = out_dir / "model.pt"
+    save_atomic(
+        {
+            "format": MODEL_FORMAT,
+            "network": net,
+            "state_dict": {k: v.detach().cpu() for k, v in unet.state_dict().items()},
+            "scale_factor": scale,
+            "latent_shape": list(train_latents.shape[1:]),
+            "seed": seed,
+            "info": {"epochs": epoch, "steps": step, "n_train": len(x), **(extra or {})},
+        },
+        path,
+    )
+    return path
+
+
+def load_diffusion(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The U-Net of a ``model.pt`` of :func:`train_diffusion`, in eval mode, and the file's content."""
+    saved = load_weights_only(path, "diffusion model file")
+    if saved.get("format") != MODEL_FORMAT:
+        raise ConfigError(
+            f"{path} is not a morphgen latent diffusion model (expected format {MODEL_FORMAT!r})"
+        )
+    unet = build_unet(saved["network"])
+    unet.load_state_dict(saved["state_dict"])
+    return unet.to(device).eval(), saved

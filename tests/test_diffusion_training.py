@@ -1,0 +1,99 @@
+"""Training the latent diffusion model: it learns, it resumes mid-epoch to identical weights, it loads."""
+
+import os
+import signal
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from morphgen.errors import ConfigError
+from morphgen.models.diffusion_training import load_diffusion, train_diffusion
+from morphgen.models.preemption import TrainingInterrupted, stop_on_signals
+
+CFG = {
+    "channels": [8, 16],
+    "attention_levels": [False, True],
+    "num_res_blocks": 1,
+    "num_head_channels": [0, 8],
+    "norm_num_groups": 4,
+    "epochs": 3,
+    "batch_size": 4,
+    "lr": 2e-3,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _data(n, seed):
+    rng = np.random.default_rng(seed)
+    covariates = rng.uniform(0, 1, (n, 2)).astype(np.float32)
+    latents = 3.0 * (2 * covariates[:, :1, None, None, None] - 1) + 0.3 * rng.normal(size=(n, 2, 4, 4, 4))
+    return latents.astype(np.float32), covariates
+
+
+def test_training_writes_its_files_and_the_loss_falls(tmp_path):
+    x, c = _data(12, 0)
+    vx, vc = _data(4, 1)
+    path = train_diffusion(
+        x, c, vx, vc, {**CFG, "epochs": 6}, tmp_path, seed=0, extra={"note": "t"}, progress=False
+    )
+    loss = pd.read_csv(tmp_path / "loss.tsv", sep="\t")
+    assert list(loss["epoch"]) == [1, 2, 3, 4, 5, 6] and list(loss["step"]) == [3, 6, 9, 12, 15, 18]
+    assert loss["train_mse"].iloc[-1] < loss["train_mse"].iloc[0] and np.isfinite(loss["val_mse"]).all()
+    unet, saved = load_diffusion(path)
+    assert saved["latent_shape"] == [2, 4, 4, 4] and saved["info"]["note"] == "t"
+    assert saved["scale_factor"] == pytest.approx(1 / float(np.std(x, ddof=1)), rel=1e-5)
+    assert not unet.training
+
+
+def test_a_stop_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    import morphgen.models.diffusion_training as module
+
+    x, c = _data(10, 2)  # 3 steps per epoch, the last one short
+    vx, vc = _data(3, 3)
+    straight = train_diffusion(x, c, vx, vc, CFG, tmp_path / "straight", seed=1, progress=False)
+
+    calls, real = [], module.stop_requested
+
+    def stop_in_fifth_step():
+        calls.append(1)
+        if len(calls) == 5:  # epoch 2, its second step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real()
+
+    monkeypatch.setattr(module, "stop_requested", stop_in_fifth_step)
+    with stop_on_signals(), pytest.raises(TrainingInterrupted, match="SIGTERM in epoch 2 after step 5"):
+        train_diffusion(x, c, vx, vc, CFG, tmp_path / "resumed", seed=1, progress=False)
+    assert not (tmp_path / "resumed/model.pt").exists()
+    monkeypatch.setattr(module, "stop_requested", real)
+    torch.manual_seed(77)  # the resumed run must not depend on the global state
+    resumed = train_diffusion(x, c, vx, vc, CFG, tmp_path / "resumed", seed=1, progress=False)
+    a, b = (torch.load(p, weights_only=True)["state_dict"] for p in (straight, resumed))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert (tmp_path / "straight/loss.tsv").read_text() == (tmp_path / "resumed/loss.tsv").read_text()
+
+    # a checkpoint of other data is refused, not silently resumed
+    (tmp_path / "other/checkpoints").mkdir(parents=True)
+    os.link(tmp_path / "resumed/checkpoints/last.pt", tmp_path / "other/checkpoints/last.pt")
+    with pytest.raises(ConfigError, match="other latents"):
+        train_diffusion(x[:-1], c[:-1], vx, vc, CFG, tmp_path / "other", seed=1, progress=False)
+
+
+def test_mismatched_inputs_are_refused(tmp_path):
+    x, c = _data(6, 4)
+    with pytest.raises(ConfigError, match="same n"):
+        train_diffusion(x, c[:-1], x, c, CFG, tmp_path, seed=0, progress=False)
+    with pytest.raises(ConfigError, match="model.diffusion.lr"):
+        train_diffusion(
+            x, c, x, c, {k: v for k, v in CFG.items() if k != "lr"}, tmp_path, seed=0, progress=False
+        )
