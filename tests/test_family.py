@@ -16,7 +16,8 @@ from morphgen.errors import ConfigError
 from morphgen.models import ModelFamily, available_families, build_family, get_family, register_family
 from morphgen.models.checkpoint import load_autoencoder
 from morphgen.models.data import VolumeDataset
-from morphgen.models.families.vqvae_transformer import VQVAETransformerFamily, msssim_kernel_size
+from morphgen.models.families.autoencoding import msssim_kernel_size
+from morphgen.models.families.vqvae_transformer import VQVAETransformerFamily
 from morphgen.models.registry import _FAMILIES
 from morphgen.models.vqvae import discriminator_score
 from morphgen.nifti import save_volume

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 
+import numpy as np
 import torch
 
 from morphgen.errors import ConfigError
@@ -45,6 +46,14 @@ class Codec(abc.ABC):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training forward pass: (encoder outputs, reconstruction in float32, regulariser in float32)."""
 
+    @abc.abstractmethod
+    def latents(self, model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
+        """What ``encode`` stores for a batch (model in eval mode); ValueError if it is not usable."""
+
+    @abc.abstractmethod
+    def reconstruction(self, model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The eval-mode reconstruction of a batch (what the reconstruction metrics judge)."""
+
 
 class VQCodec(Codec):
     """The VQ-VAE of seed 000 (``morphgen.models.vqvae``): EMA codebook, commitment loss."""
@@ -65,6 +74,19 @@ class VQCodec(Codec):
         with autocast():
             recon = vqvae.decode(model, quantised, recompute)
         return encodings, recon.float(), quantisation
+
+    def latents(self, model, images):
+        from morphgen.models.latents import encode_tokens
+
+        codebook_size = model.num_embeddings
+        tokens = encode_tokens(model, images).numpy()
+        if tokens.min() < 0 or tokens.max() >= codebook_size:
+            raise ValueError("token index outside the codebook")
+        return tokens.astype(vqvae.token_dtype(codebook_size))
+
+    @torch.no_grad()
+    def reconstruction(self, model, images):
+        return model(images)[0]
 
 
 class KLCodec(Codec):
@@ -101,6 +123,16 @@ class KLCodec(Codec):
             recon, z_mu, z_sigma = model(images)
         weight = float(self.ae_cfg.get("kl_weight", KL_WEIGHT))
         return z_mu.float(), recon.float(), weight * kl_autoencoder.kl_divergence(z_mu, z_sigma)
+
+    def latents(self, model, images):
+        means = kl_autoencoder.latent_means(model, images).float().numpy()
+        if not np.isfinite(means).all():
+            raise ValueError("the encoder gave non-finite latents")
+        return means
+
+    @torch.no_grad()
+    def reconstruction(self, model, images):
+        return model.decode(kl_autoencoder.latent_means(model, images))
 
 
 CODECS = {codec.kind: codec for codec in (VQCodec, KLCodec)}

@@ -1,8 +1,9 @@
-"""VQ-VAE token grids: encoding subjects (with seeded augmented copies) and reading them back for the prior.
+"""Latents of each subject (with seeded augmented copies), and VQ-VAE token grids read back for the prior.
 
-A latent file ``<subject>.npy`` holds an int16/int32 array (copies, h, w, d); copy 0 is the unaugmented
-volume. The spatial axes follow the image axes, which are RAS+ on the working grid, so flattening a copy in C
-order gives the raster order the prior models (Tudosiu et al. 2022, appendix 6.2).
+A latent file ``<subject>.npy`` holds, per copy, what the autoencoder's codec stores: an int16/int32 token
+grid (copies, h, w, d) for a VQ-VAE, float32 means (copies, channels, h, w, d) for a KL autoencoder. Copy 0
+is the unaugmented volume. The spatial axes follow the image axes, which are RAS+ on the working grid, so
+flattening a copy in C order gives the raster order the prior models (Tudosiu et al. 2022, appendix 6.2).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from tqdm import tqdm
 
 from morphgen.errors import SubjectError
 from morphgen.models.data import VolumeAugmentation, VolumeDataset, seed_for
-from morphgen.models.vqvae import token_dtype
 from morphgen.nifti import atomic_output
 
 
@@ -38,7 +38,7 @@ def decode_tokens(vqvae: VQVAE, tokens: torch.Tensor) -> torch.Tensor:
 
 
 def encode_subjects(
-    vqvae: VQVAE,
+    model: torch.nn.Module,
     images: dict[str, Path],
     out_dir: Path,
     augmented_copies: int,
@@ -46,15 +46,18 @@ def encode_subjects(
     seed: int,
     batch_size: int = 4,
     progress: bool = True,
+    codec=None,
 ) -> list[Path]:
     """Write ``out_dir/<subject>.npy`` for every subject; returns the paths written.
 
-    Copy ``k >= 1`` of a subject is augmented with a generator seeded by (seed, subject, k), so it does not
-    depend on which other subjects are encoded or in which order.
+    ``codec`` (``morphgen.models.codecs``; default the VQ-VAE's) says what is stored. Copy ``k >= 1`` of a
+    subject is augmented with a generator seeded by (seed, subject, k), so it does not depend on which other
+    subjects are encoded or in which order.
     """
-    vqvae.eval()
-    codebook_size = vqvae.num_embeddings
-    dtype = token_dtype(codebook_size)
+    from morphgen.models.codecs import VQCodec
+
+    codec = codec or VQCodec({})
+    model.eval()
     subjects = list(images)
     data = VolumeDataset([images[s] for s in subjects], subjects, cache=False, augment=augment)
     out_dir = Path(out_dir)
@@ -64,13 +67,14 @@ def encode_subjects(
         for copy in range(1 + int(augmented_copies)):
             rng = None if copy == 0 else np.random.default_rng(seed_for(seed, "latents", subject, copy))
             copies.append(data.get(index, rng))
-        tokens = []
+        parts = []
         for start in range(0, len(copies), batch_size):
             batch = torch.stack(copies[start : start + batch_size])
-            tokens.append(encode_tokens(vqvae, batch).numpy())
-        array = np.concatenate(tokens).astype(dtype)
-        if array.min() < 0 or array.max() >= codebook_size:
-            raise SubjectError(subject, images[subject], "token index outside the codebook")
+            try:
+                parts.append(codec.latents(model, batch))
+            except ValueError as exc:
+                raise SubjectError(subject, images[subject], str(exc)) from exc
+        array = np.concatenate(parts)
         path = out_dir / f"{subject}.npy"
         with atomic_output(path) as tmp:
             np.save(tmp, array)
