@@ -23,6 +23,7 @@ import abc
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from morphgen.errors import ConfigError
 
@@ -48,6 +49,8 @@ class ModelFamily(abc.ABC):
 
     #: the name the family is registered under (set by ``register_family``)
     name: str = ""
+    #: whether :meth:`fit_prior` needs the subjects' covariates (age, sex, volumes ...)
+    conditioned: bool = False
 
     def __init__(self, model_cfg: dict):
         self.model_cfg = model_cfg
@@ -115,11 +118,18 @@ class ModelFamily(abc.ABC):
 
     @abc.abstractmethod
     def fit_prior(
-        self, latents: list[Path], val_latents: list[Path], out_dir: Path, progress: bool = True
+        self,
+        latents: list[Path],
+        val_latents: list[Path],
+        out_dir: Path,
+        progress: bool = True,
+        covariates: pd.DataFrame | None = None,
     ) -> None:
         """Train the generative prior of one sub-population on the latent files written by :meth:`encode`.
 
-        Writes ``out_dir/model.pt``, ``out_dir/checkpoints/last.pt`` and ``out_dir/loss.tsv``; resumes.
+        ``covariates``: one row per subject (``participant_id``, the latent file's name, then one column per
+        covariate) for families that condition on them (:attr:`conditioned`); the others ignore it. Writes
+        ``out_dir/model.pt``, ``out_dir/checkpoints/last.pt`` and ``out_dir/loss.tsv``; resumes.
         """
 
     @abc.abstractmethod

@@ -1,3 +1,3 @@
 """Families shipped with morphgen; importing this package registers them."""
 
-from morphgen.models.families import vqvae_transformer  # noqa: F401
+from morphgen.models.families import latent_diffusion, vqvae_transformer  # noqa: F401

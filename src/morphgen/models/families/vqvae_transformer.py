@@ -49,7 +49,12 @@ class VQVAETransformerFamily(AutoencoderFamily):
 
     # ---- prior ---------------------------------------------------------------------------------------------
     def fit_prior(
-        self, latents: list[Path], val_latents: list[Path], out_dir: Path, progress: bool = True
+        self,
+        latents: list[Path],
+        val_latents: list[Path],
+        out_dir: Path,
+        progress: bool = True,
+        covariates=None,  # not conditioned: the sub-population is the condition
     ) -> None:
         """Train the transformer on every copy of ``latents``; validate on copy 0 of ``val_latents``.
 

@@ -1,0 +1,141 @@
+"""The latent diffusion family (seed 004) through its files: KL autoencoder, latents, conditioned prior,
+generation with covariates."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import phantom
+
+from morphgen.errors import ConfigError, SubjectError
+from morphgen.models import build_family
+from morphgen.models.checkpoint import load_autoencoder
+from morphgen.models.diffusion_training import load_diffusion
+from morphgen.nifti import save_volume
+from morphgen.space import Grid
+from morphgen.tsv import read_tsv
+
+GRID = Grid(4.0, (16, 24, 16))
+MODEL_CFG = {
+    "family": "ldm",
+    "seed": 0,
+    "autoencoder": {
+        "channels": [4, 8],
+        "latent_channels": 2,
+        "num_res_blocks": 1,
+        "norm_num_groups": 4,
+        "kl_weight": 1e-4,
+        "epochs": 1,
+        "batch_size": 3,
+        "lr": 1e-3,
+        "lr_decay": 1.0,
+        "disc_lr": 5e-4,
+        "disc_channels": 4,
+        "disc_layers": 2,
+        "l1_weight": 1.0,
+        "fft_weight": 0.0,
+        "adversarial_weight": 0.01,
+        "adversarial_start_epoch": 0,
+        "perceptual": {"weights": None},
+    },
+    "diffusion": {
+        "channels": [8, 16],
+        "attention_levels": [False, True],
+        "num_res_blocks": 1,
+        "num_head_channels": [0, 8],
+        "norm_num_groups": 4,
+        "epochs": 2,
+        "batch_size": 4,
+        "lr": 1e-3,
+    },
+    "conditioning": {"covariates": {"age": "age", "sex": "sex", "ventricles": "ventricles_ml"}},
+    "sampling": {"n_keep": 2, "oversample": 2, "batch_size": 3, "sampler": "ddim", "steps": 5},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("ldm")
+    rng = np.random.default_rng(5)
+    subjects = [f"sub-{i:02d}" for i in range(6)]
+    images = {
+        s: save_volume(root / "img" / f"{s}.nii.gz", phantom(rng, GRID.shape), GRID.affine) for s in subjects
+    }
+    covariates = pd.DataFrame(
+        {
+            "participant_id": subjects,
+            "age": [50.0, 55.0, 60.0, 65.0, 70.0, 75.0],
+            "sex": ["F", "M", "F", "M", "F", "M"],
+            "ventricles": [10.0, 14.0, 18.0, 22.0, 26.0, 30.0],
+        }
+    )
+    family = build_family(MODEL_CFG)
+    family.fit_autoencoder(
+        [images[s] for s in subjects[:4]], [images[s] for s in subjects[4:]], root / "ae", False
+    )
+    family.encode(root / "ae/model.pt", images, root / "latents", augmented_copies=1, progress=False)
+    latents = [root / "latents" / f"{s}.npy" for s in subjects]
+    family.fit_prior(latents[:4], latents[4:], root / "prior", progress=False, covariates=covariates)
+    return {"root": root, "family": family, "images": images, "subjects": subjects, "covariates": covariates}
+
+
+def test_files_of_each_stage(run):
+    root = run["root"]
+    autoencoder, _, network = load_autoencoder(root / "ae/model.pt")
+    assert network["kind"] == "kl" and type(autoencoder).__name__ == "AutoencoderKL"
+    latents = np.load(root / "latents/sub-00.npy")
+    assert latents.shape == (2, 2, 8, 12, 8) and latents.dtype == np.float32  # (copies, channels, grid)
+    assert not np.array_equal(latents[0], latents[1])  # the augmented copy differs
+    _, saved = load_diffusion(root / "prior/model.pt")
+    covs = saved["info"]["covariates"]
+    assert covs["names"] == ["age", "sex", "ventricles"]
+    assert covs["minimum"] == [50.0, 0.0, 10.0] and covs["maximum"] == [65.0, 1.0, 22.0]  # training subjects
+    assert saved["info"]["training_covariates"].shape == (4, 3)
+    loss = read_tsv(root / "prior/loss.tsv")
+    assert list(loss["epoch"]) == [1, 2] and np.isfinite(loss["val_mse"]).all()
+
+
+def test_generation_keeps_the_top_scores_with_their_covariates(run, tmp_path):
+    root, family = run["root"], run["family"]
+    out = tmp_path / "gen"
+    family.generate(root / "ae/model.pt", root / "prior/model.pt", 4, 2, out, GRID.affine, progress=False)
+    table = read_tsv(out / "scores.tsv")
+    assert list(table.columns[:4]) == ["index", "score", "kept", "file"]
+    assert table["kept"].sum() == 2 and sorted(table.loc[table.kept, "file"]) == [
+        "sample-0000.nii.gz",
+        "sample-0001.nii.gz",
+    ]
+    best = table.sort_values("score", ascending=False, kind="stable").head(2)
+    assert list(best["file"]) == ["sample-0000.nii.gz", "sample-0001.nii.gz"]
+    training = run["covariates"].iloc[:4]
+    for _, row in table.iterrows():  # each sample was conditioned on a training subject's covariates
+        match = training[(training.age.sub(row.age).abs() < 1e-3) & (training.sex == row.sex)]
+        assert len(match) == 1 and match.ventricles.iloc[0] == pytest.approx(row.ventricles, abs=1e-3)
+    img = nib.load(str(out / "sample-0000.nii.gz"))
+    assert np.allclose(img.affine, GRID.affine) and img.shape == GRID.shape
+    data = img.get_fdata()
+    assert data.min() >= 0 and data.max() <= 1
+    again = tmp_path / "again"
+    family.generate(root / "ae/model.pt", root / "prior/model.pt", 4, 2, again, GRID.affine, progress=False)
+    assert (again / "scores.tsv").read_text() == (out / "scores.tsv").read_text()
+
+
+def test_the_prior_needs_every_subjects_covariates(run, tmp_path):
+    root, family = run["root"], run["family"]
+    latents = [root / "latents" / f"{s}.npy" for s in run["subjects"]]
+    with pytest.raises(ConfigError, match="covariate table"):
+        family.fit_prior(latents[:4], latents[4:], tmp_path / "a", progress=False)
+    partial = run["covariates"].iloc[1:]
+    with pytest.raises(SubjectError, match="sub-00"):
+        family.fit_prior(latents[:4], latents[4:], tmp_path / "b", progress=False, covariates=partial)
