@@ -122,7 +122,7 @@ def test_same_seed_gives_identical_models_and_tokens(runs):
     assert "val_total" in a.columns
     pd.testing.assert_frame_equal(a, b)  # as text: the same to the last digit written
     _assert_same_bytes(*(r / f"models/prior/{SUBPOP}/loss.tsv" for r in (first, second)))
-    _assert_same_bytes(*(r / f"models/prior/{SUBPOP}/nll.tsv" for r in (first, second)))
+    _assert_same_bytes(*(r / f"models/prior/{SUBPOP}/heldout.tsv" for r in (first, second)))
 
     names = _files(first / "latents/tokens")
     assert names == _files(second / "latents/tokens") and len(names) >= 10

@@ -48,6 +48,9 @@ def test_training_writes_its_files_and_the_loss_falls(tmp_path):
     loss = pd.read_csv(tmp_path / "loss.tsv", sep="\t")
     assert list(loss["epoch"]) == [1, 2, 3, 4, 5, 6] and list(loss["step"]) == [3, 6, 9, 12, 15, 18]
     assert loss["train_mse"].iloc[-1] < loss["train_mse"].iloc[0] and np.isfinite(loss["val_mse"]).all()
+    heldout = pd.read_csv(tmp_path / "heldout.tsv", sep="\t")
+    assert heldout["no_estimate_mse"].iloc[0] == pytest.approx(1.0, abs=0.2)  # unit-variance noise
+    assert 0 < heldout["ratio"].iloc[0] < 1 and heldout["val_latents"].iloc[0] == 4
     unet, saved = load_diffusion(path)
     assert saved["latent_shape"] == [2, 4, 4, 4] and saved["info"]["note"] == "t"
     assert saved["scale_factor"] == pytest.approx(1 / float(np.std(x, ddof=1)), rel=1e-5)

@@ -141,7 +141,7 @@ def test_fit_autoencoder_and_fit_prior_write_their_files(run):
         0
     ].keys()
     assert int(rows[0]["step"]) == 2  # 4 subjects in batches of 3
-    for name in ("model.pt", "checkpoints/last.pt", "loss.tsv", "nll.tsv"):
+    for name in ("model.pt", "checkpoints/last.pt", "loss.tsv", "heldout.tsv"):
         assert (root / "prior" / name).is_file(), name
 
 

@@ -102,6 +102,8 @@ def test_files_of_each_stage(run):
     assert covs["names"] == ["age", "sex", "ventricles"]
     assert covs["minimum"] == [50.0, 0.0, 10.0] and covs["maximum"] == [65.0, 1.0, 22.0]  # training subjects
     assert saved["info"]["training_covariates"].shape == (4, 3)
+    heldout = read_tsv(root / "prior/heldout.tsv")
+    assert {"model_mse", "no_estimate_mse", "ratio"} <= set(heldout.columns)
     loss = read_tsv(root / "prior/loss.tsv")
     assert list(loss["epoch"]) == [1, 2] and np.isfinite(loss["val_mse"]).all()
 

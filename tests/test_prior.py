@@ -126,7 +126,7 @@ def trained(tmp_path_factory):
 
 def test_training_beats_unigram_baseline(trained):
     out, train, val = trained
-    nll = pd.read_csv(out / "nll.tsv", sep="\t")
+    nll = pd.read_csv(out / "heldout.tsv", sep="\t")
     assert list(nll.columns) == [
         "model_nll_per_token",
         "unigram_nll_per_token",
@@ -226,7 +226,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatc
         whole = torch.load(tmp_path / "whole" / name, weights_only=True)
         resumed = torch.load(tmp_path / "resumed" / name, weights_only=True)
         _assert_same(whole, resumed, name)
-    for name in ("loss.tsv", "nll.tsv"):
+    for name in ("loss.tsv", "heldout.tsv"):
         assert (tmp_path / "whole" / name).read_text() == (tmp_path / "resumed" / name).read_text()
 
 
@@ -261,7 +261,7 @@ def test_sigterm_mid_epoch_checkpoints_there_and_the_rerun_ends_with_identical_w
         torch.load(tmp_path / "whole/model.pt", weights_only=True),
         torch.load(tmp_path / "resumed/model.pt", weights_only=True),
     )
-    for name in ("loss.tsv", "nll.tsv"):
+    for name in ("loss.tsv", "heldout.tsv"):
         assert (tmp_path / "whole" / name).read_text() == (tmp_path / "resumed" / name).read_text()
 
 

@@ -310,6 +310,15 @@ def modulated_maps(folders) -> dict[str, Path]:
     }
 
 
+def covariates(subjects_tsv, volumes_tsv, conditioning: dict) -> pd.DataFrame:
+    """Each usable subject's covariates (``model.conditioning.covariates``: name -> column of the subjects
+    table or of the real images' volumes)."""
+    from morphgen.models.covariates import DEFAULT_COVARIATES, covariate_table
+
+    columns = dict(conditioning.get("covariates") or DEFAULT_COVARIATES)
+    return covariate_table(read_tsv(subjects_tsv), read_tsv(volumes_tsv), columns)
+
+
 def memorisation(subjects_tsv, real_images, sample_paths, subpops, cfg: dict, out_table, out_summary):
     """Per kept sample, its nearest training image, calibrated on test-to-train distances; a summary."""
     import pandas as pd

@@ -33,6 +33,10 @@ PT_DEMO_IDS = [
 ]
 
 
+# the settings of the family's prior: a rerun trigger of train_prior
+PRIOR_SETTINGS = MODEL.get("diffusion") if MODEL["family"] == "ldm" else MODEL["prior"]
+# a family whose prior is conditioned on covariates (model.conditioning) needs the real volumes measured first
+CONDITIONING = MODEL.get("conditioning") or {}
 # segmentation and SyN run in jobs of this many images, so that no job outgrows a cluster's time limit
 IMAGES_PER_JOB = config["evaluation"].get("images_per_job", 50)
 SAMPLE_BATCHES = batches(SAMPLE_IDS, IMAGES_PER_JOB)
@@ -137,6 +141,13 @@ def preprocessed_images(split=None):
     return _inputs
 
 
+def conditioning_inputs(wildcards):
+    """The tables the covariates come from, for a prior conditioned on them; nothing otherwise."""
+    if not CONDITIONING:
+        return {}
+    return {"subjects": f"{R}/split/subjects.tsv", "volumes": f"{R}/volumes/real.tsv"}
+
+
 def mask_of(subject):
     return f"{R}/preprocessed/{subject}/{subject}_space-MNI152_desc-brain_mask.nii.gz"
 
@@ -195,7 +206,7 @@ def all_outputs(wildcards):
     ]
     outputs.append(f"{R}/figures/vbm")
     outputs += expand(f"{R}/figures/samples_{{subpop}}.png", subpop=SUBPOPS)
-    outputs += expand(f"{R}/models/prior/{{subpop}}/nll.tsv", subpop=SUBPOPS)
+    outputs += expand(f"{R}/models/prior/{{subpop}}/heldout.tsv", subpop=SUBPOPS)
     if IS_DEMO:
         outputs += [f"{R}/tables/volumetry_truth.tsv", f"{R}/figures/volumetry_truth.png"]
     return outputs

@@ -84,16 +84,18 @@ rule reconstruction:
 
 
 rule train_prior:
-    """Train the prior of one sub-population on its training subjects' codes; held-out NLL per token."""
+    """Train the prior of one sub-population on its training subjects' latents; its held-out score."""
     input:
+        unpack(conditioning_inputs),
         tokens=rules.encode.output.tokens,
         members=f"{R}/subpopulations/{{subpop}}.tsv",
     output:
         model=f"{R}/models/prior/{{subpop}}/model.pt",
-        nll=f"{R}/models/prior/{{subpop}}/nll.tsv",
+        heldout=f"{R}/models/prior/{{subpop}}/heldout.tsv",
         losses=f"{R}/models/prior/{{subpop}}/loss.tsv",
     params:
-        prior=MODEL["prior"],
+        prior=PRIOR_SETTINGS,
+        conditioning=CONDITIONING,
         family=MODEL["family"],
         seed=MODEL["seed"],
     log:

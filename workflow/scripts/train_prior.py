@@ -12,8 +12,13 @@ with logged(snakemake):
     tokens = Path(snakemake.input.tokens)
     train = [tokens / f"{s}.npy" for s in members.loc[members["split"] == "train", "participant_id"]]
     val = [tokens / f"{s}.npy" for s in members.loc[members["split"] == "test", "participant_id"]]
+    covariates = None
+    if "volumes" in snakemake.input.keys():  # a conditioned prior: each subject's covariates
+        covariates = stages.covariates(
+            snakemake.input.subjects, snakemake.input.volumes, snakemake.params.conditioning
+        )
     stages.clear_stale_checkpoints(out_dir, dict(snakemake.params.items()))
     family = get_family(snakemake.params.family)(snakemake.config["model"])
     with stop_on_signals():  # SIGTERM: checkpoint, exit 75, the rerun resumes
-        family.fit_prior(train, val, out_dir)
+        family.fit_prior(train, val, out_dir, covariates=covariates)
     stages.finish_training(out_dir)

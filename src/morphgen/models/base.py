@@ -32,6 +32,7 @@ MODEL_FILE = "model.pt"
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 LOSS_TSV = "loss.tsv"
 LOSS_PNG = "loss.png"
+HELDOUT_TSV = "heldout.tsv"
 SCORES_TSV = "scores.tsv"
 
 
@@ -129,7 +130,9 @@ class ModelFamily(abc.ABC):
 
         ``covariates``: one row per subject (``participant_id``, the latent file's name, then one column per
         covariate) for families that condition on them (:attr:`conditioned`); the others ignore it. Writes
-        ``out_dir/model.pt``, ``out_dir/checkpoints/last.pt`` and ``out_dir/loss.tsv``; resumes.
+        ``out_dir/model.pt``, ``out_dir/checkpoints/last.pt``, ``out_dir/loss.tsv`` and
+        ``out_dir/heldout.tsv`` (one row: the prior's score on ``val_latents``, that of a trivial baseline,
+        and their ``ratio``); resumes.
         """
 
     @abc.abstractmethod

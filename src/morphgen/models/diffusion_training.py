@@ -63,6 +63,16 @@ def validation_mse(unet, scheduler, latents: torch.Tensor, covariates: torch.Ten
     return total / len(latents)
 
 
+class _NoEstimate(torch.nn.Module):
+    """A "network" that estimates zero noise: the baseline of the held-out denoising error."""
+
+    def forward(self, x, timesteps, context):
+        return torch.zeros_like(x[:, : x.shape[1] - context.shape[-1]])
+
+    def train(self, mode: bool = True):
+        return self
+
+
 def train_diffusion(
     train_latents: np.ndarray,
     train_covariates: np.ndarray,
@@ -80,7 +90,9 @@ def train_diffusion(
     ``*_latents``: (n, channels, h, w, d) encoder means; ``*_covariates``: (n, k) normalised covariates.
     ``cfg``: ``config['model']['diffusion']`` (epochs, batch_size, lr and the U-Net's shape). ``extra`` goes
     into ``model.pt`` as is (the covariate ranges, for instance). Writes ``loss.tsv`` every epoch and
-    ``checkpoints/last.pt`` every epoch and on a stop signal (:class:`TrainingInterrupted`).
+    ``checkpoints/last.pt`` every epoch and on a stop signal (:class:`TrainingInterrupted`); at the end
+    ``heldout.tsv``: the held-out denoising error (``model_mse``), that of estimating no noise
+    (``no_estimate_mse``, about 1) and their ``ratio``.
     """
     out_dir = Path(out_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -164,6 +176,11 @@ def train_diffusion(
             write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
             save_checkpoint(None)
 
+    # held out: the denoising error against that of estimating no noise at all (the noise's mean square)
+    model_mse = validation_mse(unet, scheduler, val_x, val_c, seed, batch_size)
+    baseline = validation_mse(_NoEstimate(), scheduler, val_x, val_c, seed, batch_size)
+    heldout = {"model_mse": model_mse, "no_estimate_mse": baseline, "ratio": model_mse / baseline}
+    write_tsv(pd.DataFrame([{**heldout, "val_latents": len(val_x)}]), out_dir / "heldout.tsv")
     path = out_dir / "model.pt"
     save_atomic(
         {

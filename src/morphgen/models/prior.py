@@ -9,7 +9,7 @@ Files written by :func:`train_prior` in ``out_dir``:
   same data, configuration and seed resumes from it and ends with exactly the weights of an uninterrupted
   run; a checkpoint from other data or settings is ignored.
 - ``loss.tsv``: ``epoch``, ``train_loss`` (mean cross-entropy per token, dropout on), ``val_nll_per_token``.
-- ``nll.tsv``: one row: ``model_nll_per_token``, ``unigram_nll_per_token``, ``ratio`` (model / unigram),
+- ``heldout.tsv``: one row: ``model_nll_per_token``, ``unigram_nll_per_token``, ``ratio`` (model / unigram),
   ``val_sequences``, ``val_tokens``. NLLs are in nats per token on the held-out sequences; the unigram
   baseline uses Laplace-smoothed code frequencies of the training tokens.
 """
@@ -197,7 +197,7 @@ def train_prior(
             ``warmup_fraction`` (0.05 of the steps, then cosine decay to 0), ``precision`` (fp32 | bf16
             autocast), and the architecture options of :func:`build_prior` (``attention``, ``local_heads``,
             ``local_window``, ``favor_features``, ``rezero``, ``activation_checkpointing``).
-        out_dir: folder for ``model.pt``, ``checkpoints/last.pt``, ``loss.tsv`` and ``nll.tsv``.
+        out_dir: folder for ``model.pt``, ``checkpoints/last.pt``, ``loss.tsv`` and ``heldout.tsv``.
         seed: seeds initialisation, shuffling and dropout; on CPU the run is deterministic.
         progress: show tqdm bars on stderr.
         device: where to train (default: CUDA when available, else CPU).
@@ -351,7 +351,7 @@ def _train(
         "val_sequences": val.shape[0],
         "val_tokens": val.size,
     }
-    write_tsv(pd.DataFrame([nll]), out_dir / "nll.tsv")
+    write_tsv(pd.DataFrame([nll]), out_dir / "heldout.tsv")
     save_atomic(
         {
             "format": MODEL_FORMAT,

@@ -207,7 +207,7 @@ class LatentDiffusionFamily(AutoencoderFamily):
         requested = self._denormalised(scaler, conditions.numpy())
         table = pd.concat([table, requested], axis=1)
         with atomic_output(out_dir / SCORES_TSV) as tmp:
-            table.to_csv(tmp, sep="\t", index=False)
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.7g")
         resume.finish()
 
     @staticmethod

@@ -59,7 +59,7 @@ class VQVAETransformerFamily(AutoencoderFamily):
         """Train the transformer on every copy of ``latents``; validate on copy 0 of ``val_latents``.
 
         Files are those of :func:`morphgen.models.prior.train_prior` (model.pt, checkpoints/last.pt, loss.tsv,
-        nll.tsv).
+        heldout.tsv).
         """
         from morphgen.models.prior import train_prior
 
