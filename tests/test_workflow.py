@@ -61,9 +61,9 @@ def test_end_to_end_outputs_are_sane(e2e_run):
 
     real = pd.read_csv(R / "volumes/real.tsv", sep="\t", dtype={"participant_id": str})
     assert len(real) == len(subjects)
-    # segmented in jobs of evaluation.images_per_job (5) subjects, joined in subject order
+    # segmented in jobs of evaluation.images_per_job (7) subjects, joined in subject order
     batches = sorted((R / "volumes/real").glob("batch-*.tsv"))
-    assert len(batches) == -(-len(subjects) // 5) >= 2
+    assert len(batches) == -(-len(subjects) // 7) >= 2
     joined = pd.concat([pd.read_csv(b, sep="\t", dtype={"participant_id": str}) for b in batches])
     assert list(joined["participant_id"]) == list(real["participant_id"]) == list(subjects["participant_id"])
     for batch in batches:  # each job's label maps are its own subjects'
