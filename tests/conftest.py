@@ -76,3 +76,15 @@ def e2e_run(tmp_path_factory) -> tuple[Path, Path]:
     shutil.copy(REPO / "config.yaml", work / "config.yaml")
     run_snakemake(work, *e2e_config_args(results), "--cores", "2", "all")
     return work, results
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread: tiny networks only pay for more threads in overhead (several times slower on
+    two busy cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -13,6 +13,8 @@ from morphgen.models.diffusion import (
     unet_config,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {
     "channels": [8, 16],
     "attention_levels": [False, True],
@@ -21,15 +23,6 @@ TINY = {
     "norm_num_groups": 4,
 }
 SHAPE = (1, 4, 4, 4)  # latent channels, then a 4^3 grid
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: more threads only add overhead (several times slower on two busy cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _unet(n_covariates=1):

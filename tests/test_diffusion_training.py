@@ -12,6 +12,8 @@ from morphgen.errors import ConfigError
 from morphgen.models.diffusion_training import load_diffusion, train_diffusion
 from morphgen.models.preemption import TrainingInterrupted, stop_on_signals
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CFG = {
     "channels": [8, 16],
     "attention_levels": [False, True],
@@ -22,14 +24,6 @@ CFG = {
     "batch_size": 4,
     "lr": 2e-3,
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _data(n, seed):

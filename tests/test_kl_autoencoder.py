@@ -14,15 +14,9 @@ from morphgen.models.kl_autoencoder import (
     scale_factor,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = {"channels": [8, 16], "latent_channels": 2, "num_res_blocks": 1, "norm_num_groups": 4}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_latent_grid_follows_the_levels():

@@ -7,7 +7,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import phantom
 
 from morphgen.errors import ConfigError, SubjectError
@@ -17,6 +16,8 @@ from morphgen.models.diffusion_training import load_diffusion
 from morphgen.nifti import save_volume
 from morphgen.space import Grid
 from morphgen.tsv import read_tsv
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 GRID = Grid(4.0, (16, 24, 16))
 MODEL_CFG = {
@@ -54,14 +55,6 @@ MODEL_CFG = {
     "conditioning": {"covariates": {"age": "age", "sex": "sex", "ventricles": "ventricles_ml"}},
     "sampling": {"n_keep": 2, "oversample": 2, "batch_size": 3, "sampler": "ddim", "steps": 5},
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
+from morphgen.errors import ConfigError
+from morphgen.models.base import SCORES_TSV, sample_filename
 from morphgen.models.checkpoint import save_atomic
 from morphgen.models.preemption import TrainingInterrupted, stop_requested
 from morphgen.models.selection import BestSamples
-from morphgen.weights import load_weights_only
+from morphgen.nifti import atomic_output, save_volume
+from morphgen.weights import load_weights_only, sha256sum
 
 LOG = logging.getLogger(__name__)
 
@@ -66,3 +72,75 @@ class GenerationCheckpoint:
         self.path.unlink(missing_ok=True)
         if self.path.parent.exists() and not any(self.path.parent.iterdir()):
             self.path.parent.rmdir()
+
+
+def checked_counts(n_generate: int, n_keep: int) -> tuple[int, int]:
+    n_generate, n_keep = int(n_generate), int(n_keep)
+    if n_generate < 1 or not 0 <= n_keep <= n_generate:
+        raise ConfigError(
+            f"generation needs 1 <= n_generate and 0 <= n_keep <= n_generate, got {n_generate}, {n_keep}"
+        )
+    return n_generate, n_keep
+
+
+def generation_checkpoint(
+    out_dir: Path,
+    sampling_cfg: dict,
+    seed: int,
+    device: torch.device,
+    counts: tuple[int, int],
+    model_path: Path,
+    prior_path: Path,
+) -> GenerationCheckpoint:
+    """The resume state of one sub-population's generation, valid for these models and settings only."""
+    settings = {
+        "n_generate": counts[0],
+        "n_keep": counts[1],
+        "sampling": {k: v for k, v in sampling_cfg.items() if k != "checkpoint_minutes"},
+        "seed": seed,
+        "device": device.type,
+        "autoencoder": sha256sum(model_path),
+        "prior": sha256sum(prior_path),
+    }
+    minutes = float(sampling_cfg.get("checkpoint_minutes", 10))
+    return GenerationCheckpoint(Path(out_dir) / "checkpoints" / "generate.pt", settings, minutes)
+
+
+def write_kept(
+    best: BestSamples,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    out_dir: Path,
+    affine: np.ndarray,
+    batch_size: int,
+    description: str,
+    columns: pd.DataFrame | None = None,
+) -> None:
+    """Decode the kept payloads (best first) to ``sample-0000.nii.gz`` ... and write ``scores.tsv``.
+
+    ``decode`` maps a batch of payloads to volumes (batch, 1, x, y, z) in [0, 1]. ``scores.tsv`` has one row
+    per sample drawn: index, score, kept, file (empty when not kept), then ``columns`` (one row per sample).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[int, str] = {}
+    kept = best.kept()
+    for start in range(0, len(kept), batch_size):
+        chunk = kept[start : start + batch_size]
+        volumes = decode(torch.stack([payload for _, _, payload in chunk])).cpu().numpy()
+        for offset, ((index, _, _), volume) in enumerate(zip(chunk, volumes, strict=True)):
+            name = sample_filename(start + offset)
+            save_volume(out_dir / name, volume[0], affine, description=description)
+            files[index] = name
+    n = best.count
+    table = pd.DataFrame(
+        {
+            "index": range(n),
+            "score": [f"{s:.9g}" for s in best.scores],
+            "kept": [i in files for i in range(n)],
+            "file": [files.get(i, "") for i in range(n)],
+        }
+    )
+    if columns is not None:
+        table = pd.concat([table, columns.reset_index(drop=True)], axis=1)
+    with atomic_output(out_dir / SCORES_TSV) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.7g")

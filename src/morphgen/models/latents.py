@@ -82,27 +82,33 @@ def encode_subjects(
     return written
 
 
-def load_token_sequences(paths: list[Path], copies: str = "all") -> np.ndarray:
-    """Token sequences (N, L) for the prior: every copy of every file (``copies="all"``) or copy 0 only
-    (``"first"``), each flattened in C order. All files must share one latent shape."""
-    sequences = []
-    shape = None
-    for path in paths:
-        path = Path(path)
+def read_latents(
+    paths: list[Path], copies: str, ndim: int, kind: type, described: str
+) -> tuple[list[np.ndarray], list[str]]:
+    """Every copy (``copies="all"``) or copy 0 (``"first"``) of each latent file, and each row's subject
+    (the file's name). Files must hold ``ndim``-dimensional arrays of ``kind`` (np.integer, np.floating)
+    and share one latent shape; a file that does not is named."""
+    arrays, subjects, shape = [], [], None
+    for path in map(Path, paths):
         try:
             array = np.load(path)
         except Exception as exc:
             raise SubjectError(path.stem, path, f"latent file cannot be read ({exc})") from exc
-        if array.ndim != 4 or not np.issubdtype(array.dtype, np.integer):
-            raise SubjectError(
-                path.stem, path, f"expected an integer array (copies, h, w, d), got {array.shape}"
-            )
-        if shape is None:
-            shape = array.shape[1:]
-        elif array.shape[1:] != shape:
+        if array.ndim != ndim or not np.issubdtype(array.dtype, kind):
+            raise SubjectError(path.stem, path, f"expected {described}, got {array.dtype} {array.shape}")
+        if shape is not None and array.shape[1:] != shape:
             raise SubjectError(path.stem, path, f"latent shape {array.shape[1:]} differs from {shape}")
+        shape = array.shape[1:]
         chosen = array if copies == "all" else array[:1]
-        sequences.append(chosen.reshape(len(chosen), -1))
-    if not sequences:
+        arrays.append(chosen)
+        subjects += [path.stem] * len(chosen)
+    if not arrays:
         raise ValueError("no latent files were given")
-    return np.concatenate(sequences).astype(np.int64)
+    return arrays, subjects
+
+
+def load_token_sequences(paths: list[Path], copies: str = "all") -> np.ndarray:
+    """Token sequences (N, L) for the prior: every copy of every file (``copies="all"``) or copy 0 only
+    (``"first"``), each flattened in C order. All files must share one latent shape."""
+    arrays, _ = read_latents(paths, copies, 4, np.integer, "an integer array (copies, h, w, d)")
+    return np.concatenate([a.reshape(len(a), -1) for a in arrays]).astype(np.int64)

@@ -21,42 +21,23 @@ import pandas as pd
 import torch
 
 from morphgen.errors import ConfigError, SubjectError
-from morphgen.models.base import SCORES_TSV, sample_filename
 from morphgen.models.checkpoint import load_autoencoder
 from morphgen.models.codecs import KLCodec
 from morphgen.models.covariates import DEFAULT_COVARIATES, ID, CovariateScaler
 from morphgen.models.data import torch_generator
 from morphgen.models.diffusion import make_scheduler, sample_latents
 from morphgen.models.families.autoencoding import AutoencoderFamily
-from morphgen.models.generation import GenerationCheckpoint
+from morphgen.models.generation import checked_counts, generation_checkpoint, write_kept
+from morphgen.models.latents import read_latents
 from morphgen.models.registry import register_family
 from morphgen.models.selection import BestSamples
 from morphgen.models.vqvae import discriminator_score
-from morphgen.nifti import atomic_output, save_volume
-from morphgen.weights import sha256sum
 
 
 def load_latents(paths: list[Path], copies: str = "all") -> tuple[np.ndarray, list[str]]:
     """Latent means (N, channels, h, w, d) of every copy (``"all"``) or copy 0 (``"first"``) of each file,
     and the subject of each row (the file's name)."""
-    arrays, subjects, shape = [], [], None
-    for path in map(Path, paths):
-        try:
-            array = np.load(path)
-        except Exception as exc:
-            raise SubjectError(path.stem, path, f"latent file cannot be read ({exc})") from exc
-        if array.ndim != 5 or not np.issubdtype(array.dtype, np.floating):
-            raise SubjectError(
-                path.stem, path, f"expected float latents (copies, c, h, w, d), got {array.shape}"
-            )
-        if shape is not None and array.shape[1:] != shape:
-            raise SubjectError(path.stem, path, f"latent shape {array.shape[1:]} differs from {shape}")
-        shape = array.shape[1:]
-        chosen = array if copies == "all" else array[:1]
-        arrays.append(chosen)
-        subjects += [path.stem] * len(chosen)
-    if not arrays:
-        raise ConfigError("no latent files were given")
+    arrays, subjects = read_latents(paths, copies, 5, np.floating, "float latents (copies, c, h, w, d)")
     return np.concatenate(arrays).astype(np.float32), subjects
 
 
@@ -138,11 +119,7 @@ class LatentDiffusionFamily(AutoencoderFamily):
         """
         from morphgen.models.diffusion_training import load_diffusion
 
-        n_generate, n_keep = int(n_generate), int(n_keep)
-        if n_generate < 1 or not 0 <= n_keep <= n_generate:
-            raise ConfigError(
-                f"generation needs 1 <= n_generate and 0 <= n_keep <= n_generate, got {n_generate}, {n_keep}"
-            )
+        n_generate, n_keep = checked_counts(n_generate, n_keep)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         autoencoder, disc, _ = load_autoencoder(Path(model_path))
         autoencoder, disc = autoencoder.to(device), disc.to(device)
@@ -158,19 +135,9 @@ class LatentDiffusionFamily(AutoencoderFamily):
         steps = self.sampling_cfg.get("steps", 50 if sampler == "ddim" else None)
         scheduler = make_scheduler(sampler, None if steps is None else int(steps))
         batch_size = int(self.sampling_cfg.get("batch_size", 8))
-        out_dir = Path(out_dir)
-        resume = GenerationCheckpoint(
-            out_dir / "checkpoints" / "generate.pt",
-            {
-                "n_generate": n_generate,
-                "n_keep": n_keep,
-                "sampling": {k: v for k, v in self.sampling_cfg.items() if k != "checkpoint_minutes"},
-                "seed": seed,
-                "device": device.type,
-                "autoencoder": sha256sum(model_path),
-                "prior": sha256sum(prior_path),
-            },
-            minutes=float(self.sampling_cfg.get("checkpoint_minutes", 10)),
+        counts = (n_generate, n_keep)
+        resume = generation_checkpoint(
+            out_dir, self.sampling_cfg, seed, device, counts, model_path, prior_path
         )
         generator = torch.Generator(device=device).manual_seed(seed)
         best = resume.restore(generator) or BestSamples(n_keep)
@@ -183,31 +150,15 @@ class LatentDiffusionFamily(AutoencoderFamily):
             if best.count < n_generate:
                 resume.save_if_due(best, generator, of=n_generate)
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        files: dict[int, str] = {}
-        kept = best.kept()
-        for start in range(0, len(kept), batch_size):
-            chunk = kept[start : start + batch_size]
-            z = torch.stack([latent for _, _, latent in chunk]).to(device)
-            volumes = autoencoder.decode(z / scale).clamp(0.0, 1.0).cpu().numpy()
-            for offset, ((index, _, _), volume) in enumerate(zip(chunk, volumes, strict=True)):
-                name = sample_filename(start + offset)
-                save_volume(
-                    out_dir / name, volume[0], affine, description="morphgen synthetic (latent diffusion)"
-                )
-                files[index] = name
-        table = pd.DataFrame(
-            {
-                "index": range(n_generate),
-                "score": [f"{s:.9g}" for s in best.scores],
-                "kept": [i in files for i in range(n_generate)],
-                "file": [files.get(i, "") for i in range(n_generate)],
-            }
+        write_kept(
+            best,
+            lambda z: autoencoder.decode(z.to(device) / scale).clamp(0.0, 1.0),
+            out_dir,
+            affine,
+            batch_size,
+            "morphgen synthetic (latent diffusion)",
+            columns=self._denormalised(scaler, conditions.numpy()),
         )
-        requested = self._denormalised(scaler, conditions.numpy())
-        table = pd.concat([table, requested], axis=1)
-        with atomic_output(out_dir / SCORES_TSV) as tmp:
-            table.to_csv(tmp, sep="\t", index=False, float_format="%.7g")
         resume.finish()
 
     @staticmethod

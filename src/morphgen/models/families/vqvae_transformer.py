@@ -15,17 +15,14 @@ import numpy as np
 import torch
 
 from morphgen.errors import ConfigError
-from morphgen.models.base import SCORES_TSV, sample_filename
 from morphgen.models.checkpoint import load_autoencoder
 from morphgen.models.codecs import VQCodec
 from morphgen.models.families.autoencoding import AutoencoderFamily
-from morphgen.models.generation import GenerationCheckpoint
+from morphgen.models.generation import checked_counts, generation_checkpoint, write_kept
 from morphgen.models.latents import decode_tokens, load_token_sequences
 from morphgen.models.registry import register_family
 from morphgen.models.selection import BestSamples
 from morphgen.models.vqvae import discriminator_score
-from morphgen.nifti import atomic_output, save_volume
-from morphgen.weights import sha256sum
 
 
 @register_family("vqvae_transformer")
@@ -115,11 +112,7 @@ class VQVAETransformerFamily(AutoencoderFamily):
         """
         from morphgen.models.prior import load_prior, sample_tokens
 
-        n_generate, n_keep = int(n_generate), int(n_keep)
-        if n_generate < 1 or not 0 <= n_keep <= n_generate:
-            raise ConfigError(
-                f"generation needs 1 <= n_generate and 0 <= n_keep <= n_generate, got {n_generate}, {n_keep}"
-            )
+        n_generate, n_keep = checked_counts(n_generate, n_keep)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         vqvae, disc, network = load_autoencoder(Path(model_path))
         vqvae, disc = vqvae.to(device), disc.to(device)
@@ -129,20 +122,8 @@ class VQVAETransformerFamily(AutoencoderFamily):
         codebook_size = int(network["codebook_size"])
         sampling = self.sampling_cfg
         batch_size = int(sampling.get("batch_size", 8))
-        out_dir = Path(out_dir)
-        resume = GenerationCheckpoint(
-            out_dir / "checkpoints" / "generate.pt",
-            {
-                "n_generate": n_generate,
-                "n_keep": n_keep,
-                "sampling": {k: v for k, v in sampling.items() if k != "checkpoint_minutes"},
-                "seed": self.seed,
-                "device": device.type,
-                "autoencoder": sha256sum(model_path),
-                "prior": sha256sum(prior_path),
-            },
-            minutes=float(sampling.get("checkpoint_minutes", 10)),
-        )
+        counts = (n_generate, n_keep)
+        resume = generation_checkpoint(out_dir, sampling, self.seed, device, counts, model_path, prior_path)
         generator = torch.Generator(device=device).manual_seed(int(sampling.get("seed", self.seed)))
         best = resume.restore(generator) or BestSamples(n_keep)
         batches = sample_tokens(
@@ -176,25 +157,12 @@ class VQVAETransformerFamily(AutoencoderFamily):
         if best.count < n_generate:
             raise RuntimeError(f"the prior produced {best.count} samples, {n_generate} were asked for")
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        files: dict[int, str] = {}
-        kept = best.kept()
-        for start in range(0, len(kept), batch_size):
-            chunk = kept[start : start + batch_size]
-            codes = torch.stack([code for _, _, code in chunk]).to(device)
-            volumes = decode_tokens(vqvae, codes).clamp(0.0, 1.0).cpu().numpy()
-            for rank, (index, _, _), volume in zip(
-                range(start, start + len(chunk)), chunk, volumes, strict=True
-            ):
-                name = sample_filename(rank)
-                save_volume(
-                    out_dir / name, volume[0], affine, description="morphgen synthetic (VQ-VAE + transformer)"
-                )
-                files[index] = name
-        scores = best.scores
-        lines = ["index\tscore\tkept\tfile"]
-        for index, score in enumerate(scores):
-            lines.append(f"{index}\t{score:.9g}\t{index in files}\t{files.get(index, '')}")
-        with atomic_output(out_dir / SCORES_TSV) as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
+        write_kept(
+            best,
+            lambda codes: decode_tokens(vqvae, codes.to(device)).clamp(0.0, 1.0),
+            out_dir,
+            affine,
+            batch_size,
+            "morphgen synthetic (VQ-VAE + transformer)",
+        )
         resume.finish()
