@@ -31,12 +31,8 @@ lint: install
 	$(BIN)/ruff check src tests workflow/scripts benchmarks
 	$(BIN)/snakemake --lint
 
-# two pytest workers: the SLURM test mostly waits on the scheduler, the end-to-end group on Snakemake; tests
-# that share the end-to-end run are one xdist group, so one worker runs the DAG once for all of them
-TEST_WORKERS ?= 2
-
 test: lint
-	$(BIN)/pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -q -ra
 
 clean:
 	rm -rf results .snakemake

@@ -20,7 +20,7 @@ import torch
 import yaml
 from conftest import REPO, e2e_config_args, run_snakemake
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]  # see the Makefile
+pytestmark = pytest.mark.slow
 
 SUBPOP = "age-young"
 UPSTREAM = ("demo_cohort", "qc", "split", "subpopulations", "preprocessed")  # what the second run reuses

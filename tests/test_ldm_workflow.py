@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import REPO, e2e_config_args, run_snakemake
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]  # see the Makefile
+pytestmark = pytest.mark.slow
 
 SUBPOP = "age-old"
 UPSTREAM = ("demo_cohort", "qc", "split", "subpopulations", "preprocessed")

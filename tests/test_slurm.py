@@ -28,7 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 GPU_RULES = {"train_autoencoder"}
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]  # see the Makefile
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

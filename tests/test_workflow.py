@@ -12,9 +12,6 @@ from conftest import run_snakemake as _snakemake
 
 from morphgen.space import Grid
 
-# with the other users of the end-to-end run on one pytest worker (see the Makefile)
-pytestmark = pytest.mark.xdist_group("e2e")
-
 
 def test_lint_is_clean(tmp_path):
     proc = _snakemake(tmp_path, "--configfile", str(REPO / "config.yaml"), "--lint")
