@@ -1,14 +1,13 @@
 """The pipeline through `snakemake --profile profiles/slurm` on a real single-node SLURM cluster.
 
-A small DAG (simulated cohort, input checks, split, grouped preprocessing, autoencoder training on two GPUs,
-segmentation in batches) is submitted with the project's own profile. Checked from SLURM's records
-(``scontrol show job``): the GPU rule ran on the ``gpu`` partition with a request for two GPUs and trained in
-two torchrun processes, every other job on ``cpu`` without one, the preprocessing of all subjects ran as one
-grouped job and the segmentation as one job per batch. Once training has finished its first epoch, its job
-gets SIGTERM from SLURM (``scancel --signal=TERM``, what ``--signal=TERM@300`` sends before the time limit):
-it must checkpoint and exit 75, and the profile's retry must resubmit it and resume it to the end. Skipped
-where no cluster can start (no slurm-wlm, not root) unless MORPHGEN_REQUIRE_SLURM is set, as CI does, where
-it fails instead.
+A small DAG (simulated cohort, input checks, split, grouped preprocessing, autoencoder training on two GPUs)
+is submitted with the project's own profile. Checked from SLURM's records (``scontrol show job``): the GPU
+rule ran on the ``gpu`` partition with a request for two GPUs and trained in two torchrun processes, every
+other job on ``cpu`` without one, and the preprocessing of all subjects ran as one grouped job. Once training
+has finished its first epoch, its job gets SIGTERM from SLURM (``scancel --signal=TERM``, what
+``--signal=TERM@300`` sends before the time limit): it must checkpoint and exit 75, and the profile's retry
+must resubmit it and resume it to the end. Skipped where no cluster can start (no slurm-wlm, not root) unless
+MORPHGEN_REQUIRE_SLURM is set, as CI does, where it fails instead.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import slurm_cluster
 import torch
@@ -93,7 +91,6 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
         "mem_mb=6000",
         "--",
         str(results / "models/autoencoder/model.pt"),
-        str(results / "volumes/real.tsv"),
     ]
     env = dict(cluster, PYTHONPATH=str(REPO / "src"))
     # SIGINT, not SIGTERM: snakemake under the SLURM executor ignores SIGTERM while jobs run
@@ -118,10 +115,6 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
     jobs = _job_ids(output)
     assert GPU_RULES <= set(jobs) and {"demo_cohort", "split", "preprocess"} <= set(jobs), jobs
     assert len(jobs["preprocess"]) == 1  # all eight subjects in one grouped job
-    # segmentation in jobs of images_per_job (4) subjects; their tables joined in Snakemake itself (localrule)
-    n_subjects = len(pd.read_csv(results / "split/subjects.tsv", sep="\t"))
-    assert len(jobs["segment_real"]) == -(-n_subjects // 4) and "gather_real_volumes" not in jobs, jobs
-    assert len(pd.read_csv(results / "volumes/real.tsv", sep="\t")) == n_subjects
     # the signalled training job stopped with code 75, its resubmission resumed and completed
     assert jobs["train_autoencoder"][0] == training and len(jobs["train_autoencoder"]) == 2, jobs
     assert slurm_cluster.job_record(training, cluster).get("JobState") == "FAILED"
