@@ -44,6 +44,10 @@ def test_min_max_of_the_training_subjects_and_extrapolation_flagged():
     np.testing.assert_allclose(x[:, 1], [0, 1, 1, 0])  # sex: F=0, M=1
     np.testing.assert_allclose(x[:, 2], [0, 1 / 3, 2 / 3, 1], rtol=1e-6)
     assert scaler.outside(table).eq("").all()
+    back = scaler.inverse(x)  # to their own units again: the same table
+    assert back["sex"].tolist() == table["sex"].tolist()
+    for name in ("age", "ventricles", "brain"):
+        np.testing.assert_allclose(back[name], table[name], rtol=1e-6)
 
     asked = pd.DataFrame(
         {"age": [65.0, 90.0], "sex": ["M", "F"], "ventricles": [55.0, 5.0], "brain": [1250.0] * 2}

@@ -313,9 +313,9 @@ def modulated_maps(folders) -> dict[str, Path]:
 def covariates(subjects_tsv, volumes_tsv, conditioning: dict) -> pd.DataFrame:
     """Each usable subject's covariates (``model.conditioning.covariates``: name -> column of the subjects
     table or of the real images' volumes)."""
-    from morphgen.models.covariates import DEFAULT_COVARIATES, covariate_table
+    from morphgen.models.covariates import covariate_columns, covariate_table
 
-    columns = dict(conditioning.get("covariates") or DEFAULT_COVARIATES)
+    columns = covariate_columns(conditioning)
     return covariate_table(read_tsv(subjects_tsv), read_tsv(volumes_tsv), columns)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from morphgen.errors import ConfigError
 from morphgen.models import kl_autoencoder, vqvae
-from morphgen.models.vqvae import build_discriminator, discriminator_output_shape
+from morphgen.models.vqvae import build_discriminator, discriminator_config
 
 # model.autoencoder.kl_weight: MONAI's brain LDM tutorials use 1e-6 (the KL term sums over the latent grid)
 KL_WEIGHT = 1e-6
@@ -95,28 +95,15 @@ class KLCodec(Codec):
     kind, label, regulariser, has_codebook = "kl", "KL autoencoder", "kl", False
 
     def network_config(self, image_shape):
-        for key in ("disc_channels", "disc_layers"):
-            if key not in self.ae_cfg:
-                raise ConfigError(f"model.autoencoder: missing key {key!r}")
-        net = kl_autoencoder.network_config(self.ae_cfg, image_shape)
-        net.update(
-            kind=self.kind,
-            image_shape=[int(s) for s in image_shape],
-            disc_channels=int(self.ae_cfg["disc_channels"]),
-            disc_layers=int(self.ae_cfg["disc_layers"]),
-        )
-        if min(discriminator_output_shape(net["image_shape"], net["disc_layers"])) < 1:
-            raise ConfigError(f"model.autoencoder.disc_layers: {net['disc_layers']} is too many for the grid")
-        return net
+        return {
+            **kl_autoencoder.network_config(self.ae_cfg, image_shape),
+            **discriminator_config(self.ae_cfg, image_shape),
+            "kind": self.kind,
+            "image_shape": [int(s) for s in image_shape],
+        }
 
     def build(self, network):
-        return kl_autoencoder.build_autoencoder_kl(
-            {
-                k: v
-                for k, v in network.items()
-                if k not in ("kind", "image_shape", "disc_channels", "disc_layers")
-            }
-        )
+        return kl_autoencoder.build_autoencoder_kl(network)
 
     def reconstruct(self, model, images, autocast, recompute=False):
         with autocast():

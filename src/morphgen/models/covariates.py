@@ -23,6 +23,11 @@ ID = "participant_id"
 DEFAULT_COVARIATES = {"age": "age", "sex": "sex", "ventricles": "ventricles_ml", "brain": "brain_ml"}
 
 
+def covariate_columns(conditioning: dict | None) -> dict[str, str]:
+    """``model.conditioning.covariates`` (name -> column), or the seed's four when it names none."""
+    return dict((conditioning or {}).get("covariates") or DEFAULT_COVARIATES)
+
+
 def covariate_table(subjects: pd.DataFrame, volumes: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     """One row per subject of ``subjects``: its id and each covariate (``name -> column``), by name.
 
@@ -92,11 +97,25 @@ class CovariateScaler:
                 columns.append(table[name].astype(float).to_numpy())
         return np.stack(columns, axis=1) if columns else np.zeros((len(table), 0))
 
+    def _span(self) -> np.ndarray:
+        lo, hi = np.asarray(self.minimum), np.asarray(self.maximum)
+        return np.where(hi > lo, hi - lo, 1.0)
+
     def transform(self, table: pd.DataFrame) -> np.ndarray:
         """(n, covariates) float32 in [0, 1] inside the training ranges (outside them when extrapolating)."""
-        lo, hi = np.asarray(self.minimum), np.asarray(self.maximum)
-        span = np.where(hi > lo, hi - lo, 1.0)
-        return ((self._numeric(table) - lo) / span).astype(np.float32)
+        return ((self._numeric(table) - np.asarray(self.minimum)) / self._span()).astype(np.float32)
+
+    def inverse(self, values: np.ndarray) -> pd.DataFrame:
+        """Covariates in their own units from normalised values (a text covariate by its nearest level)."""
+        raw = np.asarray(values, dtype=float) * self._span() + np.asarray(self.minimum)
+        out = {}
+        for i, name in enumerate(self.names):
+            if name in self.levels:
+                levels = self.levels[name]
+                out[name] = [levels[int(np.clip(round(v), 0, len(levels) - 1))] for v in raw[:, i]]
+            else:
+                out[name] = raw[:, i]
+        return pd.DataFrame(out)
 
     def outside(self, table: pd.DataFrame) -> pd.Series:
         """Per row, the covariates outside their training range, comma-separated ('' when none)."""

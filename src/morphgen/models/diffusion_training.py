@@ -177,7 +177,7 @@ def train_diffusion(
             save_checkpoint(None)
 
     # held out: the denoising error against that of estimating no noise at all (the noise's mean square)
-    model_mse = validation_mse(unet, scheduler, val_x, val_c, seed, batch_size)
+    model_mse = history[-1][3]  # the last epoch's validation: the same noise, timesteps and weights
     baseline = validation_mse(_NoEstimate(), scheduler, val_x, val_c, seed, batch_size)
     heldout = {"model_mse": model_mse, "no_estimate_mse": baseline, "ratio": model_mse / baseline}
     write_tsv(pd.DataFrame([{**heldout, "val_latents": len(val_x)}]), out_dir / "heldout.tsv")

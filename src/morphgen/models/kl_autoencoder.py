@@ -46,8 +46,25 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...] | list[int]) -> di
     }
 
 
+# the keys of a network config that are AutoencoderKL's arguments (the rest describe the grid, the
+# discriminator and the kind of autoencoder)
+CONSTRUCTOR_KEYS = (
+    "spatial_dims",
+    "in_channels",
+    "out_channels",
+    "channels",
+    "attention_levels",
+    "latent_channels",
+    "num_res_blocks",
+    "norm_num_groups",
+    "with_encoder_nonlocal_attn",
+    "with_decoder_nonlocal_attn",
+)
+
+
 def build_autoencoder_kl(net: dict) -> AutoencoderKL:
-    return AutoencoderKL(**{k: v for k, v in net.items() if k != "latent_shape"})
+    """MONAI AutoencoderKL from a network config of :func:`network_config` (extra keys are ignored)."""
+    return AutoencoderKL(**{k: net[k] for k in CONSTRUCTOR_KEYS})
 
 
 def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:

@@ -56,8 +56,7 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
         "commitment_cost": float(ae_cfg["commitment_cost"]),
         "decay": float(ae_cfg["decay"]),
         "epsilon": float(ae_cfg.get("epsilon", 1e-5)),
-        "disc_channels": int(ae_cfg["disc_channels"]),
-        "disc_layers": int(ae_cfg["disc_layers"]),
+        **discriminator_config(ae_cfg, image_shape),
         "image_shape": [int(s) for s in image_shape],
         "normalize_latents": bool(ae_cfg.get("normalize_latents", False)),
         "subtract_mean": bool(ae_cfg.get("subtract_mean", False)),
@@ -72,10 +71,18 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
     if cfg["codebook_size"] < 2 or cfg["codebook_size"] > 2**31 - 2:
         raise ConfigError(f"model.autoencoder.codebook_size: {cfg['codebook_size']} is out of range")
     cfg["latent_shape"] = latent_shape(cfg["image_shape"], len(cfg["channels"]))
-    out = discriminator_output_shape(cfg["image_shape"], cfg["disc_layers"])
-    if min(out) < 1:
+    return cfg
+
+
+def discriminator_config(ae_cfg: dict, image_shape: tuple[int, ...] | list[int]) -> dict:
+    """The PatchGAN's part of a network config (every autoencoder kind has one); its patches must fit."""
+    missing = [k for k in ("disc_channels", "disc_layers") if k not in ae_cfg]
+    if missing:
+        raise ConfigError(f"model.autoencoder: missing keys {missing}")
+    cfg = {"disc_channels": int(ae_cfg["disc_channels"]), "disc_layers": int(ae_cfg["disc_layers"])}
+    if min(discriminator_output_shape(image_shape, cfg["disc_layers"])) < 1:
         raise ConfigError(
-            f"model.autoencoder.disc_layers: {cfg['disc_layers']} layers shrink a {cfg['image_shape']} image "
+            f"model.autoencoder.disc_layers: {cfg['disc_layers']} layers shrink a {list(image_shape)} image "
             f"to nothing; use fewer"
         )
     return cfg

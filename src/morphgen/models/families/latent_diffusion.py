@@ -23,7 +23,7 @@ import torch
 from morphgen.errors import ConfigError, SubjectError
 from morphgen.models.checkpoint import load_autoencoder
 from morphgen.models.codecs import KLCodec
-from morphgen.models.covariates import DEFAULT_COVARIATES, ID, CovariateScaler
+from morphgen.models.covariates import ID, CovariateScaler, covariate_columns
 from morphgen.models.data import torch_generator
 from morphgen.models.diffusion import make_scheduler, sample_latents
 from morphgen.models.families.autoencoding import AutoencoderFamily
@@ -55,8 +55,7 @@ class LatentDiffusionFamily(AutoencoderFamily):
                 raise ConfigError(f"model.{section} is missing from the configuration (model.family: ldm)")
         self.diffusion_cfg: dict = model_cfg["diffusion"]
         self.sampling_cfg: dict = model_cfg["sampling"]
-        conditioning = model_cfg.get("conditioning") or {}
-        self.covariate_columns: dict[str, str] = dict(conditioning.get("covariates") or DEFAULT_COVARIATES)
+        self.covariate_columns = covariate_columns(model_cfg.get("conditioning"))
 
     # ---- prior ---------------------------------------------------------------------------------------------
     def fit_prior(
@@ -140,37 +139,26 @@ class LatentDiffusionFamily(AutoencoderFamily):
             out_dir, self.sampling_cfg, seed, device, counts, model_path, prior_path
         )
         generator = torch.Generator(device=device).manual_seed(seed)
+
+        def decode(z: torch.Tensor) -> torch.Tensor:
+            return autoencoder.decode(z.to(device) / scale).clamp(0.0, 1.0)
+
         best = resume.restore(generator) or BestSamples(n_keep)
         while best.count < n_generate:
             cov = conditions[best.count : best.count + batch_size].to(device)
             z = sample_latents(unet, scheduler, cov, latent_shape, generator, progress)
-            images = autoencoder.decode(z / scale).clamp(0.0, 1.0)
-            for latent, score in zip(z.cpu(), discriminator_score(disc, images).tolist(), strict=True):
+            for latent, score in zip(z.cpu(), discriminator_score(disc, decode(z)).tolist(), strict=True):
                 best.add(score, latent.clone())
             if best.count < n_generate:
                 resume.save_if_due(best, generator, of=n_generate)
 
         write_kept(
             best,
-            lambda z: autoencoder.decode(z.to(device) / scale).clamp(0.0, 1.0),
+            decode,
             out_dir,
             affine,
             batch_size,
             "morphgen synthetic (latent diffusion)",
-            columns=self._denormalised(scaler, conditions.numpy()),
+            columns=scaler.inverse(conditions.numpy()),
         )
         resume.finish()
-
-    @staticmethod
-    def _denormalised(scaler: CovariateScaler, values: np.ndarray) -> pd.DataFrame:
-        """Covariates in their own units from normalised values (a text covariate by its nearest level)."""
-        lo, hi = np.asarray(scaler.minimum), np.asarray(scaler.maximum)
-        raw = values * np.where(hi > lo, hi - lo, 1.0) + lo
-        out = {}
-        for i, name in enumerate(scaler.names):
-            if name in scaler.levels:
-                levels = scaler.levels[name]
-                out[name] = [levels[int(np.clip(round(v), 0, len(levels) - 1))] for v in raw[:, i]]
-            else:
-                out[name] = raw[:, i]
-        return pd.DataFrame(out)

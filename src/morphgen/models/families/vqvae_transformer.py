@@ -122,9 +122,14 @@ class VQVAETransformerFamily(AutoencoderFamily):
         codebook_size = int(network["codebook_size"])
         sampling = self.sampling_cfg
         batch_size = int(sampling.get("batch_size", 8))
+        seed = int(sampling.get("seed", self.seed))
         counts = (n_generate, n_keep)
-        resume = generation_checkpoint(out_dir, sampling, self.seed, device, counts, model_path, prior_path)
-        generator = torch.Generator(device=device).manual_seed(int(sampling.get("seed", self.seed)))
+        resume = generation_checkpoint(out_dir, sampling, seed, device, counts, model_path, prior_path)
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+        def decode(codes: torch.Tensor) -> torch.Tensor:
+            return decode_tokens(vqvae, codes.to(device)).clamp(0.0, 1.0)
+
         best = resume.restore(generator) or BestSamples(n_keep)
         batches = sample_tokens(
             prior,
@@ -148,8 +153,7 @@ class VQVAETransformerFamily(AutoencoderFamily):
                     f"the prior {prior_path} sampled tokens outside the codebook of {model_path}"
                 )
             codes = torch.from_numpy(tokens.reshape((-1, *latent)))
-            images = decode_tokens(vqvae, codes.to(device)).clamp(0.0, 1.0)
-            for code, score in zip(codes, discriminator_score(disc, images).tolist(), strict=True):
+            for code, score in zip(codes, discriminator_score(disc, decode(codes)).tolist(), strict=True):
                 best.add(score, code.clone())
             if best.count >= n_generate:
                 break
@@ -157,12 +161,5 @@ class VQVAETransformerFamily(AutoencoderFamily):
         if best.count < n_generate:
             raise RuntimeError(f"the prior produced {best.count} samples, {n_generate} were asked for")
 
-        write_kept(
-            best,
-            lambda codes: decode_tokens(vqvae, codes.to(device)).clamp(0.0, 1.0),
-            out_dir,
-            affine,
-            batch_size,
-            "morphgen synthetic (VQ-VAE + transformer)",
-        )
+        write_kept(best, decode, out_dir, affine, batch_size, "morphgen synthetic (VQ-VAE + transformer)")
         resume.finish()
