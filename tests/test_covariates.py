@@ -60,20 +60,6 @@ def test_min_max_of_the_training_subjects_and_extrapolation_flagged():
         scaler.transform(asked.drop(columns="brain"))
 
 
-def test_grid_varies_one_covariate_with_the_others_typical():
-    table = covariate_table(SUBJECTS, VOLUMES, DEFAULT_COVARIATES)
-    scaler = CovariateScaler.fit(table, list(DEFAULT_COVARIATES))
-    values = scaler.span("ventricles", 4, extend=0.5)
-    assert values == pytest.approx([-5.0, 15.0, 35.0, 55.0])
-    grid = scaler.grid("ventricles", values)
-    assert grid["ventricles"].tolist() == values
-    assert grid["age"].eq(65.0).all() and grid["brain"].eq(1250.0).all() and grid["sex"].eq("F").all()
-    assert scaler.outside(grid).tolist() == ["ventricles", "", "", "ventricles"]
-    assert scaler.span("sex", 5) == ["F", "M"]
-    with pytest.raises(ConfigError):
-        scaler.grid("height", [1.0])
-
-
 def test_scaler_goes_through_a_weights_only_file(tmp_path):
     scaler = CovariateScaler.fit(
         covariate_table(SUBJECTS, VOLUMES, DEFAULT_COVARIATES), list(DEFAULT_COVARIATES)
@@ -81,3 +67,48 @@ def test_scaler_goes_through_a_weights_only_file(tmp_path):
     torch.save({"covariates": scaler.state_dict()}, tmp_path / "m.pt")
     back = CovariateScaler.from_state_dict(torch.load(tmp_path / "m.pt", weights_only=True)["covariates"])
     assert back == scaler
+
+
+def test_requests_named_by_the_table_then_the_grid():
+    from morphgen.models.covariates import request_ids
+
+    grid = {"vary": ["ventricles", "brain"], "range": [0.0, 1.5], "steps": 3}
+    asked = pd.DataFrame({"age": [60.0, 70.0]})
+    assert request_ids(asked, grid) == [
+        "request-0001",
+        "request-0002",
+        "ventricles-01",
+        "ventricles-02",
+        "ventricles-03",
+        "brain-01",
+        "brain-02",
+        "brain-03",
+    ]
+    assert request_ids(asked.assign(sample_id=["a", "b"]), None) == ["a", "b"]
+    with pytest.raises(ConfigError, match="unique.*'a'"):
+        request_ids(asked.assign(sample_id=["a", "a"]), None)
+    with pytest.raises(ConfigError, match="name files"):
+        request_ids(asked.assign(sample_id=["a b", "c"]), None)
+
+
+def test_a_request_leaves_out_what_stays_typical_and_a_grid_spans_the_training_range():
+    from morphgen.models.covariates import request_table
+
+    table = covariate_table(SUBJECTS, VOLUMES, DEFAULT_COVARIATES)
+    scaler = CovariateScaler.fit(table, list(DEFAULT_COVARIATES))
+    asked = pd.DataFrame({"sample_id": ["big"], "ventricles": [55.0], "sex": [None]})
+    grid = {"vary": ["ventricles"], "range": [-0.5, 1.5], "steps": 3}
+    rows = request_table(scaler, asked, grid).set_index("sample_id")
+    assert list(rows.index) == ["big", "ventricles-01", "ventricles-02", "ventricles-03"]
+    # left out: median age 65, brain 1250; sex has two modes (F, M): the first in order
+    assert rows.loc["big", ["age", "sex", "ventricles", "brain"]].tolist() == [65.0, "F", 55.0, 1250.0]
+    assert rows["vary"].tolist() == ["", "ventricles", "ventricles", "ventricles"]
+    np.testing.assert_allclose(rows["ventricles"].iloc[1:].astype(float), [-5.0, 25.0, 55.0])  # 10..40 ml
+    assert (rows["age"] == 65.0).all() and (rows["brain"] == 1250.0).all()
+    assert scaler.outside(rows).tolist() == ["ventricles", "ventricles", "", "ventricles"]
+    with pytest.raises(ConfigError, match="'ventricle'"):
+        request_table(scaler, pd.DataFrame({"ventricle": [20.0]}), None)
+    with pytest.raises(ConfigError, match="sex.*requests table"):
+        request_table(scaler, None, {"vary": ["sex"]})
+    with pytest.raises(ConfigError, match="'icv'"):
+        request_table(scaler, None, {"vary": ["icv"]})

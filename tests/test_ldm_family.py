@@ -134,3 +134,45 @@ def test_the_prior_needs_every_subjects_covariates(run, tmp_path):
     partial = run["covariates"].iloc[1:]
     with pytest.raises(SubjectError, match="sub-00"):
         family.fit_prior(latents[:4], latents[4:], tmp_path / "b", progress=False, covariates=partial)
+
+
+def test_conditioned_samples_carry_what_was_asked(run, tmp_path):
+    root, family = run["root"], run["family"]
+    models = (root / "ae/model.pt", root / "prior/model.pt")
+    grid = {"vary": ["ventricles"], "range": [0.0, 2.0], "steps": 3}
+    asked = pd.DataFrame({"sample_id": ["old", "old-again"], "age": [80.0, 80.0], "sex": ["M", "M"]})
+    table = family.generate_conditioned(*models, asked, grid, tmp_path / "a", GRID.affine, progress=False)
+    written = read_tsv(tmp_path / "a/requests.tsv")
+    assert list(written["sample_id"]) == [
+        "old",
+        "old-again",
+        "ventricles-01",
+        "ventricles-02",
+        "ventricles-03",
+    ]
+    assert list(written["file"]) == [f"{i}.nii.gz" for i in written["sample_id"]]
+    np.testing.assert_allclose(written["ventricles"].iloc[2:], [10.0, 22.0, 34.0])  # training range 10..22
+    np.testing.assert_allclose(written["ventricles_normalised"].iloc[2:], [0.0, 1.0, 2.0], atol=1e-6)
+    np.testing.assert_allclose(written["age_normalised"].iloc[:2], [2.0, 2.0])  # age 80 beyond 50..65
+    assert written["outside_range"].fillna("").tolist() == ["age", "age", "", "", "ventricles"]
+    assert len(table) == 5
+    images = {i: nib.load(str(tmp_path / "a" / f"{i}.nii.gz")) for i in written["sample_id"]}
+    assert all(np.allclose(img.affine, GRID.affine) and img.shape == GRID.shape for img in images.values())
+    # two table rows asking the same thing start from their own noise: two brains, not one
+    assert not np.array_equal(images["old"].get_fdata(), images["old-again"].get_fdata())
+
+    # the grid starts from one noise whatever else is asked: the same images without the table's rows
+    alone = family.generate_conditioned(*models, None, grid, tmp_path / "b", GRID.affine, progress=False)
+    assert list(alone["sample_id"]) == ["ventricles-01", "ventricles-02", "ventricles-03"]
+    for name in alone["sample_id"]:
+        np.testing.assert_array_equal(
+            nib.load(str(tmp_path / "b" / f"{name}.nii.gz")).get_fdata(), images[name].get_fdata()
+        )
+
+
+def test_a_family_without_covariates_cannot_take_requests(tmp_path):
+    vq = build_family({**MODEL_CFG, "family": "vqvae_transformer", "prior": {}})
+    with pytest.raises(ConfigError, match="not conditioned"):
+        vq.generate_conditioned(
+            tmp_path / "m", tmp_path / "p", None, {"vary": ["age"]}, tmp_path, GRID.affine
+        )

@@ -34,6 +34,7 @@ LOSS_TSV = "loss.tsv"
 LOSS_PNG = "loss.png"
 HELDOUT_TSV = "heldout.tsv"
 SCORES_TSV = "scores.tsv"
+REQUESTS_TSV = "requests.tsv"
 
 
 def sample_filename(rank: int) -> str:
@@ -153,3 +154,25 @@ class ModelFamily(abc.ABC):
         ``out_dir/scores.tsv`` with one row per generated sample: index, score, kept, file (empty if not
         kept).
         """
+
+    def generate_conditioned(
+        self,
+        model_path: Path,
+        prior_path: Path,
+        requests: pd.DataFrame | None,
+        grid: dict | None,
+        out_dir: Path,
+        affine: np.ndarray,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """One sample per requested row of covariates, for a :attr:`conditioned` family.
+
+        ``requests``: a table of covariates in their own units (``morphgen.models.covariates.read_requests``);
+        ``grid``: ``model.conditioning.requests.grid`` (rows varying one covariate, the others typical).
+        Writes ``out_dir/<sample_id>.nii.gz`` and ``out_dir/requests.tsv`` (the covariates asked, normalised,
+        and flagged when outside the training range) and returns that table.
+        """
+        raise ConfigError(
+            f"model family {self.name or type(self).__name__} is not conditioned on covariates: "
+            "it cannot sample from requested covariates (model.conditioning.requests)"
+        )

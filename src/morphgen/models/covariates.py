@@ -11,7 +11,9 @@ outside a range is allowed (the seed extrapolates, its Fig. 4) and flagged.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,10 @@ import pandas as pd
 from morphgen.errors import ConfigError, SubjectError
 
 ID = "participant_id"
+REQUEST_ID = "sample_id"  # the requested sample's name: its file and its row in every table
+VARY = "vary"  # the covariate a grid row varies ('' for a row of the requests table)
+OUTSIDE = "outside_range"
+_FILE_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # name -> column: the seed's four covariates, as this pipeline measures them
 DEFAULT_COVARIATES = {"age": "age", "sex": "sex", "ventricles": "ventricles_ml", "brain": "brain_ml"}
 
@@ -125,21 +131,18 @@ class CovariateScaler:
             [",".join(n for n, o in zip(self.names, row, strict=True) if o) for row in out], index=table.index
         )
 
-    def grid(self, vary: str, values: list[float | str]) -> pd.DataFrame:
-        """Rows with ``vary`` taking each of ``values`` and every other covariate at its typical value."""
-        if vary not in self.names:
-            raise ConfigError(f"cannot vary {vary!r}: the covariates are {self.names}")
-        rows = [{**self.typical, vary: v} for v in values]
-        return pd.DataFrame(rows, columns=self.names)
-
-    def span(self, vary: str, n: int, extend: float = 0.0) -> list[float]:
-        """``n`` evenly spaced values of a numeric covariate over its range, widened by ``extend`` x range."""
-        if vary in self.levels:
-            return list(self.levels[vary])
-        i = self.names.index(vary)
+    def at(self, name: str, positions: list[float]) -> list[float]:
+        """Values of a numeric covariate at ``positions`` of its training range (0: minimum, 1: maximum)."""
+        if name not in self.names:
+            raise ConfigError(f"no covariate {name!r}: the model is conditioned on {self.names}")
+        if name in self.levels:
+            raise ConfigError(
+                f"covariate {name!r} takes the values {self.levels[name]}: ask for them in a requests table, "
+                "a grid varies numeric covariates"
+            )
+        i = self.names.index(name)
         lo, hi = self.minimum[i], self.maximum[i]
-        pad = extend * (hi - lo)
-        return [float(v) for v in np.linspace(lo - pad, hi + pad, n)]
+        return [float(lo + u * (hi - lo)) for u in positions]
 
     def state_dict(self) -> dict:
         """Plain types only: it goes into a model file loaded with ``weights_only=True``."""
@@ -160,6 +163,73 @@ class CovariateScaler:
             {k: list(v) for k, v in state["levels"].items()},
             dict(state["typical"]),
         )
+
+
+# ---- conditioned sampling: what the user asks for ----------------------------------------------------------
+
+
+def read_requests(path: str | Path) -> pd.DataFrame:
+    """A requests table (TSV): one row per sample, one column per covariate in its own units, optionally
+    ``sample_id``; a covariate left out (column or cell) takes its typical training value."""
+    table = pd.read_csv(path, sep="\t", dtype={REQUEST_ID: str})
+    if table.empty:
+        raise ConfigError(f"the requests table {path} has no rows")
+    return table
+
+
+def grid_positions(grid: dict) -> list[float]:
+    """Where a grid row samples each covariate's range: ``steps`` points over ``range`` (0: the training
+    minimum, 1: the maximum; beyond them the model extrapolates, as in seed 004's Fig. 4)."""
+    lo, hi = (float(v) for v in grid.get("range", [0.0, 1.0]))
+    return [float(u) for u in np.linspace(lo, hi, int(grid.get("steps", 5)))]
+
+
+def request_ids(table: pd.DataFrame | None, grid: dict | None) -> list[str]:
+    """The name of each requested sample, known before any model exists: the table's ``sample_id`` (or
+    ``request-0001`` ... by row), then ``<covariate>-01`` ... along each grid row."""
+    ids = []
+    if table is not None:
+        if REQUEST_ID in table.columns:
+            ids += [str(v) for v in table[REQUEST_ID]]
+        else:
+            ids += [f"request-{i + 1:04d}" for i in range(len(table))]
+    if grid:
+        steps = len(grid_positions(grid))
+        ids += [f"{name}-{k + 1:02d}" for name in grid.get("vary", []) for k in range(steps)]
+    bad = [i for i in ids if not _FILE_SAFE.match(i)]
+    if bad:
+        raise ConfigError(f"request ids name files: letters, digits, '_', '.', '-' only, not {bad[:5]}")
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ConfigError(f"request ids must be unique: {repeated[:5]} appear more than once")
+    return ids
+
+
+def request_table(scaler: CovariateScaler, table: pd.DataFrame | None, grid: dict | None) -> pd.DataFrame:
+    """The covariates of every requested sample, in their own units: columns ``sample_id``, ``vary``, then
+    one per covariate. What a row leaves out is the training subjects' typical value (median, or the most
+    frequent level), so a grid row varies one covariate with the others fixed (seed 004's Fig. 2)."""
+    ids = request_ids(table, grid)
+    rows = []
+    if table is not None:
+        unknown = [c for c in table.columns if c not in (REQUEST_ID, *scaler.names)]
+        if unknown:
+            raise ConfigError(
+                f"the requests table has columns {unknown} that are not covariates {scaler.names}"
+            )
+        for _, asked in table.iterrows():
+            row = {VARY: ""}
+            for name in scaler.names:
+                value = asked.get(name)
+                row[name] = scaler.typical[name] if value is None or pd.isna(value) else value
+            rows.append(row)
+    if grid:
+        positions = grid_positions(grid)
+        for name in grid.get("vary", []):
+            rows += [{**scaler.typical, VARY: name, name: v} for v in scaler.at(name, positions)]
+    out = pd.DataFrame(rows, columns=[VARY, *scaler.names])
+    out.insert(0, REQUEST_ID, ids)
+    return out
 
 
 def _is_text(values: pd.Series) -> bool:

@@ -106,13 +106,18 @@ def sample_latents(
     latent_shape: tuple[int, ...],
     generator: torch.Generator | None = None,
     progress: bool = True,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Latents (batch, *latent_shape) for covariates (batch, k), from Gaussian noise by the scheduler's steps.
 
-    The same generator state gives the same latents. DDIM is deterministic after the first draw (eta 0).
+    The same generator state gives the same latents. DDIM is deterministic after the first draw (eta 0), which
+    ``noise`` (batch, *latent_shape) replaces: samples that start from the same noise differ only by what
+    their covariates change.
     """
     device = covariates.device
-    x = torch.randn((covariates.shape[0], *latent_shape), generator=generator, device=device)
+    if noise is None:
+        noise = torch.randn((covariates.shape[0], *latent_shape), generator=generator, device=device)
+    x = noise.to(device)
     was_training = unet.training
     unet.eval()
     try:

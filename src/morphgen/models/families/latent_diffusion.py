@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,18 @@ import pandas as pd
 import torch
 
 from morphgen.errors import ConfigError, SubjectError
+from morphgen.models.base import REQUESTS_TSV
 from morphgen.models.checkpoint import load_autoencoder
 from morphgen.models.codecs import KLCodec
-from morphgen.models.covariates import ID, CovariateScaler, covariate_columns
+from morphgen.models.covariates import (
+    ID,
+    OUTSIDE,
+    REQUEST_ID,
+    VARY,
+    CovariateScaler,
+    covariate_columns,
+    request_table,
+)
 from morphgen.models.data import torch_generator
 from morphgen.models.diffusion import make_scheduler, sample_latents
 from morphgen.models.families.autoencoding import AutoencoderFamily
@@ -32,6 +42,7 @@ from morphgen.models.latents import read_latents
 from morphgen.models.registry import register_family
 from morphgen.models.selection import BestSamples
 from morphgen.models.vqvae import discriminator_score
+from morphgen.nifti import atomic_output, save_volume
 
 
 def load_latents(paths: list[Path], copies: str = "all") -> tuple[np.ndarray, list[str]]:
@@ -100,6 +111,27 @@ class LatentDiffusionFamily(AutoencoderFamily):
         )
 
     # ---- generation ----------------------------------------------------------------------------------------
+    def _sampler(self, model_path: Path, prior_path: Path) -> _Sampler:
+        from morphgen.models.diffusion_training import load_diffusion
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        autoencoder, disc, _ = load_autoencoder(Path(model_path))
+        unet, saved = load_diffusion(prior_path, device)
+        sampler = str(self.sampling_cfg.get("sampler", "ddim"))
+        steps = self.sampling_cfg.get("steps", 50 if sampler == "ddim" else None)
+        info = saved["info"]
+        return _Sampler(
+            autoencoder.to(device),
+            disc.to(device),
+            unet,
+            make_scheduler(sampler, None if steps is None else int(steps)),
+            float(saved["scale_factor"]),
+            tuple(saved["latent_shape"]),
+            CovariateScaler.from_state_dict(info["covariates"]),
+            info["training_covariates"].float(),
+            device,
+        )
+
     @torch.no_grad()
     def generate(
         self,
@@ -116,49 +148,119 @@ class LatentDiffusionFamily(AutoencoderFamily):
         ``scores.tsv`` also holds each sample's covariates. Resumable like the VQ-VAE family's generation
         (``checkpoints/generate.pt``); the kept samples' latents are decoded again at the end.
         """
-        from morphgen.models.diffusion_training import load_diffusion
-
         n_generate, n_keep = checked_counts(n_generate, n_keep)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        autoencoder, disc, _ = load_autoencoder(Path(model_path))
-        autoencoder, disc = autoencoder.to(device), disc.to(device)
-        unet, saved = load_diffusion(prior_path, device)
-        scale, latent_shape = float(saved["scale_factor"]), tuple(saved["latent_shape"])
-        info = saved["info"]
-        scaler = CovariateScaler.from_state_dict(info["covariates"])
-        rows = info["training_covariates"].float()
+        sampler = self._sampler(model_path, prior_path)
         seed = int(self.sampling_cfg.get("seed", self.seed))
-        draw = torch.randint(len(rows), (n_generate,), generator=torch_generator(seed, "covariates"))
-        conditions = rows[draw]
-        sampler = str(self.sampling_cfg.get("sampler", "ddim"))
-        steps = self.sampling_cfg.get("steps", 50 if sampler == "ddim" else None)
-        scheduler = make_scheduler(sampler, None if steps is None else int(steps))
+        draw = torch.randint(
+            len(sampler.training), (n_generate,), generator=torch_generator(seed, "covariates")
+        )
+        conditions = sampler.training[draw]
         batch_size = int(self.sampling_cfg.get("batch_size", 8))
         counts = (n_generate, n_keep)
         resume = generation_checkpoint(
-            out_dir, self.sampling_cfg, seed, device, counts, model_path, prior_path
+            out_dir, self.sampling_cfg, seed, sampler.device, counts, model_path, prior_path
         )
-        generator = torch.Generator(device=device).manual_seed(seed)
-
-        def decode(z: torch.Tensor) -> torch.Tensor:
-            return autoencoder.decode(z.to(device) / scale).clamp(0.0, 1.0)
-
+        generator = torch.Generator(device=sampler.device).manual_seed(seed)
         best = resume.restore(generator) or BestSamples(n_keep)
         while best.count < n_generate:
-            cov = conditions[best.count : best.count + batch_size].to(device)
-            z = sample_latents(unet, scheduler, cov, latent_shape, generator, progress)
-            for latent, score in zip(z.cpu(), discriminator_score(disc, decode(z)).tolist(), strict=True):
+            cov = conditions[best.count : best.count + batch_size]
+            z = sampler.sample(cov, generator, progress)
+            for latent, score in zip(z.cpu(), sampler.score(z).tolist(), strict=True):
                 best.add(score, latent.clone())
             if best.count < n_generate:
                 resume.save_if_due(best, generator, of=n_generate)
 
         write_kept(
             best,
-            decode,
+            sampler.decode,
             out_dir,
             affine,
             batch_size,
             "morphgen synthetic (latent diffusion)",
-            columns=scaler.inverse(conditions.numpy()),
+            columns=sampler.scaler.inverse(conditions.numpy()),
         )
         resume.finish()
+
+    @torch.no_grad()
+    def generate_conditioned(
+        self,
+        model_path: Path,
+        prior_path: Path,
+        requests: pd.DataFrame | None,
+        grid: dict | None,
+        out_dir: Path,
+        affine: np.ndarray,
+        progress: bool = True,
+    ) -> pd.DataFrame:
+        """One sample per requested row of covariates (:func:`morphgen.models.covariates.request_table`).
+
+        Writes ``out_dir/<sample_id>.nii.gz`` per request and ``out_dir/requests.tsv``: sample_id, vary,
+        file, score (the discriminator's, not used to select), each covariate as asked, its normalised value
+        ``<covariate>_normalised`` (0 and 1: the training range) and ``outside_range`` (the covariates asked
+        beyond their training range, comma-separated). The grid's samples all start from the same noise, so
+        along a grid row only the varied covariate changes the image; each table row draws its own.
+        """
+        sampler = self._sampler(model_path, prior_path)
+        asked = request_table(sampler.scaler, requests, grid)
+        normalised = sampler.scaler.transform(asked)
+        seed = int(self.sampling_cfg.get("seed", self.seed))
+        generator = torch.Generator(device=sampler.device).manual_seed(seed)
+        shared = torch.randn((1, *sampler.latent_shape), generator=generator, device=sampler.device)
+        batch_size = int(self.sampling_cfg.get("batch_size", 8))
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        scores = []
+        for start in range(0, len(asked), batch_size):
+            rows = asked.iloc[start : start + batch_size]
+            cov = torch.from_numpy(normalised[start : start + batch_size])
+            shape = (len(rows), *sampler.latent_shape)
+            noise = torch.randn(shape, generator=generator, device=sampler.device)
+            on_grid = torch.from_numpy(rows[VARY].ne("").to_numpy()).to(sampler.device)
+            noise[on_grid] = shared
+            z = sampler.sample(cov, generator, progress, noise)
+            volumes = sampler.decode(z)
+            scores += discriminator_score(sampler.disc, volumes).tolist()
+            for sample_id, volume in zip(rows[REQUEST_ID], volumes.cpu().numpy(), strict=True):
+                save_volume(
+                    out_dir / f"{sample_id}.nii.gz",
+                    volume[0],
+                    affine,
+                    description="morphgen synthetic (latent diffusion, conditioned)",
+                )
+        table = asked.assign(
+            file=[f"{i}.nii.gz" for i in asked[REQUEST_ID]], score=[f"{s:.9g}" for s in scores]
+        )
+        for i, name in enumerate(sampler.scaler.names):
+            table[f"{name}_normalised"] = normalised[:, i]
+        table[OUTSIDE] = sampler.scaler.outside(asked)
+        with atomic_output(out_dir / REQUESTS_TSV) as tmp:
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.7g")
+        return table
+
+
+@dataclass
+class _Sampler:
+    """A trained model ready to sample: latents from covariates, decoded volumes, discriminator scores."""
+
+    autoencoder: torch.nn.Module
+    disc: torch.nn.Module
+    unet: torch.nn.Module
+    scheduler: object
+    scale: float
+    latent_shape: tuple[int, ...]
+    scaler: CovariateScaler
+    training: torch.Tensor  # each training subject's normalised covariates
+    device: torch.device
+
+    def sample(
+        self, cov: torch.Tensor, generator: torch.Generator, progress: bool, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return sample_latents(
+            self.unet, self.scheduler, cov.to(self.device), self.latent_shape, generator, progress, noise
+        )
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(z.to(self.device) / self.scale).clamp(0.0, 1.0)
+
+    def score(self, z: torch.Tensor) -> torch.Tensor:
+        return discriminator_score(self.disc, self.decode(z))
