@@ -290,7 +290,7 @@ def test_conditioning_check_matches_samples_by_id_and_separates_extrapolation(tm
     shuffled = measured.assign(participant_id=rng.permutation(measured["participant_id"]))
     r = conditioning_check(requested, shuffled, columns).set_index(["covariate", "samples"])
     assert abs(r.loc[("ventricles", "all"), "pearson_r"]) < 0.9
-    png = conditioning_scatter(requested, measured, columns, tmp_path / "c.png")
+    png = conditioning_scatter({"requested": (requested, measured)}, columns, tmp_path / "c.png")
     assert png.stat().st_size > 5000
     with pytest.raises(ValueError, match="no covariate"):
         conditioning_check(requested, measured, {"age": "age"})

@@ -4,6 +4,7 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
+from morphgen.models.covariates import read_requests, request_ids
 from morphgen.workflow import batches
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -40,6 +41,16 @@ CONDITIONING = MODEL.get("conditioning") or {}
 # segmentation and SyN run in jobs of this many images, so that no job outgrows a cluster's time limit
 IMAGES_PER_JOB = config["evaluation"].get("images_per_job", 50)
 SAMPLE_BATCHES = batches(SAMPLE_IDS, IMAGES_PER_JOB)
+# conditioned sampling: one sample per row of a requests table and per point of a grid, per sub-population
+REQUESTS = CONDITIONING.get("requests") or {}
+REQUEST_TABLE = REQUESTS.get("table")
+REQUEST_GRID = REQUESTS.get("grid")
+REQUEST_IDS = (
+    request_ids(read_requests(REQUEST_TABLE) if REQUEST_TABLE else None, REQUEST_GRID)
+    if CONDITIONING
+    else []
+)
+REQUEST_BATCHES = batches(REQUEST_IDS, IMAGES_PER_JOB)
 
 
 wildcard_constraints:
@@ -180,6 +191,11 @@ def sample_batch(wildcards):
     return [f"{R}/samples/{wildcards.subpop}/{s}.nii.gz" for s in SAMPLE_BATCHES[wildcards.batch]]
 
 
+def request_batch(wildcards):
+    """The requested samples of one sub-population in the job's batch."""
+    return [f"{R}/conditioned/{wildcards.subpop}/{s}.nii.gz" for s in REQUEST_BATCHES[wildcards.batch]]
+
+
 def all_samples(wildcards):
     return expand(f"{R}/samples/{{subpop}}/{{sample}}.nii.gz", subpop=SUBPOPS, sample=SAMPLE_IDS)
 
@@ -209,4 +225,8 @@ def all_outputs(wildcards):
     outputs += expand(f"{R}/models/prior/{{subpop}}/heldout.tsv", subpop=SUBPOPS)
     if IS_DEMO:
         outputs += [f"{R}/tables/volumetry_truth.tsv", f"{R}/figures/volumetry_truth.png"]
+    if CONDITIONING:
+        outputs += [f"{R}/tables/conditioning.tsv", f"{R}/figures/conditioning.png"]
+    if REQUEST_GRID:
+        outputs += expand(f"{R}/figures/conditioning_grid_{{subpop}}.png", subpop=SUBPOPS)
     return outputs

@@ -141,3 +141,34 @@ rule generate:
         ENV
     script:
         "../scripts/generate.py"
+
+
+rule sample_conditioned:
+    """One sample per requested row of covariates (model.conditioning.requests: a table and a grid) from a
+    sub-population's conditioned prior; the covariates asked, normalised and flagged in requests.tsv."""
+    input:
+        autoencoder=rules.train_autoencoder.output.model,
+        prior=rules.train_prior.output.model,
+        requests=[REQUEST_TABLE] if REQUEST_TABLE else [],
+    output:
+        samples=expand(f"{R}/conditioned/{{{{subpop}}}}/{{sample}}.nii.gz", sample=REQUEST_IDS),
+        table=f"{R}/conditioned/{{subpop}}/requests.tsv",
+    params:
+        grid=REQUEST_GRID,
+        sampling={k: v for k, v in SAMPLING.items() if k != "checkpoint_minutes"},
+        space=config["space"],
+        family=MODEL["family"],
+        seed=MODEL["seed"],
+    log:
+        log_for("sample_conditioned", "subpop"),
+    benchmark:
+        benchmark_for("sample_conditioned", "subpop")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=6 * 60,
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../scripts/sample_conditioned.py"

@@ -222,6 +222,69 @@ rule loss_figure:
         "../scripts/loss_figure.py"
 
 
+rule conditioning_check:
+    """Seed 004 §3.2: did conditioned samples get the volumes they were asked for? Pearson r between asked
+    and segmented ventricular and brain volume, for the generated and the requested samples."""
+    input:
+        scores=expand(f"{R}/samples/{{subpop}}/scores.tsv", subpop=SUBPOPS),
+        synthetic=SYNTH_VOLUMES,
+        requests=expand(f"{R}/conditioned/{{subpop}}/requests.tsv", subpop=SUBPOPS) if REQUEST_IDS else [],
+        conditioned=expand(f"{R}/volumes/conditioned/{{subpop}}.tsv", subpop=SUBPOPS) if REQUEST_IDS else [],
+    output:
+        table=report(
+            f"{R}/tables/conditioning.tsv",
+            caption="../report/conditioning.rst",
+            category="Tables",
+            subcategory="Conditioning",
+        ),
+        figure=report(
+            f"{R}/figures/conditioning.png",
+            caption="../report/conditioning_figure.rst",
+            category="Figures",
+            subcategory="Conditioning",
+        ),
+    params:
+        subpops=SUBPOPS,
+        conditioning=CONDITIONING,
+    log:
+        log_for("conditioning_check"),
+    benchmark:
+        benchmark_for("conditioning_check")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/conditioning_check.py"
+
+
+rule conditioning_grid:
+    """Seed 004's Fig. 2: a sub-population's grid samples, one row per varied covariate."""
+    input:
+        table=rules.sample_conditioned.output.table,
+        samples=rules.sample_conditioned.output.samples,
+    output:
+        figure=report(
+            f"{R}/figures/conditioning_grid_{{subpop}}.png",
+            caption="../report/conditioning_grid.rst",
+            category="Figures",
+            subcategory="Conditioning",
+            labels={"sub-population": "{subpop}"},
+        ),
+    log:
+        log_for("conditioning_grid", "subpop"),
+    benchmark:
+        benchmark_for("conditioning_grid", "subpop")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/conditioning_grid.py"
+
+
 rule paper:
     """Every table and figure of the paper; `make paper` redoes them all from the intermediate outputs."""
     input:

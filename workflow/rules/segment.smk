@@ -6,6 +6,7 @@ localrules:
     gather_real_volumes,
     gather_reconstruction_volumes,
     gather_synthetic_volumes,
+    gather_conditioned_volumes,
 
 
 rule segment_real:
@@ -86,6 +87,50 @@ rule gather_synthetic_volumes:
         log_for("gather_synthetic_volumes", "subpop"),
     benchmark:
         benchmark_for("gather_synthetic_volumes", "subpop")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"
+
+
+rule segment_conditioned:
+    """The same volumetry for one batch of a sub-population's requested samples: did they get what was asked?"""
+    input:
+        images=request_batch,
+    output:
+        volumes=f"{R}/volumes/conditioned/{{subpop}}/batch-{{batch}}.tsv",
+        labels=directory(f"{R}/segmentation/conditioned/{{subpop}}/batch-{{batch}}"),
+    params:
+        segmentation=config["segmentation"],
+    log:
+        log_for("segment_conditioned", "subpop", "batch"),
+    benchmark:
+        benchmark_for("segment_conditioned", "subpop", "batch")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=6 * 60,
+    conda:
+        ENV
+    script:
+        "../scripts/segment.py"
+
+
+rule gather_conditioned_volumes:
+    """One table of a sub-population's requested samples' volumes, from its batches."""
+    input:
+        tables=expand(
+            f"{R}/volumes/conditioned/{{{{subpop}}}}/batch-{{batch}}.tsv", batch=list(REQUEST_BATCHES)
+        ),
+    output:
+        table=f"{R}/volumes/conditioned/{{subpop}}.tsv",
+    log:
+        log_for("gather_conditioned_volumes", "subpop"),
+    benchmark:
+        benchmark_for("gather_conditioned_volumes", "subpop")
     resources:
         mem_mb=1000,
         runtime=10,

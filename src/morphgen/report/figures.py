@@ -177,6 +177,74 @@ def sample_grid(
     return save_figure(fig, out_png)
 
 
+def covariate_sweep(
+    requests: pd.DataFrame | str | Path,
+    image_dir: str | Path,
+    out_png: str | Path,
+    title: str,
+    *,
+    convention: str = "radiological",
+) -> Path:
+    """Seed 004's Fig. 2: one row per varied covariate (the grid rows of ``requests.tsv``), the others fixed;
+    per sample its coronal and axial centre slices, titled with the asked value and its normalised value
+    (0 and 1: the training range), in red when outside that range."""
+    table = read_tsv(requests) if isinstance(requests, (str, Path)) else requests
+    grid = table[table["vary"].fillna("").astype(str) != ""]
+    if grid.empty:
+        raise ValueError("covariate_sweep: requests.tsv has no grid rows (model.conditioning.requests.grid)")
+    rows = list(dict.fromkeys(grid["vary"]))
+    n_cols = int(grid.groupby("vary").size().max())
+    fig = Figure(figsize=(max(n_cols * 2.6 + 0.8, 7.5), 1.9 * len(rows) + 1.1))
+    spec = fig.add_gridspec(
+        len(rows),
+        2 * n_cols,
+        wspace=0.02,
+        hspace=0.35,
+        top=1 - 0.6 / fig.get_figheight(),
+        bottom=0.5 / fig.get_figheight(),
+        left=0.6 / fig.get_figwidth(),
+        right=0.995,
+    )
+    for r, name in enumerate(rows):
+        for c, (_, row) in enumerate(grid[grid["vary"] == name].iterrows()):
+            volume, zooms = _load_ras(Path(image_dir) / str(row["file"]))
+            planes = orthogonal_planes(volume, convention)
+            outside = name in str(row.get("outside_range", "") or "").split(",")
+            aspects = (("coronal", zooms[2] / zooms[0]), ("axial", zooms[1] / zooms[0]))
+            for p, (plane, aspect) in enumerate(aspects):
+                ax = fig.add_subplot(spec[r, 2 * c + p])
+                image = planes[plane][0]
+                ax.imshow(image, cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+                if p == 0 and c == 0:
+                    ax.set_ylabel(name, fontsize=11)
+            label = f"{float(row[name]):.4g}  ({float(row[f'{name}_normalised']):.2f})"
+            fig.text(
+                (spec[r, 2 * c].get_position(fig).x0 + spec[r, 2 * c + 1].get_position(fig).x1) / 2,
+                spec[r, 2 * c].get_position(fig).y1 + 0.01,
+                label,
+                ha="center",
+                va="bottom",
+                fontsize=9,
+                color="#D55E00" if outside else "black",
+            )
+    fig.suptitle(title, fontsize=12)
+    side = "right on the viewer's left" if convention == "radiological" else "left on the viewer's left"
+    fig.text(
+        0.5,
+        0.005,
+        f"per sample: coronal, axial centre slices ({convention}: patient's {side})\nvalue asked "
+        "(normalised: 0 and 1 are the training range; red: outside it, extrapolated); others at the median",
+        ha="center",
+        va="bottom",
+        fontsize=8,
+    )
+    return save_figure(fig, out_png)
+
+
 # ---------------------------------------------------------------------------------------------- volumes
 
 
@@ -351,20 +419,24 @@ def reconstruction_scatter(
 
 
 def conditioning_scatter(
-    requested: pd.DataFrame | str | Path,
-    measured: pd.DataFrame | str | Path,
+    sources: Mapping[str, tuple[pd.DataFrame | str | Path, pd.DataFrame | str | Path]],
     columns: Mapping[str, str],
     out_png: str | Path,
     *,
     title: str = "Conditioned samples: measured vs requested volumes",
 ) -> Path:
-    """Per measured covariate, the volume segmentation found against the one the sample was asked for."""
-    pairs = conditioning_pairs(_as_volumes(requested), _as_volumes(measured), columns)
+    """Per source of conditioned samples (a row of panels) and measured covariate, the volume segmentation
+    found against the one the sample was asked for. ``sources``: name -> (requested, measured)."""
+    pairs = {}
+    for source, (requested, measured) in sources.items():
+        found = conditioning_pairs(_as_volumes(requested), _as_volumes(measured), columns)
+        pairs.update({f"{name}: {source}": pair for name, pair in found.items()})
     if not pairs:
         raise ValueError(
             f"conditioning_scatter: no covariate among {list(columns)} is requested and measured"
         )
-    return agreement_scatter(pairs, out_png, title, ("requested (ml)", "measured (ml)"))
+    per_row = max(1, len(pairs) // max(1, len(sources)))
+    return agreement_scatter(pairs, out_png, title, ("requested (ml)", "measured (ml)"), per_row)
 
 
 def agreement_scatter(
@@ -372,9 +444,10 @@ def agreement_scatter(
     out_png: str | Path,
     title: str,
     axis_labels: tuple[str, str],
+    per_row: int = 3,
 ) -> Path:
     """One panel per tissue: measured (y) against reference (x) with the identity line; r and n in titles."""
-    per_row = min(3, len(pairs))
+    per_row = min(per_row, len(pairs))
     n_rows = -(-len(pairs) // per_row)
     fig = Figure(figsize=(3.6 * per_row, 3.4 * n_rows + 0.5))
     for k, (tissue, (reference, measured)) in enumerate(pairs.items()):

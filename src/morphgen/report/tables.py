@@ -418,13 +418,11 @@ def conditioning_pairs(
     left = requested.assign(_id=requested[a_col].astype(str))
     if in_range and "outside_range" in left.columns:
         left = left[left["outside_range"].fillna("").astype(str).eq("")]
-    right = measured.assign(_id=measured[b_col].astype(str))
-    merged = left.merge(right, on="_id", how="inner", suffixes=("", "_measured"))
-    return {
-        name: (merged[name], merged[column])
-        for name, column in columns.items()
-        if name in merged.columns and column in merged.columns
-    }
+    wanted = {name: column for name, column in columns.items() if name in left.columns and column in measured}
+    right = pd.DataFrame({f"measured {name}": measured[column] for name, column in wanted.items()})
+    right["_id"] = measured[b_col].astype(str).to_numpy()
+    merged = left.merge(right, on="_id", how="inner")
+    return {name: (merged[name], merged[f"measured {name}"]) for name in wanted}
 
 
 def conditioning_check(
@@ -451,6 +449,57 @@ def conditioning_check(
             f"conditioning check: no covariate among {list(columns)} is both requested and measured"
         )
     df = df[["covariate", "samples", *[c for c in df.columns if c not in ("covariate", "samples")]]]
+    if out_tsv is not None:
+        write_tsv(df, out_tsv)
+    return df
+
+
+def generated_conditions(scores: pd.DataFrame) -> pd.DataFrame:
+    """The kept samples of a conditioned generation (``scores.tsv``) with the covariates each was conditioned
+    on, by ``sample_id`` (the file's name, as in the samples' volume table)."""
+    kept = scores[scores["kept"].astype(bool)]
+    return kept.assign(sample_id=kept["file"].astype(str).str.replace(r"\.nii(\.gz)?$", "", regex=True))
+
+
+def pooled(
+    groups: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(requested, measured) per sub-population as one pair of tables; ids become ``<sub-population>/<id>``
+    so that they stay unique."""
+
+    def _join(index: int, what: str) -> pd.DataFrame:
+        parts = []
+        for subpop, pair in groups.items():
+            col = id_column(pair[index], what)
+            parts.append(pair[index].assign(**{col: subpop + "/" + pair[index][col].astype(str)}))
+        return pd.concat(parts, ignore_index=True, sort=False)
+
+    return _join(0, "requested covariates"), _join(1, "measured volumes")
+
+
+def conditioning_summary(
+    sources: Mapping[str, Mapping[str, tuple[pd.DataFrame, pd.DataFrame]]],
+    columns: Mapping[str, str],
+    out_tsv: str | Path | None = None,
+) -> pd.DataFrame:
+    """:func:`conditioning_check` per source of conditioned samples and per sub-population, then pooled.
+
+    ``sources`` maps a source (``generated``: the samples of ``generate``, each conditioned on a training
+    subject's covariates; ``requested``: those of ``sample_conditioned``) to sub-population -> (requested,
+    measured). Columns: source, subpopulation (``all`` when pooled), then those of :func:`conditioning_check`.
+    """
+    tables = []
+    for source, groups in sources.items():
+        groups = dict(groups)
+        if len(groups) > 1:
+            groups["all"] = pooled(groups)
+        for subpop, (requested, measured) in groups.items():
+            check = conditioning_check(requested, measured, columns)
+            tables.append(check.assign(source=source, subpopulation=subpop))
+    if not tables:
+        raise ValueError("conditioning summary: no conditioned samples given")
+    df = pd.concat(tables, ignore_index=True)
+    df = df[["source", "subpopulation", *[c for c in df.columns if c not in ("source", "subpopulation")]]]
     if out_tsv is not None:
         write_tsv(df, out_tsv)
     return df
