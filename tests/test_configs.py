@@ -50,3 +50,18 @@ def test_each_gpu_tier_fits_its_memory_by_the_estimate(gib):
     assert 1 <= ae["batch_size"] <= largest_batch(ae_est, gib)
     prior_est = estimate_prior_training(prior, 1400, ae["codebook_size"], prior["precision"])
     assert 1 <= prior["batch_size"] <= largest_batch(prior_est, gib)
+
+
+def test_every_rule_that_asks_for_a_gpu_goes_to_the_gpu_partition():
+    import re
+
+    rules = {}
+    for smk in (ROOT / "workflow/rules").glob("*.smk"):
+        for block in re.split(r"\n(?=rule |checkpoint )", smk.read_text()):
+            name = re.match(r"(?:rule|checkpoint) (\w+):", block)
+            if name:
+                rules[name.group(1)] = re.search(r"\n\s+gpu=", block) is not None
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())["set-resources"]
+    gpu_rules = sorted(r for r, gpu in rules.items() if gpu)
+    assert {"train_autoencoder", "generate", "sample_conditioned"} <= set(gpu_rules)
+    assert [r for r in gpu_rules if profile.get(r, {}).get("slurm_partition") != "gpu"] == []

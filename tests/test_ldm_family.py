@@ -176,3 +176,17 @@ def test_a_family_without_covariates_cannot_take_requests(tmp_path):
         vq.generate_conditioned(
             tmp_path / "m", tmp_path / "p", None, {"vary": ["age"]}, tmp_path, GRID.affine
         )
+
+
+def test_samples_are_conditioned_on_the_subjects_given(run, tmp_path):
+    """A prior shared by the cohort samples one sub-population through its subjects' covariates."""
+    root, family = run["root"], run["family"]
+    chosen = run["covariates"].iloc[[1, 3]]  # two of the prior's training subjects
+    family.generate(
+        root / "ae/model.pt", root / "prior/model.pt", 6, 2, tmp_path, GRID.affine, False, covariates=chosen
+    )
+    table = read_tsv(tmp_path / "scores.tsv")
+    assert set(table["age"].round(3)) <= {55.0, 65.0} and set(table["sex"]) == {"M"}
+    for _, row in table.iterrows():
+        match = chosen[chosen.age.sub(row.age).abs() < 1e-3]
+        assert match.ventricles.iloc[0] == pytest.approx(row.ventricles, abs=1e-3)

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 
 SUBPOP = "age-old"
 SUBPOPS = ("age-young", "age-old", "diagnosis-cn", "diagnosis-ad")
+PRIOR = "cohort"  # one conditioned prior for the cohort; a sub-population is sampled through its covariates
 UPSTREAM = ("demo_cohort", "qc", "split", "subpopulations", "preprocessed", "segmentation/real")
 REQUESTS = ["middle-aged", "large-ventricles", "ventricles-01", "ventricles-02", "ventricles-03"]
 
@@ -42,7 +43,7 @@ def ldm_run(e2e_run, tmp_path_factory):
         str(REPO / "tests/data/config_ldm_tiny.yaml"),
         str(table),
     ]
-    targets = [results / "tables/conditioning.tsv", results / f"figures/conditioning_grid_{SUBPOP}.png"]
+    targets = [results / "tables/conditioning.tsv", results / f"figures/conditioning_grid_{PRIOR}.png"]
     run_snakemake(work, *args, "--cores", "2", "--", *map(str, targets))
     return results
 
@@ -53,15 +54,17 @@ def test_the_ldm_family_runs_through_the_same_rules(ldm_run):
     assert network["kind"] == "kl"
     latents = np.load(next((results / "latents/tokens").glob("*.npy")))
     assert latents.dtype == np.float32 and latents.shape[:2] == (2, 3)  # 1 + 1 copies, 3 latent channels
-    prior = torch.load(results / f"models/prior/{SUBPOP}/model.pt", weights_only=True)
+    prior = torch.load(results / f"models/prior/{PRIOR}/model.pt", weights_only=True)
     assert prior["info"]["covariates"]["names"] == ["age", "sex", "ventricles", "brain"]
-    assert (results / f"models/prior/{SUBPOP}/heldout.tsv").exists()
+    subjects = pd.read_csv(results / "split/subjects.tsv", sep="\t")
+    assert len(prior["info"]["training_covariates"]) == (subjects.split == "train").sum()  # the cohort's
+    assert (results / f"models/prior/{PRIOR}/heldout.tsv").exists()
+    assert not (results / f"models/prior/{SUBPOP}").exists()
 
     # each sample was asked for the covariates of one of the sub-population's training subjects
     scores = pd.read_csv(results / f"samples/{SUBPOP}/scores.tsv", sep="\t")
     assert len(scores) == 4 and scores["kept"].sum() == 2
     members = pd.read_csv(results / f"subpopulations/{SUBPOP}.tsv", sep="\t")
-    subjects = pd.read_csv(results / "split/subjects.tsv", sep="\t")
     train = subjects[subjects.participant_id.isin(members.loc[members.split == "train", "participant_id"])]
     volumes = pd.read_csv(results / "volumes/real.tsv", sep="\t").set_index("participant_id")
     for _, row in scores.iterrows():
@@ -76,7 +79,7 @@ def test_the_ldm_family_runs_through_the_same_rules(ldm_run):
 
 def test_requested_samples_are_written_flagged_and_segmented(ldm_run):
     results = ldm_run
-    asked = pd.read_csv(results / f"conditioned/{SUBPOP}/requests.tsv", sep="\t", keep_default_na=False)
+    asked = pd.read_csv(results / f"conditioned/{PRIOR}/requests.tsv", sep="\t", keep_default_na=False)
     assert list(asked["sample_id"]) == REQUESTS
     big = asked.set_index("sample_id").loc["large-ventricles"]
     assert float(big["ventricles"]) == 200.0 and "ventricles" in big["outside_range"].split(",")
@@ -85,33 +88,28 @@ def test_requested_samples_are_written_flagged_and_segmented(ldm_run):
     assert list(grid["outside_range"]) == ["", "", "ventricles"]
     assert grid["age"].nunique() == 1  # the others at their median
     for name in REQUESTS:
-        image = nib.load(results / f"conditioned/{SUBPOP}/{name}.nii.gz")
+        image = nib.load(results / f"conditioned/{PRIOR}/{name}.nii.gz")
         assert image.shape == (48, 64, 48) and np.allclose(
             image.affine, nib.load(next((results / "preprocessed").glob("*/*_T1w.nii.gz"))).affine
         )
-    measured = pd.read_csv(results / f"volumes/conditioned/{SUBPOP}.tsv", sep="\t")
+    measured = pd.read_csv(results / f"volumes/conditioned/{PRIOR}.tsv", sep="\t")
     assert sorted(measured["participant_id"]) == sorted(REQUESTS)
 
 
 def test_the_conditioning_check_covers_both_sources(ldm_run):
     table = pd.read_csv(ldm_run / "tables/conditioning.tsv", sep="\t")
     assert set(table["source"]) == {"generated", "requested"}
-    assert set(table["subpopulation"]) == {*SUBPOPS, "all"}
+    generated = table[table.source == "generated"]
+    assert set(generated["subpopulation"]) == {*SUBPOPS, "all"}
+    assert set(table.loc[table.source == "requested", "subpopulation"]) == {PRIOR}
     assert set(table["covariate"]) == {"ventricles", "brain"}  # what segmentation measures
-    pooled = table[(table.subpopulation == "all") & (table.covariate == "ventricles")].set_index(
-        ["source", "samples"]
-    )
-    assert pooled.loc[("generated", "all"), "n"] == 2 * len(SUBPOPS)  # the kept samples
-    assert pooled.loc[("requested", "all"), "n"] == len(REQUESTS) * len(SUBPOPS)
-    inside = sum(
-        pd.read_csv(ldm_run / f"conditioned/{s}/requests.tsv", sep="\t", keep_default_na=False)[
-            "outside_range"
-        ]
-        .eq("")
-        .sum()
-        for s in SUBPOPS
-    )
-    assert 2 * len(SUBPOPS) <= inside < len(REQUESTS) * len(SUBPOPS)
-    assert pooled.loc[("requested", "in range"), "n"] == inside  # not the extrapolated ones
-    for png in ("figures/conditioning.png", f"figures/conditioning_grid_{SUBPOP}.png"):
+    pooled = generated[(generated.subpopulation == "all") & (generated.covariate == "ventricles")]
+    assert pooled.set_index("samples").loc["all", "n"] == 2 * len(SUBPOPS)  # the kept samples
+    requested = table[(table.source == "requested") & (table.covariate == "ventricles")].set_index("samples")
+    assert requested.loc["all", "n"] == len(REQUESTS)
+    asked = pd.read_csv(ldm_run / f"conditioned/{PRIOR}/requests.tsv", sep="\t", keep_default_na=False)
+    inside = asked["outside_range"].eq("").sum()
+    assert 2 <= inside < len(REQUESTS)
+    assert requested.loc["in range", "n"] == inside  # not the extrapolated ones
+    for png in ("figures/conditioning.png", f"figures/conditioning_grid_{PRIOR}.png"):
         assert (ldm_run / png).stat().st_size > 10_000

@@ -319,6 +319,17 @@ def covariates(subjects_tsv, volumes_tsv, conditioning: dict) -> pd.DataFrame:
     return covariate_table(read_tsv(subjects_tsv), read_tsv(volumes_tsv), columns)
 
 
+def training_covariates(subjects_tsv, volumes_tsv, members_tsv, conditioning: dict) -> pd.DataFrame:
+    """The covariates of a sub-population's training subjects: what its samples are conditioned on."""
+    members = read_tsv(members_tsv)
+    train = set(members.loc[members["split"] == "train", "participant_id"].astype(str))
+    table = covariates(subjects_tsv, volumes_tsv, conditioning)
+    chosen = table[table["participant_id"].astype(str).isin(train)]
+    if chosen.empty:
+        raise ConfigError(f"no training subject of {members_tsv} has covariates")
+    return chosen.reset_index(drop=True)
+
+
 def memorisation(subjects_tsv, real_images, sample_paths, subpops, cfg: dict, out_table, out_summary):
     """Per kept sample, its nearest training image, calibrated on test-to-train distances; a summary."""
     import pandas as pd

@@ -38,10 +38,15 @@ PT_DEMO_IDS = [
 PRIOR_SETTINGS = MODEL.get("diffusion") if MODEL["family"] == "ldm" else MODEL["prior"]
 # a family whose prior is conditioned on covariates (model.conditioning) needs the real volumes measured first
 CONDITIONING = MODEL.get("conditioning") or {}
+# a conditioned prior is trained once on the whole cohort (seed 004) and each sub-population is sampled through
+# its subjects' covariates, unless model.diffusion.per_subpopulation asks for one prior per sub-population
+COHORT_PRIOR = "cohort"
+SHARED_PRIOR = bool(CONDITIONING) and not (MODEL.get("diffusion") or {}).get("per_subpopulation", False)
+PRIORS = [COHORT_PRIOR] if SHARED_PRIOR else SUBPOPS
 # segmentation and SyN run in jobs of this many images, so that no job outgrows a cluster's time limit
 IMAGES_PER_JOB = config["evaluation"].get("images_per_job", 50)
 SAMPLE_BATCHES = batches(SAMPLE_IDS, IMAGES_PER_JOB)
-# conditioned sampling: one sample per row of a requests table and per point of a grid, per sub-population
+# conditioned sampling: one sample per row of a requests table and per point of a grid, from each prior
 REQUESTS = CONDITIONING.get("requests") or {}
 REQUEST_TABLE = REQUESTS.get("table")
 REQUEST_GRID = REQUESTS.get("grid")
@@ -57,6 +62,15 @@ wildcard_constraints:
     subject=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     batch=r"\d{4}",
     subpop=r"[A-Za-z0-9]+-[A-Za-z0-9]+",
+    prior=rf"[A-Za-z0-9]+-[A-Za-z0-9]+|{COHORT_PRIOR}",
+
+
+def gather_tables(tables, table, log):
+    """A gathering rule's work, inside Snakemake: a job of its own would spend seconds starting Python."""
+    from morphgen.tsv import concat_tsvs
+
+    joined = concat_tsvs(list(tables), table)
+    Path(log).write_text(f"{len(joined)} rows from {len(tables)} tables into {table}\n")
 
 
 def log_for(rule_name, *wildcards):
@@ -159,6 +173,24 @@ def conditioning_inputs(wildcards):
     return {"subjects": f"{R}/split/subjects.tsv", "volumes": f"{R}/volumes/real.tsv"}
 
 
+def prior_members(wildcards):
+    """The subjects a prior learns from (split column: train) and is scored on (test)."""
+    if wildcards.prior == COHORT_PRIOR:
+        return f"{R}/split/subjects.tsv"
+    return f"{R}/subpopulations/{wildcards.prior}.tsv"
+
+
+def prior_of_subpopulation(wildcards):
+    return f"{R}/models/prior/{COHORT_PRIOR if SHARED_PRIOR else wildcards.subpop}/model.pt"
+
+
+def generation_conditions(wildcards):
+    """For a conditioned prior: the tables of the sub-population's subjects' covariates; nothing otherwise."""
+    if not CONDITIONING:
+        return {}
+    return {**conditioning_inputs(wildcards), "members": f"{R}/subpopulations/{wildcards.subpop}.tsv"}
+
+
 def mask_of(subject):
     return f"{R}/preprocessed/{subject}/{subject}_space-MNI152_desc-brain_mask.nii.gz"
 
@@ -192,8 +224,8 @@ def sample_batch(wildcards):
 
 
 def request_batch(wildcards):
-    """The requested samples of one sub-population in the job's batch."""
-    return [f"{R}/conditioned/{wildcards.subpop}/{s}.nii.gz" for s in REQUEST_BATCHES[wildcards.batch]]
+    """The requested samples of one prior in the job's batch."""
+    return [f"{R}/conditioned/{wildcards.prior}/{s}.nii.gz" for s in REQUEST_BATCHES[wildcards.batch]]
 
 
 def all_samples(wildcards):
@@ -222,11 +254,11 @@ def all_outputs(wildcards):
     ]
     outputs.append(f"{R}/figures/vbm")
     outputs += expand(f"{R}/figures/samples_{{subpop}}.png", subpop=SUBPOPS)
-    outputs += expand(f"{R}/models/prior/{{subpop}}/heldout.tsv", subpop=SUBPOPS)
+    outputs += expand(f"{R}/models/prior/{{prior}}/heldout.tsv", prior=PRIORS)
     if IS_DEMO:
         outputs += [f"{R}/tables/volumetry_truth.tsv", f"{R}/figures/volumetry_truth.png"]
     if CONDITIONING:
         outputs += [f"{R}/tables/conditioning.tsv", f"{R}/figures/conditioning.png"]
     if REQUEST_GRID:
-        outputs += expand(f"{R}/figures/conditioning_grid_{{subpop}}.png", subpop=SUBPOPS)
+        outputs += expand(f"{R}/figures/conditioning_grid_{{prior}}.png", prior=PRIORS)
     return outputs

@@ -84,24 +84,25 @@ rule reconstruction:
 
 
 rule train_prior:
-    """Train the prior of one sub-population on its training subjects' latents; its held-out score."""
+    """Train a prior on its training subjects' latents: one per sub-population, or one for the cohort that a
+    conditioned family's sub-populations share; its held-out score."""
     input:
         unpack(conditioning_inputs),
         tokens=rules.encode.output.tokens,
-        members=f"{R}/subpopulations/{{subpop}}.tsv",
+        members=prior_members,
     output:
-        model=f"{R}/models/prior/{{subpop}}/model.pt",
-        heldout=f"{R}/models/prior/{{subpop}}/heldout.tsv",
-        losses=f"{R}/models/prior/{{subpop}}/loss.tsv",
+        model=f"{R}/models/prior/{{prior}}/model.pt",
+        heldout=f"{R}/models/prior/{{prior}}/heldout.tsv",
+        losses=f"{R}/models/prior/{{prior}}/loss.tsv",
     params:
         prior=PRIOR_SETTINGS,
         conditioning=CONDITIONING,
         family=MODEL["family"],
         seed=MODEL["seed"],
     log:
-        log_for("train_prior", "subpop"),
+        log_for("train_prior", "prior"),
     benchmark:
-        benchmark_for("train_prior", "subpop")
+        benchmark_for("train_prior", "prior")
     threads: 2
     resources:
         mem_mb=8000,
@@ -114,10 +115,12 @@ rule train_prior:
 
 
 rule generate:
-    """Sample the sub-population's prior, decode, keep the top fraction by discriminator score."""
+    """Sample the sub-population's prior, decode, keep the top fraction by discriminator score; a conditioned
+    prior is given the covariates of the sub-population's training subjects."""
     input:
+        unpack(generation_conditions),
         autoencoder=rules.train_autoencoder.output.model,
-        prior=rules.train_prior.output.model,
+        prior=prior_of_subpopulation,
     output:
         samples=expand(f"{R}/samples/{{{{subpop}}}}/{{sample}}.nii.gz", sample=SAMPLE_IDS),
         scores=f"{R}/samples/{{subpop}}/scores.tsv",
@@ -128,6 +131,7 @@ rule generate:
         space=config["space"],
         family=MODEL["family"],
         seed=MODEL["seed"],
+        conditioning=CONDITIONING,
     log:
         log_for("generate", "subpop"),
     benchmark:
@@ -144,15 +148,15 @@ rule generate:
 
 
 rule sample_conditioned:
-    """One sample per requested row of covariates (model.conditioning.requests: a table and a grid) from a
-    sub-population's conditioned prior; the covariates asked, normalised and flagged in requests.tsv."""
+    """One sample per requested row of covariates (model.conditioning.requests: a table and a grid) from each
+    conditioned prior; the covariates asked, normalised and flagged in requests.tsv."""
     input:
         autoencoder=rules.train_autoencoder.output.model,
         prior=rules.train_prior.output.model,
         requests=[REQUEST_TABLE] if REQUEST_TABLE else [],
     output:
-        samples=expand(f"{R}/conditioned/{{{{subpop}}}}/{{sample}}.nii.gz", sample=REQUEST_IDS),
-        table=f"{R}/conditioned/{{subpop}}/requests.tsv",
+        samples=expand(f"{R}/conditioned/{{{{prior}}}}/{{sample}}.nii.gz", sample=REQUEST_IDS),
+        table=f"{R}/conditioned/{{prior}}/requests.tsv",
     params:
         grid=REQUEST_GRID,
         sampling={k: v for k, v in SAMPLING.items() if k != "checkpoint_minutes"},
@@ -160,9 +164,9 @@ rule sample_conditioned:
         family=MODEL["family"],
         seed=MODEL["seed"],
     log:
-        log_for("sample_conditioned", "subpop"),
+        log_for("sample_conditioned", "prior"),
     benchmark:
-        benchmark_for("sample_conditioned", "subpop")
+        benchmark_for("sample_conditioned", "prior")
     threads: 2
     resources:
         mem_mb=8000,

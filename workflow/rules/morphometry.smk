@@ -46,10 +46,8 @@ rule gather_real_regions:
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
-    script:
-        "../scripts/gather_tables.py"
+    run:
+        gather_tables(input.tables, output.table, log[0])
 
 
 rule normalise_synthetic:
@@ -95,10 +93,8 @@ rule gather_synthetic_regions:
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
-    script:
-        "../scripts/gather_tables.py"
+    run:
+        gather_tables(input.tables, output.table, log[0])
 
 
 rule region_effects:

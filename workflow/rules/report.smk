@@ -195,7 +195,7 @@ rule loss_figure:
     """Training curves of the autoencoder and of the priors."""
     input:
         losses=rules.train_autoencoder.output.losses,
-        priors=expand(f"{R}/models/prior/{{subpop}}/loss.tsv", subpop=SUBPOPS),
+        priors=expand(f"{R}/models/prior/{{prior}}/loss.tsv", prior=PRIORS),
     output:
         figure=report(
             f"{R}/figures/loss_autoencoder.png",
@@ -228,8 +228,8 @@ rule conditioning_check:
     input:
         scores=expand(f"{R}/samples/{{subpop}}/scores.tsv", subpop=SUBPOPS),
         synthetic=SYNTH_VOLUMES,
-        requests=expand(f"{R}/conditioned/{{subpop}}/requests.tsv", subpop=SUBPOPS) if REQUEST_IDS else [],
-        conditioned=expand(f"{R}/volumes/conditioned/{{subpop}}.tsv", subpop=SUBPOPS) if REQUEST_IDS else [],
+        requests=expand(f"{R}/conditioned/{{prior}}/requests.tsv", prior=PRIORS) if REQUEST_IDS else [],
+        conditioned=expand(f"{R}/volumes/conditioned/{{prior}}.tsv", prior=PRIORS) if REQUEST_IDS else [],
     output:
         table=report(
             f"{R}/tables/conditioning.tsv",
@@ -245,6 +245,7 @@ rule conditioning_check:
         ),
     params:
         subpops=SUBPOPS,
+        priors=PRIORS,
         conditioning=CONDITIONING,
     log:
         log_for("conditioning_check"),
@@ -260,22 +261,22 @@ rule conditioning_check:
 
 
 rule conditioning_grid:
-    """Seed 004's Fig. 2: a sub-population's grid samples, one row per varied covariate."""
+    """Seed 004's Fig. 2: a prior's grid samples, one row per varied covariate."""
     input:
         table=rules.sample_conditioned.output.table,
         samples=rules.sample_conditioned.output.samples,
     output:
         figure=report(
-            f"{R}/figures/conditioning_grid_{{subpop}}.png",
+            f"{R}/figures/conditioning_grid_{{prior}}.png",
             caption="../report/conditioning_grid.rst",
             category="Figures",
             subcategory="Conditioning",
-            labels={"sub-population": "{subpop}"},
+            labels={"prior": "{prior}"},
         ),
     log:
-        log_for("conditioning_grid", "subpop"),
+        log_for("conditioning_grid", "prior"),
     benchmark:
-        benchmark_for("conditioning_grid", "subpop")
+        benchmark_for("conditioning_grid", "prior")
     resources:
         mem_mb=1000,
         runtime=10,

@@ -46,10 +46,8 @@ rule gather_real_volumes:
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
-    script:
-        "../scripts/gather_tables.py"
+    run:
+        gather_tables(input.tables, output.table, log[0])
 
 
 rule segment_synthetic:
@@ -90,25 +88,23 @@ rule gather_synthetic_volumes:
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
-    script:
-        "../scripts/gather_tables.py"
+    run:
+        gather_tables(input.tables, output.table, log[0])
 
 
 rule segment_conditioned:
-    """The same volumetry for one batch of a sub-population's requested samples: did they get what was asked?"""
+    """The same volumetry for one batch of a prior's requested samples: did they get what was asked?"""
     input:
         images=request_batch,
     output:
-        volumes=f"{R}/volumes/conditioned/{{subpop}}/batch-{{batch}}.tsv",
-        labels=directory(f"{R}/segmentation/conditioned/{{subpop}}/batch-{{batch}}"),
+        volumes=f"{R}/volumes/conditioned/{{prior}}/batch-{{batch}}.tsv",
+        labels=directory(f"{R}/segmentation/conditioned/{{prior}}/batch-{{batch}}"),
     params:
         segmentation=config["segmentation"],
     log:
-        log_for("segment_conditioned", "subpop", "batch"),
+        log_for("segment_conditioned", "prior", "batch"),
     benchmark:
-        benchmark_for("segment_conditioned", "subpop", "batch")
+        benchmark_for("segment_conditioned", "prior", "batch")
     threads: 1
     resources:
         mem_mb=4000,
@@ -120,24 +116,22 @@ rule segment_conditioned:
 
 
 rule gather_conditioned_volumes:
-    """One table of a sub-population's requested samples' volumes, from its batches."""
+    """One table of a prior's requested samples' volumes, from its batches."""
     input:
         tables=expand(
-            f"{R}/volumes/conditioned/{{{{subpop}}}}/batch-{{batch}}.tsv", batch=list(REQUEST_BATCHES)
+            f"{R}/volumes/conditioned/{{{{prior}}}}/batch-{{batch}}.tsv", batch=list(REQUEST_BATCHES)
         ),
     output:
-        table=f"{R}/volumes/conditioned/{{subpop}}.tsv",
+        table=f"{R}/volumes/conditioned/{{prior}}.tsv",
     log:
-        log_for("gather_conditioned_volumes", "subpop"),
+        log_for("gather_conditioned_volumes", "prior"),
     benchmark:
-        benchmark_for("gather_conditioned_volumes", "subpop")
+        benchmark_for("gather_conditioned_volumes", "prior")
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
-    script:
-        "../scripts/gather_tables.py"
+    run:
+        gather_tables(input.tables, output.table, log[0])
 
 
 rule segment_reconstructions:
@@ -178,7 +172,5 @@ rule gather_reconstruction_volumes:
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
-    script:
-        "../scripts/gather_tables.py"
+    run:
+        gather_tables(input.tables, output.table, log[0])

@@ -14,8 +14,10 @@ with logged(snakemake):
     }
     if inputs.requests:
         sources["requested"] = {
-            s: (read_tsv(asked), read_tsv(volumes))
-            for s, asked, volumes in zip(subpops, inputs.requests, inputs.conditioned, strict=True)
+            prior: (read_tsv(asked), read_tsv(volumes))
+            for prior, asked, volumes in zip(
+                snakemake.params.priors, inputs.requests, inputs.conditioned, strict=True
+            )
         }
     columns = covariate_columns(snakemake.params.conditioning)
     conditioning_summary(sources, columns, snakemake.output.table)

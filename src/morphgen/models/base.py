@@ -146,13 +146,16 @@ class ModelFamily(abc.ABC):
         out_dir: Path,
         affine: np.ndarray,
         progress: bool = True,
+        covariates: pd.DataFrame | None = None,
     ) -> None:
         """Draw ``n_generate`` samples, keep the ``n_keep`` best by a quality score, write them.
 
         Streaming: memory must not grow with ``n_generate``. Writes the kept samples, clipped to [0, 1], as
         float32 NIfTI ``out_dir/sample-0000.nii.gz`` ... (rank 0 = highest score) with ``affine``, and
         ``out_dir/scores.tsv`` with one row per generated sample: index, score, kept, file (empty if not
-        kept).
+        kept). ``covariates``: for a :attr:`conditioned` family, the subjects whose covariates the samples are
+        conditioned on, each sample on one drawn at random (``participant_id`` and one column per covariate;
+        default: the prior's own training subjects); the others ignore it.
         """
 
     def generate_conditioned(

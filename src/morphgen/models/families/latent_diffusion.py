@@ -142,19 +142,24 @@ class LatentDiffusionFamily(AutoencoderFamily):
         out_dir: Path,
         affine: np.ndarray,
         progress: bool = True,
+        covariates: pd.DataFrame | None = None,
     ) -> None:
         """Sample, decode, score and keep the best (see :meth:`ModelFamily.generate` for the files).
 
-        ``scores.tsv`` also holds each sample's covariates. Resumable like the VQ-VAE family's generation
-        (``checkpoints/generate.pt``); the kept samples' latents are decoded again at the end.
+        Each sample is conditioned on the covariates of one of ``covariates``' subjects (default: the prior's
+        training subjects) drawn at random; ``scores.tsv`` also holds them. Resumable like the VQ-VAE family's
+        generation (``checkpoints/generate.pt``); the kept samples' latents are decoded again at the end.
         """
         n_generate, n_keep = checked_counts(n_generate, n_keep)
         sampler = self._sampler(model_path, prior_path)
         seed = int(self.sampling_cfg.get("seed", self.seed))
-        draw = torch.randint(
-            len(sampler.training), (n_generate,), generator=torch_generator(seed, "covariates")
-        )
-        conditions = sampler.training[draw]
+        pool = sampler.training
+        if covariates is not None:
+            if covariates.empty:
+                raise ConfigError("generate: the covariate table to draw conditions from is empty")
+            pool = torch.from_numpy(sampler.scaler.transform(covariates))
+        draw = torch.randint(len(pool), (n_generate,), generator=torch_generator(seed, "covariates"))
+        conditions = pool[draw]
         batch_size = int(self.sampling_cfg.get("batch_size", 8))
         counts = (n_generate, n_keep)
         resume = generation_checkpoint(

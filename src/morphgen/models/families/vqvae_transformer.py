@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from morphgen.errors import ConfigError
@@ -99,6 +100,7 @@ class VQVAETransformerFamily(AutoencoderFamily):
         out_dir: Path,
         affine: np.ndarray,
         progress: bool = True,
+        covariates: pd.DataFrame | None = None,
     ) -> None:
         """Sample, decode, score and keep the best (see :meth:`ModelFamily.generate` for the files).
 
