@@ -21,11 +21,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip check
 	touch $@
 
+# a configuration on top of config.yaml: `make demo CONFIG=configs/demo/ldm.yaml` runs the latent diffusion family
+CONFIG ?=
+CONFIG_ARGS := $(if $(CONFIG),--configfile config.yaml $(CONFIG))
+
 demo: install
-	$(BIN)/snakemake --profile profiles/local --cores $(CORES) all
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) $(CONFIG_ARGS) -- all
 
 paper: install
-	$(BIN)/snakemake --profile profiles/local --cores $(CORES) --forcerun $(PAPER_RULES) -- paper
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) $(CONFIG_ARGS) --forcerun $(PAPER_RULES) -- paper
 
 lint: install
 	$(BIN)/ruff check src tests workflow/scripts benchmarks
