@@ -8,5 +8,5 @@ with logged(snakemake):
         snakemake.input.table,
         Path(snakemake.input.table).parent,
         snakemake.output.figure,
-        title=f"{snakemake.wildcards.subpop}: samples asked for one covariate at a time",
+        title=f"prior {snakemake.wildcards.prior}: samples asked for one covariate at a time",
     )
