@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,8 +163,10 @@ class LatentDiffusionFamily(AutoencoderFamily):
         conditions = pool[draw]
         batch_size = int(self.sampling_cfg.get("batch_size", 8))
         counts = (n_generate, n_keep)
+        # a saved state is only this run's if it drew from the same subjects' covariates
+        settings = {**self.sampling_cfg, "conditions": hashlib.sha256(pool.numpy().tobytes()).hexdigest()}
         resume = generation_checkpoint(
-            out_dir, self.sampling_cfg, seed, sampler.device, counts, model_path, prior_path
+            out_dir, settings, seed, sampler.device, counts, model_path, prior_path
         )
         generator = torch.Generator(device=sampler.device).manual_seed(seed)
         best = resume.restore(generator) or BestSamples(n_keep)
