@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from morphgen.errors import ConfigError, SubjectError
+from morphgen.tsv import read_tsv
 
 ID = "participant_id"
 REQUEST_ID = "sample_id"  # the requested sample's name: its file and its row in every table
@@ -171,7 +172,7 @@ class CovariateScaler:
 def read_requests(path: str | Path) -> pd.DataFrame:
     """A requests table (TSV): one row per sample, one column per covariate in its own units, optionally
     ``sample_id``; a covariate left out (column or cell) takes its typical training value."""
-    table = pd.read_csv(path, sep="\t", dtype={REQUEST_ID: str})
+    table = read_tsv(path)  # sample_id as text
     if table.empty:
         raise ConfigError(f"the requests table {path} has no rows")
     return table

@@ -90,6 +90,11 @@ def orthogonal_planes(
     }
 
 
+def _patient_side(convention: str) -> str:
+    """Which side of the patient a figure in this display convention shows on the viewer's left."""
+    return "right on the viewer's left" if convention == "radiological" else "left on the viewer's left"
+
+
 def sample_grid(
     images: Sequence[str | Path | np.ndarray] | np.ndarray,
     out_png: str | Path,
@@ -164,7 +169,7 @@ def sample_grid(
                     label = f"{label}  score {scores[k]:.3g}"
                 ax.set_title(label, fontsize=9)
     fig.suptitle(title, fontsize=12)
-    side = "right on the viewer's left" if convention == "radiological" else "left on the viewer's left"
+    side = _patient_side(convention)
     fig.text(
         0.5,
         0.005,
@@ -232,7 +237,7 @@ def covariate_sweep(
                 color="#D55E00" if outside else "black",
             )
     fig.suptitle(title, fontsize=12)
-    side = "right on the viewer's left" if convention == "radiological" else "left on the viewer's left"
+    side = _patient_side(convention)
     fig.text(
         0.5,
         0.005,
