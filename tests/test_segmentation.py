@@ -27,8 +27,10 @@ from morphgen.segmentation import (  # noqa: E402
     segment_files,
     volumes_row,
 )
+from morphgen.segmentation.base import generated_intensities  # noqa: E402
 from morphgen.segmentation.onnx_synthseg import prepare_input, synthseg_rescale  # noqa: E402
 from morphgen.segmentation.partial_volume import fit_partial_volume  # noqa: E402
+from morphgen.segmentation.volumes import INTENSITY_COLUMNS, reference_intensities  # noqa: E402
 from morphgen.space import Grid  # noqa: E402
 from morphgen.weights import sha256sum  # noqa: E402
 
@@ -131,6 +133,63 @@ def test_enlarged_ventricles_are_measured_larger_by_about_the_known_amount(maps,
     grown = AtroposSegmenter().segment(GRID.image(t1_phantom(grown_maps)))
     increase = grown.volumes_ml["ventricles"] - atropos_result.volumes_ml["ventricles"]
     assert 0.6 * added_ml < increase < 1.4 * added_ml
+
+
+def decoded(maps: dict[str, np.ndarray], roi: np.ndarray) -> np.ndarray:
+    """The phantom as a smooth decoder makes it: half of the sulcal CSF (outside ``roi``) turned to GM
+    intensity, the image blurred by one voxel."""
+    sulcal = 0.5 * maps["csf"] * ~roi
+    greyed = {"csf": maps["csf"] - sulcal, "gm": maps["gm"] + sulcal, "wm": maps["wm"]}
+    return ndi.gaussian_filter(t1_phantom(greyed), 1.0)
+
+
+def test_generated_images_unmixed_with_the_real_intensities_keep_the_ventricle_change(
+    maps, enlarged, atropos_result
+):
+    """On a decoder-like image the image's own intensity fit swaps CSF and GM; the real cohort's intensities
+    (here: those fitted on the sharp phantom) still measure the enlarged ventricles larger."""
+    grown_maps, added_ml = enlarged
+    roi = templates.ventricle_roi(GRID)
+    base, grown = (GRID.image(decoded(m, roi)) for m in (maps, grown_maps))
+    own = AtroposSegmenter().segment(base).intensities
+    assert own["csf"] > own["gm"]  # the failure this guards against happens on this phantom
+    reference = atropos_result.intensities
+    assert 0 < reference["csf"] < reference["gm"] < reference["wm"]
+    segmenter = AtroposSegmenter().with_reference(reference)
+    before, after = (segmenter.segment(img) for img in (base, grown))
+    assert before.intensities == pytest.approx(reference)  # used as given, not re-fitted
+    increase = after.volumes_ml["ventricles"] - before.volumes_ml["ventricles"]
+    assert 0.5 * added_ml < increase < 1.4 * added_ml
+
+
+def test_reference_intensities_are_the_real_cohorts_median(atropos_result, tmp_path):
+    rows = [volumes_row(f"sub-{i}", atropos_result) for i in range(3)]
+    for row, scale in zip(rows, (0.9, 1.0, 1.2), strict=True):
+        for column in INTENSITY_COLUMNS.values():
+            row[column] *= scale
+    table = pd.DataFrame(rows)
+    got = reference_intensities(table, "volumes/real.tsv")
+    for key, column in INTENSITY_COLUMNS.items():
+        assert got[key] == pytest.approx(table[column].median())
+        assert got[key] == pytest.approx(atropos_result.intensities[key], rel=1e-3)
+    with pytest.raises(
+        ConfigError, match=r"volumes/real.tsv has no tissue intensities.*forcerun segment_real"
+    ):
+        reference_intensities(table.drop(columns="gm_intensity"), "volumes/real.tsv")
+    swapped = {**atropos_result.intensities, "csf": 0.7}
+    with pytest.raises(ConfigError, match="0 < csf < gm < wm"):
+        AtroposSegmenter().with_reference(swapped)
+
+
+def test_generated_intensities_are_chosen_for_atropos_only():
+    cfg = yaml.safe_load(CONFIG.read_text())
+    assert generated_intensities(cfg)  # the default: the real cohort's
+    cfg["segmentation"]["atropos"]["generated_intensities"] = "own"
+    assert not generated_intensities(cfg)
+    make_segmenter(cfg)  # the workflow's key is not a segmenter argument
+    cfg["segmentation"]["atropos"]["generated_intensities"] = "real"
+    cfg["segmentation"]["backend"] = "onnx"
+    assert not generated_intensities(cfg)  # SynthSeg does not unmix intensities
 
 
 def test_partial_volume_model_recovers_known_mixtures():

@@ -5,6 +5,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 from morphgen.models.covariates import read_requests, request_ids
+from morphgen.segmentation.base import generated_intensities
 from morphgen.workflow import batches
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -189,6 +190,10 @@ def generation_conditions(wildcards):
     if not CONDITIONING:
         return {}
     return {**conditioning_inputs(wildcards), "members": f"{R}/subpopulations/{wildcards.subpop}.tsv"}
+
+
+# generated images (samples, reconstructions) are unmixed with the real cohort's tissue intensities
+INTENSITY_REFERENCE = [f"{R}/volumes/real.tsv"] if generated_intensities(config) else []
 
 
 def mask_of(subject):

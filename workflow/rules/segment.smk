@@ -54,6 +54,7 @@ rule segment_synthetic:
     """The same volumetry for one batch of the kept synthetic samples of a sub-population."""
     input:
         images=sample_batch,
+        reference=INTENSITY_REFERENCE,
     output:
         volumes=f"{R}/volumes/synthetic/{{subpop}}/batch-{{batch}}.tsv",
         labels=directory(f"{R}/segmentation/synthetic/{{subpop}}/batch-{{batch}}"),
@@ -96,6 +97,7 @@ rule segment_conditioned:
     """The same volumetry for one batch of a prior's requested samples: did they get what was asked?"""
     input:
         images=request_batch,
+        reference=INTENSITY_REFERENCE,
     output:
         volumes=f"{R}/volumes/conditioned/{{prior}}/batch-{{batch}}.tsv",
         labels=directory(f"{R}/segmentation/conditioned/{{prior}}/batch-{{batch}}"),
@@ -139,6 +141,7 @@ rule segment_reconstructions:
     input:
         images=rules.reconstruction.output.images,
         masks=batch_subjects(mask_of, "test"),
+        reference=INTENSITY_REFERENCE,
     output:
         volumes=f"{R}/volumes/reconstructions/batch-{{batch}}.tsv",
         labels=directory(f"{R}/segmentation/reconstructions/batch-{{batch}}"),

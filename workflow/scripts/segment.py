@@ -1,17 +1,25 @@
 from morphgen import stages
 from morphgen.nifti import atomic_directory
 from morphgen.segmentation import make_segmenter, segment_files
+from morphgen.segmentation.volumes import reference_intensities
+from morphgen.tsv import read_tsv
 from morphgen.workflow import logged
 
-with logged(snakemake):
+with logged(snakemake) as log:
     images = stages.image_map(snakemake.input.images)
     if "subjects" in snakemake.params.keys():  # the batch's subjects among a folder of images
         images = stages.pick(images, snakemake.params.subjects, str(snakemake.input.images))
     masks = stages.image_map(snakemake.input.masks) if "masks" in snakemake.input.keys() else None
+    segmenter = make_segmenter(snakemake.params.segmentation)
+    if snakemake.input.get("reference"):  # generated images: the real cohort's tissue intensities
+        reference = str(snakemake.input.reference)
+        intensities = reference_intensities(read_tsv(reference), reference)
+        log.info("tissue intensities of %s: %s", reference, intensities)
+        segmenter = segmenter.with_reference(intensities)
     with atomic_directory(snakemake.output.labels) as labels:
         segment_files(
             images,
-            make_segmenter(snakemake.params.segmentation),
+            segmenter,
             snakemake.output.volumes,
             out_label_dir=labels,
             masks=masks,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import tempfile
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from morphgen.antsio import to_ants
+from morphgen.errors import ConfigError
 from morphgen.segmentation.base import (
     TISSUES,
     Segmentation,
@@ -58,6 +60,11 @@ class AtroposSegmenter(Segmenter):
     Ventricles are defined as the CSF (fraction, or posterior) inside morphgen.templates.ventricle_roi: the
     MNI lateral ventricles dilated by 6 mm, within the mask. This includes the third ventricle's upper part
     and excludes the temporal horns.
+
+    The mixel model fits each image's tissue intensities, which is right for real scans. A generator's image
+    may lack a tissue's intensity altogether (a smooth decoder makes sulcal CSF grey): the fit then swaps CSF
+    and GM and the volumes invert. ``tissue_intensities`` (csf, gm, wm, sigma; :meth:`with_reference`, from
+    the real cohort) are then used as they are, so every image is unmixed on the real cohort's scale.
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class AtroposSegmenter(Segmenter):
         mask_threshold: float = 0.05,
         edge_voxels: int = 2,
         atlas_weight: float = 0.75,
+        tissue_intensities: dict[str, float] | None = None,
     ):
         self.prior_weight = float(prior_weight)
         self.mrf = str(mrf)
@@ -77,6 +85,14 @@ class AtroposSegmenter(Segmenter):
         self.mask_threshold = float(mask_threshold)
         self.edge_voxels = int(edge_voxels)
         self.atlas_weight = float(atlas_weight)
+        self.tissue_intensities = (
+            None if tissue_intensities is None else checked_intensities(tissue_intensities)
+        )
+
+    def with_reference(self, intensities: dict[str, float]) -> AtroposSegmenter:
+        fixed = copy.copy(self)
+        fixed.tissue_intensities = checked_intensities(intensities)
+        return fixed
 
     def posteriors(
         self, data: np.ndarray, affine: np.ndarray, mask: np.ndarray, priors: dict[str, np.ndarray]
@@ -105,8 +121,9 @@ class AtroposSegmenter(Segmenter):
         mask: np.ndarray,
         priors: dict[str, np.ndarray],
         posteriors: dict[str, np.ndarray],
-    ) -> dict[str, np.ndarray]:
-        """Partial-volume csf, gm, wm fractions inside ``mask`` (see the class docstring)."""
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Partial-volume csf, gm, wm fractions inside ``mask`` (see the class docstring), and the tissue
+        intensities they were unmixed with."""
         atlas = np.stack([priors[t] for t in TISSUES])[:, mask]
         post = np.stack([posteriors[t] for t in TISSUES])[:, mask]
         spatial = self.atlas_weight * atlas / np.clip(atlas.sum(0), 1e-6, None)
@@ -116,17 +133,24 @@ class AtroposSegmenter(Segmenter):
         bg = EDGE_BACKGROUND_PRIOR * edge
         prior = np.concatenate([bg[None], spatial * (1.0 - bg)[None]]) + 1e-4
         x = data[mask]
-        # start from the posterior-weighted class means (T1 defaults for an empty class)
-        weights = post.sum(axis=1)
-        defaults = (0.2, 0.6, 1.0)
-        means = tuple(float(post[k] @ x / weights[k]) if weights[k] > 0 else defaults[k] for k in range(3))
-        fit = fit_partial_volume(x, prior, means)
+        if self.tissue_intensities is not None:  # the reference's intensities, not re-estimated
+            ref = self.tissue_intensities
+            fit = fit_partial_volume(x, prior, tuple(ref[t] for t in TISSUES), sigma=ref["sigma"], n_iter=1)
+        else:
+            # start from the posterior-weighted class means (T1 defaults for an empty class)
+            weights = post.sum(axis=1)
+            defaults = (0.2, 0.6, 1.0)
+            means = tuple(
+                float(post[k] @ x / weights[k]) if weights[k] > 0 else defaults[k] for k in range(3)
+            )
+            fit = fit_partial_volume(x, prior, means)
         out = {}
         for k, t in enumerate(TISSUES):
             vol = np.zeros(data.shape, dtype=np.float32)
             vol[mask] = fit.fractions[k + 1]
             out[t] = vol
-        return out
+        intensities = {t: float(fit.means[k + 1]) for k, t in enumerate(TISSUES)}
+        return out, {**intensities, "sigma": float(fit.sigma)}
 
     def segment(self, image: nib.Nifti1Image, mask: np.ndarray | None = None) -> Segmentation:
         data = image_data(image)
@@ -134,7 +158,9 @@ class AtroposSegmenter(Segmenter):
         priors, ventricle_region = mni_atlas(image.affine, data.shape)
         posteriors = self.posteriors(data, image.affine, mask, priors)
         labels = labels_from_probabilities(posteriors, mask)
-        fractions = self.fractions(data, mask, priors, posteriors) if self.partial_volume else None
+        fractions, intensities = (
+            self.fractions(data, mask, priors, posteriors) if self.partial_volume else (None, None)
+        )
         amounts = fractions if fractions is not None else posteriors
         voxel_ml = voxel_volume_ml(image.affine)
         ventricles = float(np.sum(amounts["csf"][ventricle_region & mask], dtype=np.float64)) * voxel_ml
@@ -143,4 +169,18 @@ class AtroposSegmenter(Segmenter):
             labels=labels,
             volumes_ml=tissue_volumes(amounts, voxel_ml, ventricles),
             fractions=fractions,
+            intensities=intensities,
         )
+
+
+def checked_intensities(intensities: dict[str, float]) -> dict[str, float]:
+    """``intensities`` as floats, refused unless 0 < csf < gm < wm (T1) and sigma > 0."""
+    try:
+        out = {k: float(intensities[k]) for k in (*TISSUES, "sigma")}
+    except KeyError as exc:
+        raise ConfigError(
+            f"tissue intensities need csf, gm, wm and sigma, got {sorted(intensities)}"
+        ) from exc
+    if not (0 < out["csf"] < out["gm"] < out["wm"] and out["sigma"] > 0):
+        raise ConfigError(f"tissue intensities must satisfy 0 < csf < gm < wm (T1) and sigma > 0, got {out}")
+    return out

@@ -28,12 +28,15 @@ class Segmentation:
     volumes_ml: ``gm``, ``wm``, ``csf``, ``ventricles`` (NaN if not measured), ``brain`` (gm + wm),
     then any regional volumes of the back-end, all in ml of the image's space (MNI for morphgen's grids).
     fractions: partial-volume fractions the volumes were summed from, when the back-end estimates them.
+    intensities: the tissue intensities the fractions were unmixed with (``csf``, ``gm``, ``wm`` and the
+    noise ``sigma``), when the back-end models intensity.
     """
 
     probabilities: dict[str, np.ndarray]
     labels: np.ndarray
     volumes_ml: dict[str, float]
     fractions: dict[str, np.ndarray] | None = field(default=None)
+    intensities: dict[str, float] | None = field(default=None)
 
 
 class Segmenter(abc.ABC):
@@ -42,6 +45,11 @@ class Segmenter(abc.ABC):
     @abc.abstractmethod
     def segment(self, image: nib.Nifti1Image, mask: np.ndarray | None = None) -> Segmentation:
         """Segment ``image``; ``mask`` (bool, the image's shape) is the brain mask; derived if None."""
+
+    def with_reference(self, intensities: dict[str, float]) -> Segmenter:
+        """This back-end measuring with the real cohort's tissue ``intensities`` (``csf``, ``gm``, ``wm``,
+        ``sigma``) instead of each image's own. Back-ends that do not model intensity ignore them."""
+        return self
 
 
 def image_data(image: nib.Nifti1Image) -> np.ndarray:
@@ -110,6 +118,18 @@ def labels_from_probabilities(
     return labels
 
 
+def generated_intensities(cfg: dict) -> bool:
+    """Whether generated images (samples, reconstructions) are unmixed with the real cohort's tissue
+    intensities: ``segmentation.atropos.generated_intensities`` is ``real`` (default), back-end Atropos."""
+    seg = cfg.get("segmentation", cfg)
+    if seg.get("backend", "atropos") != "atropos":
+        return False
+    choice = (seg.get("atropos") or {}).get("generated_intensities", "real")
+    if choice not in ("real", "own"):
+        raise ConfigError(f"segmentation.atropos.generated_intensities must be real or own, got {choice!r}")
+    return choice == "real"
+
+
 def make_segmenter(cfg: dict) -> Segmenter:
     """The back-end named by ``config['segmentation']`` (pass either that section or the whole config).
 
@@ -122,6 +142,7 @@ def make_segmenter(cfg: dict) -> Segmenter:
         from morphgen.segmentation.atropos import AtroposSegmenter
 
         opts = dict(seg.get("atropos") or {})
+        opts.pop("generated_intensities", None)  # the workflow's choice: see generated_intensities()
         known = {
             "prior_weight",
             "mrf",

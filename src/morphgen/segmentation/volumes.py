@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from morphgen.errors import SubjectError
+from morphgen.errors import ConfigError, SubjectError
 from morphgen.nifti import load_volume, save_volume
 from morphgen.segmentation.base import CORE_VOLUMES, Segmentation, Segmenter
 from morphgen.tsv import write_tsv
@@ -20,15 +20,41 @@ LOG = logging.getLogger(__name__)
 
 ID_COLUMN = "participant_id"
 LABELS_DESCRIPTION = "morphgen tissue labels: 0 background, 1 csf, 2 gm, 3 wm"
+# Segmentation.intensities key -> volumes table column
+INTENSITY_COLUMNS = {
+    "csf": "csf_intensity",
+    "gm": "gm_intensity",
+    "wm": "wm_intensity",
+    "sigma": "intensity_sigma",
+}
 
 
 def volumes_row(subject_id: str, seg: Segmentation) -> dict:
-    """A TSV row: participant_id, gm_ml, wm_ml, csf_ml, ventricles_ml, brain_ml, then regional ``*_ml``."""
+    """A TSV row: participant_id, gm_ml, wm_ml, csf_ml, ventricles_ml, brain_ml, then regional ``*_ml``,
+    then the tissue intensities of the unmixing (:data:`INTENSITY_COLUMNS`) when the back-end has them."""
     row: dict = {ID_COLUMN: str(subject_id)}
     names = list(CORE_VOLUMES) + [k for k in seg.volumes_ml if k not in CORE_VOLUMES]
     for name in names:
         row[f"{name}_ml"] = round(float(seg.volumes_ml.get(name, np.nan)), 4)
+    for key, column in INTENSITY_COLUMNS.items():
+        if seg.intensities is not None and key in seg.intensities:
+            row[column] = round(float(seg.intensities[key]), 5)
     return row
+
+
+def reference_intensities(table: pd.DataFrame, source: str | Path) -> dict[str, float]:
+    """The real cohort's tissue intensities: the median over ``table``'s subjects (a real volumes table,
+    ``source`` names it in errors) of each :data:`INTENSITY_COLUMNS` column."""
+    missing = [c for c in INTENSITY_COLUMNS.values() if c not in table.columns]
+    if missing:
+        raise ConfigError(
+            f"{source} has no tissue intensities ({missing}): made by another segmentation back-end or "
+            "an older morphgen; segment the real images again (snakemake --forcerun segment_real)"
+        )
+    values = table[list(INTENSITY_COLUMNS.values())].apply(pd.to_numeric, errors="coerce").dropna()
+    if values.empty:
+        raise ConfigError(f"{source}: no subject has tissue intensities (every segmentation failed?)")
+    return {key: float(values[column].median()) for key, column in INTENSITY_COLUMNS.items()}
 
 
 def label_path(out_label_dir: str | Path, subject_id: str) -> Path:
