@@ -111,5 +111,7 @@ def test_the_conditioning_check_covers_both_sources(ldm_run):
     inside = asked["outside_range"].eq("").sum()
     assert 2 <= inside < len(REQUESTS)
     assert requested.loc["in range", "n"] == inside  # not the extrapolated ones
+    grid = asked[asked["vary"] == "ventricles"]
+    assert requested.loc["grid row", "n"] == len(grid) >= 2  # the grid's row alone, not the table's rows
     for png in ("figures/conditioning.png", f"figures/conditioning_grid_{PRIOR}.png"):
         assert (ldm_run / png).stat().st_size > 10_000

@@ -294,3 +294,25 @@ def test_conditioning_check_matches_samples_by_id_and_separates_extrapolation(tm
     assert png.stat().st_size > 5000
     with pytest.raises(ValueError, match="no covariate"):
         conditioning_check(requested, measured, {"age": "age"})
+
+
+def test_conditioning_check_reads_each_grid_row_alone():
+    """Along the grid row that varies the ventricles only they change; the other rows do not dilute r."""
+    from morphgen.report.tables import conditioning_check
+
+    rng = np.random.default_rng(5)
+    ids = [f"ventricles-{i:02d}" for i in range(5)] + [f"age-{i:02d}" for i in range(5)]
+    asked = np.r_[np.linspace(25, 45, 5), np.full(5, 35.0)]
+    requested = pd.DataFrame(
+        {"sample_id": ids, "vary": ["ventricles"] * 5 + ["age"] * 5, "ventricles": asked, "outside_range": ""}
+    )
+    # the age row's samples differ in ventricle volume for a reason other than the asked ventricles
+    got = np.r_[0.8 * asked[:5] + 10, rng.normal(35, 8, 5)]
+    measured = pd.DataFrame({"participant_id": ids, "ventricles_ml": got})
+    table = conditioning_check(requested, measured, {"ventricles": "ventricles_ml"}).set_index("samples")
+    assert table.loc["grid row", "n"] == 5
+    assert table.loc["grid row", "pearson_r"] == pytest.approx(1.0)
+    assert table.loc["all", "n"] == 10 and table.loc["all", "pearson_r"] < 0.9
+    # a table of requests (no grid) has no grid row
+    table = conditioning_check(requested.drop(columns="vary"), measured, {"ventricles": "ventricles_ml"})
+    assert "grid row" not in set(table["samples"])
