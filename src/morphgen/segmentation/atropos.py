@@ -63,9 +63,8 @@ class AtroposSegmenter(Segmenter):
 
     The mixel model fits each image's tissue intensities, which is right for real scans. A generator's image
     may lack a tissue's intensity altogether (a smooth decoder makes sulcal CSF grey): the fit then swaps CSF
-    and GM and the volumes invert. Given ``tissue_intensities`` (csf, gm, wm, sigma; :meth:`with_reference`,
-    from the real cohort), the fit keeps their contrast and fits only the image's overall brightness (one
-    factor), so the classes cannot swap and a generator's global intensity offset is not read as anatomy.
+    and GM and the volumes invert. ``tissue_intensities`` (csf, gm, wm, sigma; :meth:`with_reference`, from
+    the real cohort) are then used as they are, so every image is unmixed on the real cohort's scale.
     """
 
     def __init__(
@@ -134,10 +133,9 @@ class AtroposSegmenter(Segmenter):
         bg = EDGE_BACKGROUND_PRIOR * edge
         prior = np.concatenate([bg[None], spatial * (1.0 - bg)[None]]) + 1e-4
         x = data[mask]
-        if self.tissue_intensities is not None:  # the reference's contrast; only the brightness is fitted
+        if self.tissue_intensities is not None:  # the reference's intensities, not re-estimated
             ref = self.tissue_intensities
-            means = tuple(ref[t] for t in TISSUES)
-            fit = fit_partial_volume(x, prior, means, sigma=ref["sigma"], scale_only=True)
+            fit = fit_partial_volume(x, prior, tuple(ref[t] for t in TISSUES), sigma=ref["sigma"], n_iter=1)
         else:
             # start from the posterior-weighted class means (T1 defaults for an empty class)
             weights = post.sum(axis=1)

@@ -12,9 +12,7 @@ where the caller says: the rim of the brain mask), CSF, GM and WM. A configurati
 classes at that voxel (e.g. atlas and posterior), so that which classes may mix is decided by anatomy and the
 fraction by intensity. The expected fractions given the intensity are summed over configurations.
 Tissue means and sigma are re-estimated by EM-like steps (means by least squares of intensity on the expected
-fractions, sigma from the pure voxels). With ``scale_only`` the means keep the ratios they were given (a
-reference's tissue contrast) and only their common scale is fitted (the image's brightness), so the classes
-cannot swap.
+fractions, sigma from the pure voxels).
 """
 
 from __future__ import annotations
@@ -87,31 +85,24 @@ def fit_partial_volume(
     mix_weight: float = 0.5,
     n_iter: int = 8,
     min_sigma: float = 0.005,
-    scale_only: bool = False,
 ) -> PartialVolumeFit:
     """Fit the mixel model to the voxels ``intensity`` (n,) with spatial prior ``prior`` (4, n).
 
     ``prior`` rows are background, csf, gm, wm (need not be normalised; background 0 where the brain cannot
-    end). ``means`` are starting csf, gm, wm intensities (background is fixed at 0); with ``scale_only`` they
-    are fitted only up to one common factor.
+    end). ``means`` are starting csf, gm, wm intensities (background is fixed at 0).
     """
     x = np.asarray(intensity, dtype=np.float64)
     prior = np.asarray(prior, dtype=np.float64)
     mu = np.concatenate([[0.0], np.asarray(means, dtype=np.float64)])
-    contrast = mu.copy()
     for it in range(n_iter):
         fractions, pure = _expected_fractions(x, prior, mu, sigma, mix_weight)
         if it == n_iter - 1:
             break
-        if scale_only:  # x ~ a * sum_k f_k mu_k: least squares of the one factor a
-            g = fractions.T @ contrast
-            if float(g @ g) > 0:
-                mu = max(float(g @ x) / float(g @ g), 1e-3) * contrast
-        else:  # x ~ sum_k f_k mu_k with mu_bg = 0: normal equations of the three tissue means
-            f = fractions[1:]
-            gram = f @ f.T
-            if np.linalg.cond(gram) < 1e8:
-                mu[1:] = np.linalg.solve(gram, f @ x)
+        # x ~ sum_k f_k mu_k with mu_bg = 0: normal equations of the three tissue means
+        f = fractions[1:]
+        gram = f @ f.T
+        if np.linalg.cond(gram) < 1e8:
+            mu[1:] = np.linalg.solve(gram, f @ x)
         w = pure[1:]
         resid = sum(float(np.sum(w[k] * (x - mu[k + 1]) ** 2)) for k in range(3))
         sigma = max(np.sqrt(resid / max(float(w.sum()), 1.0)), min_sigma)
