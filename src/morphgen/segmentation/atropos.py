@@ -76,7 +76,6 @@ class AtroposSegmenter(Segmenter):
         mask_threshold: float = 0.05,
         edge_voxels: int = 2,
         atlas_weight: float = 0.75,
-        tissue_intensities: dict[str, float] | None = None,
     ):
         self.prior_weight = float(prior_weight)
         self.mrf = str(mrf)
@@ -85,9 +84,7 @@ class AtroposSegmenter(Segmenter):
         self.mask_threshold = float(mask_threshold)
         self.edge_voxels = int(edge_voxels)
         self.atlas_weight = float(atlas_weight)
-        self.tissue_intensities = (
-            None if tissue_intensities is None else checked_intensities(tissue_intensities)
-        )
+        self.tissue_intensities: dict[str, float] | None = None  # see with_reference
 
     def with_reference(self, intensities: dict[str, float]) -> AtroposSegmenter:
         fixed = copy.copy(self)
