@@ -296,8 +296,9 @@ def test_conditioning_check_matches_samples_by_id_and_separates_extrapolation(tm
         conditioning_check(requested, measured, {"age": "age"})
 
 
-def test_conditioning_check_reads_each_grid_row_alone():
+def test_conditioning_check_reads_each_grid_row_alone(tmp_path):
     """Along the grid row that varies the ventricles only they change; the other rows do not dilute r."""
+    from morphgen.report.figures import conditioning_scatter
     from morphgen.report.tables import conditioning_check
 
     rng = np.random.default_rng(5)
@@ -316,3 +317,10 @@ def test_conditioning_check_reads_each_grid_row_alone():
     # a table of requests (no grid) has no grid row
     table = conditioning_check(requested.drop(columns="vary"), measured, {"ventricles": "ventricles_ml"})
     assert "grid row" not in set(table["samples"])
+    # the figure gives the grid row its own panel, under the pooled one
+    columns = {"ventricles": "ventricles_ml"}
+    grid = conditioning_scatter({"requested": (requested, measured)}, columns, tmp_path / "grid.png")
+    pooled = conditioning_scatter(
+        {"requested": (requested.drop(columns="vary"), measured)}, columns, tmp_path / "pooled.png"
+    )
+    assert _png_shape(grid)[0] > 1.5 * _png_shape(pooled)[0]

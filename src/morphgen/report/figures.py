@@ -21,6 +21,7 @@ from morphgen.report.tables import (
     _members,
     _values,
     conditioning_pairs,
+    grid_row_pairs,
     read_tsv,
     reconstruction_pairs,
     truth_pairs,
@@ -431,16 +432,20 @@ def conditioning_scatter(
     title: str = "Conditioned samples: measured vs requested volumes",
 ) -> Path:
     """Per source of conditioned samples (a row of panels) and measured covariate, the volume segmentation
-    found against the one the sample was asked for. ``sources``: name -> (requested, measured)."""
-    pairs = {}
+    found against the one the sample was asked for; for a grid, one more row with each grid row alone (only
+    the asked covariate changes along it). ``sources``: name -> (requested, measured)."""
+    pairs, per_row = {}, 1
     for source, (requested, measured) in sources.items():
-        found = conditioning_pairs(_as_volumes(requested), _as_volumes(measured), columns)
+        requested, measured = _as_volumes(requested), _as_volumes(measured)
+        found = conditioning_pairs(requested, measured, columns)
         pairs.update({f"{name}: {source}": pair for name, pair in found.items()})
+        per_row = max(per_row, len(found))
+        rows = grid_row_pairs(requested, measured, columns)
+        pairs.update({f"{name}: {source}, grid row": pair for name, pair in rows.items()})
     if not pairs:
         raise ValueError(
             f"conditioning_scatter: no covariate among {list(columns)} is requested and measured"
         )
-    per_row = max(1, len(pairs) // max(1, len(sources)))
     return agreement_scatter(pairs, out_png, title, ("requested (ml)", "measured (ml)"), per_row)
 
 

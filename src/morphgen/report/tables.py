@@ -426,6 +426,18 @@ def conditioning_pairs(
     return {name: (merged[name], merged[f"measured {name}"]) for name in wanted}
 
 
+def grid_row_pairs(requested: pd.DataFrame, measured: pd.DataFrame, columns: Mapping[str, str]) -> dict:
+    """:func:`conditioning_pairs` of each measured covariate over the grid row that varies it alone (the
+    requests' ``vary`` column); empty for requests without a grid."""
+    if VARY not in requested.columns:
+        return {}
+    out = {}
+    for name, column in columns.items():
+        row = requested[requested[VARY].astype(str) == name]
+        out.update(conditioning_pairs(row, measured, {name: column}))
+    return {name: pair for name, pair in out.items() if len(pair[0])}
+
+
 def conditioning_check(
     requested: pd.DataFrame,
     measured: pd.DataFrame,
@@ -447,12 +459,10 @@ def conditioning_check(
         pairs = conditioning_pairs(requested, measured, columns, in_range=in_range)
         table = volume_agreement(pairs, names=("requested", "measured"))
         tables.append(table.rename(columns={"tissue": "covariate"}).assign(samples=label))
-    if VARY in requested.columns:
-        for name, column in columns.items():
-            row = requested[requested[VARY].astype(str) == name]
-            pairs = conditioning_pairs(row, measured, {name: column})
-            table = volume_agreement(pairs, names=("requested", "measured"))
-            tables.append(table.rename(columns={"tissue": "covariate"}).assign(samples="grid row"))
+    rows = grid_row_pairs(requested, measured, columns)
+    if rows:
+        table = volume_agreement(rows, names=("requested", "measured"))
+        tables.append(table.rename(columns={"tissue": "covariate"}).assign(samples="grid row"))
     df = pd.concat(tables, ignore_index=True)
     if df.empty:
         raise ValueError(
