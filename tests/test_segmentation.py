@@ -162,7 +162,7 @@ def test_generated_images_unmixed_with_the_real_intensities_keep_the_ventricle_c
     assert 0.5 * added_ml < increase < 1.4 * added_ml
 
 
-def test_reference_intensities_are_the_real_cohorts_median(atropos_result, tmp_path):
+def test_reference_intensities_are_the_real_cohorts_median(atropos_result):
     rows = [volumes_row(f"sub-{i}", atropos_result) for i in range(3)]
     for row, scale in zip(rows, (0.9, 1.0, 1.2), strict=True):
         for column in INTENSITY_COLUMNS.values():
