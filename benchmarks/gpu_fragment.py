@@ -17,6 +17,7 @@ Output: two TSV tables for BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import tempfile
 import time
@@ -109,6 +110,10 @@ def main(argv: list[str] | None = None) -> None:
           "\tprior_batch\tprior_s_per_step\tprior_peak_GiB")  # fmt: skip
     model = None
     for tier in args.tiers:
+        model = None
+        if args.device.startswith("cuda"):  # the last tier's cached blocks fragment this one's memory
+            gc.collect()
+            torch.cuda.empty_cache()
         config = merged_config([*BASE, tier, *args.override])
         ae, prior_cfg = config["model"]["autoencoder"], config["model"]["prior"]
         shape = tuple(args.shape or config["space"]["shape"])

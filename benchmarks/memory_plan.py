@@ -22,19 +22,27 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from snakemake.utils import update_config
 
 from morphgen.models.autoencoder_training import AutoencoderTrainer
 from morphgen.models.memory import GIB, estimate_autoencoder_training, largest_batch
 from morphgen.nifti import save_volume
 
 
+def _update(config: dict, overrides: dict) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            _update(config[key], value)
+        else:
+            config[key] = value
+
+
 def merged_config(paths: list[str]) -> dict:
-    """Later files override earlier ones, key by key (as ``snakemake --configfile a b`` does)."""
+    """Later files override earlier ones, key by key (as ``snakemake --configfile a b`` does); without
+    snakemake, so that it runs on a GPU machine that has only PyTorch."""
     config: dict = {}
     for path in paths:
         with open(path) as handle:
-            update_config(config, yaml.safe_load(handle) or {})
+            _update(config, yaml.safe_load(handle) or {})
     return config
 
 

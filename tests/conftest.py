@@ -12,6 +12,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
+# The suite asserts what holds on CPU, bit for bit (a resumed run equals an uninterrupted one), so a GPU
+# node runs it on CPU too. MORPHGEN_TEST_GPU=1 leaves the GPU visible: the models then train and sample on
+# it, tests/test_cuda.py checks CPU and GPU against each other, and the bit-exact tests are skipped.
+GPU_TESTS = os.environ.get("MORPHGEN_TEST_GPU") == "1"
+if not GPU_TESTS:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything asks torch for a device
+cpu_exact = pytest.mark.skipif(GPU_TESTS, reason="bit-exact reproducibility is asserted on CPU only")
+
 # A tiny VQ-VAE + PatchGAN, fast enough for unit tests on one CPU thread; tests override what they exercise.
 TINY_AUTOENCODER = {
     "num_res_layers": 1,

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import cpu_exact
 
 from morphgen.errors import ConfigError
 from morphgen.models.diffusion_training import load_diffusion, train_diffusion
@@ -51,6 +52,7 @@ def test_training_writes_its_files_and_the_loss_falls(tmp_path):
     assert not unet.training
 
 
+@cpu_exact
 def test_a_stop_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
     import morphgen.models.diffusion_training as module
 

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import cpu_exact
 
 from morphgen.errors import ConfigError
 from morphgen.models.kl_autoencoder import (
@@ -108,6 +109,7 @@ def images(tmp_path_factory):
     return paths[:4], paths[4:]
 
 
+@cpu_exact
 def test_kl_training_stopped_mid_epoch_resumes_to_the_same_weights(images, tmp_path, monkeypatch):
     """The KL autoencoder draws its latents from torch's global generator: the checkpoint must carry it."""
     import os

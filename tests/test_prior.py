@@ -151,8 +151,8 @@ def test_training_beats_unigram_baseline(trained):
 
 def test_load_prior_round_trip(trained, tmp_path):
     out, _, val = trained
-    saved = torch.load(out / "model.pt", weights_only=True)
-    checkpoint = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    saved = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    checkpoint = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert checkpoint["epoch"] == MARKOV_CFG["epochs"]
     model = load_prior(out / "model.pt")
     assert not model.training

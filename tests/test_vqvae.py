@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_AUTOENCODER, phantom
+from conftest import TINY_AUTOENCODER, cpu_exact, phantom
 
 from morphgen.errors import ConfigError, SubjectError
 from morphgen.models import autoencoder_training
@@ -209,6 +209,7 @@ def test_dataset_shapes_and_errors_name_subject(cohort, tmp_path):
 # ---- training ----------------------------------------------------------------------------------------------
 
 
+@cpu_exact
 def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_run(cohort, tmp_path, monkeypatch):
     train, val = split(cohort)
     cfg = {**AE_CFG, "epochs": 3}  # crash in epoch 3, when the discriminator and its optimiser have state
@@ -264,7 +265,7 @@ def test_checkpoint_from_another_configuration_is_refused(cohort, tmp_path):
 def test_model_pt_loads_weights_only_and_reproduces_outputs(cohort, tmp_path):
     train, val = split(cohort)
     cfg = {**AE_CFG, "epochs": 1, "adversarial_start_epoch": 0}
-    trainer = AutoencoderTrainer(train, val, cfg, tmp_path, seed=0)
+    trainer = AutoencoderTrainer(train, val, cfg, tmp_path, seed=0, device="cpu")  # the loader's device
     path = trainer.fit(progress=False)
     blob = torch.load(path, weights_only=True)
     assert blob["network"]["image_shape"] == list(GRID.shape) and blob["info"]["epochs"] == 1
@@ -283,6 +284,7 @@ def test_model_pt_loads_weights_only_and_reproduces_outputs(cohort, tmp_path):
     assert not vqvae.training and not disc.training
 
 
+@cpu_exact
 def test_training_is_deterministic_from_scratch(cohort, tmp_path, monkeypatch):
     train, val = split(cohort)
     cfg = {**AE_CFG, "epochs": 1, "adversarial_start_epoch": 0}

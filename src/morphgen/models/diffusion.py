@@ -89,11 +89,18 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     timesteps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """DDPM's simple loss: MSE between the noise added at a step (random unless given) and its estimate."""
+    """DDPM's simple loss: MSE between the noise added at a step (random unless given) and its estimate.
+
+    Timesteps and noise are drawn on the generator's device and moved to the latents': a CPU generator
+    (the trainer's, seeded per step) then gives the same draws whether the U-Net runs on CPU or GPU.
+    """
+    draw_on = generator.device if generator is not None else latents.device
     if timesteps is None:
         n = latents.shape[0]
-        timesteps = torch.randint(0, TRAIN_STEPS, (n,), generator=generator, device=latents.device)
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        timesteps = torch.randint(0, TRAIN_STEPS, (n,), generator=generator, device=draw_on)
+    timesteps = timesteps.to(latents.device)
+    noise = torch.randn(latents.shape, generator=generator, device=draw_on, dtype=latents.dtype)
+    noise = noise.to(latents.device)
     noisy = scheduler.add_noise(original_samples=latents, noise=noise, timesteps=timesteps)
     return torch.nn.functional.mse_loss(predict_noise(unet, noisy, timesteps, covariates), noise)
 
@@ -116,7 +123,8 @@ def sample_latents(
     """
     device = covariates.device
     if noise is None:
-        noise = torch.randn((covariates.shape[0], *latent_shape), generator=generator, device=device)
+        draw_on = generator.device if generator is not None else device
+        noise = torch.randn((covariates.shape[0], *latent_shape), generator=generator, device=draw_on)
     x = noise.to(device)
     was_training = unet.training
     unet.eval()

@@ -1,0 +1,94 @@
+"""Train the latent diffusion family longer than the demo's budget allows, on a finished demo's files.
+
+Usage (on a GPU machine, from the repository root; a finished LDM demo's ``results`` folder as input):
+  python benchmarks/ldm_training_length.py --results results --out longer --diffusion-epochs 1200
+  python benchmarks/ldm_training_length.py ... --autoencoder-epochs 120   # the autoencoder too, then encode
+
+The demo's settings (``--configfile``, as ``snakemake --configfile`` merges them) are kept but for the epochs.
+Without ``--autoencoder-epochs`` the diffusion model learns the demo's own latents, so only its training
+length changes. ``OUT`` gets the layout of ``results`` (``models/prior/cohort``, and with the autoencoder
+``models/autoencoder`` and ``latents/tokens``): copied over a copy of the demo's results, the workflow's
+``--rerun-triggers mtime`` then samples, segments and checks the conditioning with the longer-trained
+models. Prints the seconds of each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from memory_plan import merged_config
+
+from morphgen import stages
+from morphgen.models.registry import build_family
+from morphgen.tsv import read_tsv
+
+
+def split_paths(results: Path, part: str, folder: Path, suffix: str) -> list[Path]:
+    subjects = read_tsv(results / "split" / "subjects.tsv")
+    ids = subjects.loc[subjects["split"] == part, "participant_id"].astype(str)
+    return [folder / f"{i}{suffix}" for i in ids]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, required=True, help="a finished LDM demo's results folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--configfile", nargs="+", default=["config.yaml", "configs/demo/ldm.yaml"])
+    parser.add_argument("--diffusion-epochs", type=int, required=True)
+    parser.add_argument("--autoencoder-epochs", type=int, help="retrain the autoencoder and encode again")
+    args = parser.parse_args(argv)
+
+    config = merged_config(args.configfile)
+    model_cfg = config["model"]
+    model_cfg["diffusion"]["epochs"] = args.diffusion_epochs
+    results, out = args.results, args.out
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"# {device}, torch {torch.__version__}, diffusion epochs {args.diffusion_epochs}", flush=True)
+    print("stage\tepochs\tseconds", flush=True)
+    tokens = results / "latents" / "tokens"
+    if args.autoencoder_epochs:
+        model_cfg["autoencoder"]["epochs"] = args.autoencoder_epochs
+        family = build_family(model_cfg)
+        images = results / "preprocessed"
+
+        def image(part: str) -> list[Path]:
+            return [
+                images / p.name / f"{p.name}_space-MNI152_T1w.nii.gz"
+                for p in split_paths(results, part, images, "")
+            ]
+
+        start = time.perf_counter()
+        family.fit_autoencoder(image("train"), image("test"), out / "models" / "autoencoder", progress=False)
+        print(f"autoencoder\t{args.autoencoder_epochs}\t{time.perf_counter() - start:.0f}", flush=True)
+        everyone = sorted(images.glob("*/*_space-MNI152_T1w.nii.gz"))
+        tokens = out / "latents" / "tokens"
+        tokens.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        family.encode(
+            out / "models" / "autoencoder" / "model.pt",
+            stages.image_map(everyone),
+            tokens,
+            augmented_copies=model_cfg.get("latents", {}).get("augmented_copies", 0),
+            progress=False,
+        )
+        print(f"encode\t\t{time.perf_counter() - start:.0f}", flush=True)
+    family = build_family(model_cfg)
+    covariates = stages.covariates(
+        results / "split" / "subjects.tsv", results / "volumes" / "real.tsv", model_cfg["conditioning"]
+    )
+    start = time.perf_counter()
+    family.fit_prior(
+        split_paths(results, "train", tokens, ".npy"),
+        split_paths(results, "test", tokens, ".npy"),
+        out / "models" / "prior" / "cohort",
+        progress=False,
+        covariates=covariates,
+    )
+    print(f"diffusion\t{args.diffusion_epochs}\t{time.perf_counter() - start:.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
