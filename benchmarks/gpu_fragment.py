@@ -11,6 +11,9 @@ networks). The VQ-VAE steps are full steps of morphgen's own trainer (encoder, c
 PatchGAN, backward, Adam) on random images; the prior steps are the prior's own update (forward,
 cross-entropy, backward, clipping, AdamW) at the tier's precision and checkpointing. Peak memory is
 ``torch.cuda.max_memory_allocated`` (NaN on CPU). The first step of each kind is a warm-up and is not timed.
+Sampling times the first ``--sample-steps`` token steps of a batch: on a GPU a cached step is bound by kernel
+launches, not by its position, and a whole 1,400-token batch takes minutes. Each tier's memory is released
+before the next (in one process, the cached blocks of a smaller tier made the 80 GB tier run out).
 Output: two TSV tables for BENCHMARKS.md.
 """
 
@@ -26,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from memory_plan import merged_config
+from sampling_profile import timed_steps
 
 from morphgen.models.autoencoder_training import AutoencoderTrainer
 from morphgen.models.memory import GIB
 from morphgen.models.precision import autocast_for
-from morphgen.models.prior import build_prior, sample_tokens, training_step
+from morphgen.models.prior import build_prior, training_step
 from morphgen.models.vqvae import latent_shape
 from morphgen.nifti import save_volume
 
@@ -101,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=50, help="timed VQ-VAE steps per tier")
     parser.add_argument("--prior-steps", type=int, default=10, help="timed prior steps per tier")
     parser.add_argument("--sample-batch", type=int, nargs="*", default=[1, 16, 64])
+    parser.add_argument(
+        "--sample-steps", type=int, default=150, help="token steps timed per batch (0: whole sequences)"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
@@ -128,17 +135,16 @@ def main(argv: list[str] | None = None) -> None:
             f"\t{prior_cfg['batch_size']}\t{prior_s:.3f}\t{prior_peak:.2f}",
             flush=True,
         )
-    print(f"# sampling: {seq_len} tokens, prior of the last tier, {config['model']['sampling']['precision']}")
+    steps = min(args.sample_steps or seq_len, seq_len)
+    precision = config["model"]["sampling"]["precision"]
+    print(f"# sampling: the first {steps} of {seq_len} token steps, prior of the last tier, {precision}")
     print("sample_batch\tseconds\ttokens_per_s\tpeak_GiB")
     model.eval()
-    precision = config["model"]["sampling"]["precision"]
     for batch in args.sample_batch:
-        next(sample_tokens(model, batch, batch, seed=0, progress=False, precision=precision))  # warm-up
+        timed_steps(model, min(steps, 20), batch, precision)  # warm-up
         with Peak(args.device) as peak:
-            start = time.perf_counter()
-            next(sample_tokens(model, batch, batch, seed=1, progress=False, precision=precision))
-            seconds = time.perf_counter() - start
-        print(f"{batch}\t{seconds:.2f}\t{batch * seq_len / seconds:.0f}\t{peak.gib:.2f}", flush=True)
+            seconds = timed_steps(model, steps, batch, precision)
+        print(f"{batch}\t{seconds:.2f}\t{batch * steps / seconds:.0f}\t{peak.gib:.2f}", flush=True)
 
 
 if __name__ == "__main__":
