@@ -12,18 +12,19 @@ PatchGAN, backward, Adam) on random images; the prior steps are the prior's own 
 cross-entropy, backward, clipping, AdamW) at the tier's precision and checkpointing. Peak memory is
 ``torch.cuda.max_memory_allocated`` (NaN on CPU). The first step of each kind is a warm-up and is not timed.
 Sampling times the first ``--sample-steps`` token steps of a batch: on a GPU a cached step is bound by kernel
-launches, not by its position, and a whole 1,400-token batch takes minutes. Each tier's memory is released
-before the next (in one process, the cached blocks of a smaller tier made the 80 GB tier run out).
+launches, not by its position, and a whole 1,400-token batch takes minutes. Each tier's VQ-VAE steps run
+in a process of their own on a GPU, as each training job of the workflow does.
 Output: two TSV tables for BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import math
+import multiprocessing
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,16 @@ def autoencoder_steps(ae_cfg: dict, shape: tuple, steps: int, device: str) -> tu
         return timed(trainer.train_epoch, steps, device)  # one batch per epoch: one step per call
 
 
+def isolated_autoencoder_steps(ae_cfg: dict, shape: tuple, steps: int, device: str, isolate: bool):
+    """:func:`autoencoder_steps` in a process of its own when ``isolate``: on a GPU, the blocks a smaller
+    tier left in PyTorch's cache fragmented the memory of the next (the 80 GB tier ran out after the 40 GB
+    one, with 22 GiB reserved but unused; alone it peaked at 63 GiB)."""
+    if not isolate:
+        return autoencoder_steps(ae_cfg, shape, steps, device)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(autoencoder_steps, ae_cfg, shape, steps, device).result()
+
+
 def prior_steps(prior_cfg: dict, codebook: int, seq_len: int, steps: int, device: str):
     """Steps of the prior's own update (``morphgen.models.prior.training_step``) at the tier's settings."""
     torch.manual_seed(0)
@@ -109,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         "--sample-steps", type=int, default=150, help="token steps timed per batch (0: whole sequences)"
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--isolate", action="store_true", help="VQ-VAE steps in a child process (GPU: always)"
+    )
     args = parser.parse_args(argv)
 
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
@@ -117,15 +131,12 @@ def main(argv: list[str] | None = None) -> None:
           "\tprior_batch\tprior_s_per_step\tprior_peak_GiB")  # fmt: skip
     model = None
     for tier in args.tiers:
-        model = None
-        if args.device.startswith("cuda"):  # the last tier's cached blocks fragment this one's memory
-            gc.collect()
-            torch.cuda.empty_cache()
         config = merged_config([*BASE, tier, *args.override])
         ae, prior_cfg = config["model"]["autoencoder"], config["model"]["prior"]
         shape = tuple(args.shape or config["space"]["shape"])
         seq_len = int(np.prod(latent_shape(shape, len(ae["channels"]))))
-        ae_s, ae_peak = autoencoder_steps(ae, shape, args.steps, args.device)
+        isolate = args.isolate or args.device.startswith("cuda")
+        ae_s, ae_peak = isolated_autoencoder_steps(ae, shape, args.steps, args.device, isolate)
         model, prior_s, prior_peak = prior_steps(
             prior_cfg, int(ae["codebook_size"]), seq_len, args.prior_steps, args.device
         )

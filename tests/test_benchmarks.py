@@ -45,7 +45,7 @@ def test_gpu_fragment_runs_every_tier_and_samples(tmp_path, capsys):
     tiers = ["configs/paper/gpu-24gb.yaml", "configs/paper/gpu-80gb.yaml"]
     gpu_fragment.main(
         ["--tiers", *tiers, "--override", str(tiny), "--shape", "16", "24", "16", "--steps", "1",
-         "--prior-steps", "1", "--sample-batch", "1", "2", "--device", "cpu"]
+         "--prior-steps", "1", "--sample-batch", "1", "2", "--device", "cpu", "--isolate"]
     )  # fmt: skip
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines() if not line.startswith("#")]
     assert [row[0] for row in lines[1:3]] == ["gpu-24gb", "gpu-80gb"]
