@@ -5,10 +5,13 @@ import torch
 
 from morphgen.errors import ConfigError
 from morphgen.models.diffusion import (
+    FORMER_PROCESS,
+    SEED_PROCESS,
     build_unet,
     diffusion_loss,
+    estimate,
     make_scheduler,
-    predict_noise,
+    noise_process,
     sample_latents,
     unet_config,
 )
@@ -30,29 +33,60 @@ def _unet(n_covariates=1):
     return build_unet(unet_config(TINY, latent_channels=1, n_covariates=n_covariates))
 
 
-class ExactNoise(torch.nn.Module):
-    """The noise estimate of a perfect model of latents equal to 2c - 1, c read from the covariate channel."""
+V_PROCESS = {"schedule": "scaled_linear_beta", "prediction": "v_prediction"}
 
-    def __init__(self):
+
+class Exact(torch.nn.Module):
+    """The estimate (noise or velocity, as ``process`` says) of a perfect model of latents equal to 2c - 1,
+    c read from the covariate channel."""
+
+    def __init__(self, process=SEED_PROCESS):
         super().__init__()
-        self.alphas_cumprod = make_scheduler("ddpm").alphas_cumprod
+        self.alphas_cumprod = make_scheduler("ddpm", process=process).alphas_cumprod
+        self.velocity = process["prediction"] == "v_prediction"
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # a parameter, as the samplers expect of a network
 
     def forward(self, x, timesteps, context):
         latents, channel = x[:, :1], x[:, 1:2]
         assert torch.equal(channel[:, :, :1, :1, :1].flatten(), context.flatten())  # one covariate, both ways
         a = self.alphas_cumprod[timesteps][:, None, None, None, None]
-        return (latents - a.sqrt() * (2 * channel - 1)) / (1 - a).sqrt()
+        clean = 2 * channel - 1
+        noise = (latents - a.sqrt() * clean) / (1 - a).sqrt()
+        return a.sqrt() * noise - (1 - a).sqrt() * clean if self.velocity else noise
 
 
+@pytest.mark.parametrize("process", [SEED_PROCESS, FORMER_PROCESS, V_PROCESS])
 @pytest.mark.parametrize("sampler, steps", [("ddim", 50), ("ddim", 7), ("ddpm", 1000)])
-def test_samplers_reach_the_latent_the_covariate_asks_for(sampler, steps):
+def test_samplers_reach_the_latent_the_covariate_asks_for(sampler, steps, process):
     asked = torch.tensor([[0.0], [0.25], [1.0], [1.5]])  # 1.5: outside the range, as when extrapolating
-    latents = sample_latents(
-        ExactNoise(), make_scheduler(sampler, steps), asked, SHAPE, torch.Generator().manual_seed(0), False
-    )
+    scheduler = make_scheduler(sampler, steps, process)
+    latents = sample_latents(Exact(process), scheduler, asked, SHAPE, torch.Generator().manual_seed(0), False)
     expected = (2 * asked - 1)[:, :, None, None, None].expand(-1, *SHAPE)
     torch.testing.assert_close(latents, expected, atol=1e-4, rtol=0)
+
+
+def test_the_loss_compares_the_estimate_with_the_process_target():
+    c = torch.tensor([[0.1], [0.9]])
+    latents = (2 * c - 1)[:, :, None, None, None].expand(-1, *SHAPE).contiguous()
+    t = torch.tensor([50, 900])
+    for process in (SEED_PROCESS, V_PROCESS):  # the perfect model's loss is zero for its own target only
+        scheduler = make_scheduler("ddpm", process=process)
+        own = diffusion_loss(Exact(process), scheduler, latents, c, torch.Generator().manual_seed(3), t)
+        other = V_PROCESS if process is SEED_PROCESS else SEED_PROCESS
+        wrong = diffusion_loss(Exact(other), scheduler, latents, c, torch.Generator().manual_seed(3), t)
+        assert float(own) < 1e-10 < 0.01 < float(wrong)
+
+
+def test_the_noise_process_defaults_to_seed_004s_and_refuses_others():
+    assert noise_process({}) == SEED_PROCESS == {"schedule": "scaled_linear_beta", "prediction": "epsilon"}
+    assert noise_process({"prediction": "v_prediction"})["prediction"] == "v_prediction"
+    betas = make_scheduler("ddpm").betas  # linear in sqrt(beta), from 0.0015 to 0.0205
+    assert betas[0] == pytest.approx(0.0015) and betas[-1] == pytest.approx(0.0205)
+    assert betas[500] == pytest.approx((0.0015**0.5 + (0.0205**0.5 - 0.0015**0.5) * 500 / 999) ** 2, rel=1e-5)
+    with pytest.raises(ConfigError, match="model.diffusion.prediction"):
+        noise_process({"prediction": "sample"})
+    with pytest.raises(ConfigError, match="model.diffusion.schedule"):
+        noise_process({"schedule": "cosine"})
 
 
 def test_a_training_step_lowers_the_loss_on_its_batch():
@@ -98,8 +132,8 @@ def test_the_covariates_are_both_channels_and_context():
             p.normal_(0, 0.2, generator=torch.Generator().manual_seed(p.numel()))
     x, t = torch.randn(2, *SHAPE), torch.tensor([10, 500])
     cov, other = torch.tensor([[0.0, 0.0], [0.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    a = predict_noise(unet, x, t, cov)
-    assert a.shape == x.shape and not torch.allclose(a, predict_noise(unet, x, t, other))
+    a = estimate(unet, x, t, cov)
+    assert a.shape == x.shape and not torch.allclose(a, estimate(unet, x, t, other))
 
     def channels(c):
         return torch.cat([x, c[:, :, None, None, None].expand(-1, -1, *SHAPE[1:])], dim=1)

@@ -96,3 +96,14 @@ def test_mismatched_inputs_are_refused(tmp_path):
         train_diffusion(
             x, c, x, c, {k: v for k, v in CFG.items() if k != "lr"}, tmp_path, seed=0, progress=False
         )
+
+
+def test_model_pt_keeps_the_noise_process_and_a_changed_one_does_not_resume(tmp_path):
+    x, c = _data(8, 5)
+    cfg = {**CFG, "epochs": 1, "prediction": "v_prediction"}
+    path = train_diffusion(x, c, x[:2], c[:2], cfg, tmp_path, seed=0, progress=False)
+    _, saved = load_diffusion(path)
+    assert saved["process"] == {"schedule": "scaled_linear_beta", "prediction": "v_prediction"}
+    epsilon = {**cfg, "prediction": "epsilon"}
+    with pytest.raises(ConfigError, match="other latents, settings or seed"):
+        train_diffusion(x, c, x[:2], c[:2], epsilon, tmp_path, seed=0, progress=False)

@@ -7,11 +7,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import phantom
 
 from morphgen.errors import ConfigError, SubjectError
 from morphgen.models import build_family
 from morphgen.models.checkpoint import load_autoencoder
+from morphgen.models.diffusion import FORMER_PROCESS, make_scheduler
 from morphgen.models.diffusion_training import load_diffusion
 from morphgen.nifti import save_volume
 from morphgen.space import Grid
@@ -99,6 +101,23 @@ def test_files_of_each_stage(run):
     assert {"model_mse", "no_estimate_mse", "ratio"} <= set(heldout.columns)
     loss = read_tsv(root / "prior/loss.tsv")
     assert list(loss["epoch"]) == [1, 2] and np.isfinite(loss["val_mse"]).all()
+
+
+def test_the_sampler_follows_the_noise_process_of_its_model_file(run, tmp_path):
+    family, autoencoder = run["family"], run["root"] / "ae/model.pt"
+    scheduler = family._sampler(autoencoder, run["root"] / "prior/model.pt").scheduler
+    assert scheduler.prediction_type == "epsilon"
+    assert torch.allclose(scheduler.betas, make_scheduler("ddpm").betas)  # seed 004's schedule
+    saved = torch.load(run["root"] / "prior/model.pt", weights_only=True)
+    velocity = {"schedule": "linear_beta", "prediction": "v_prediction"}
+    torch.save({**saved, "process": velocity}, tmp_path / "v.pt")
+    assert family._sampler(autoencoder, tmp_path / "v.pt").scheduler.prediction_type == "v_prediction"
+    del saved["process"]  # a file written before the process was kept: what such models were trained with
+    torch.save(saved, tmp_path / "former.pt")
+    former = family._sampler(autoencoder, tmp_path / "former.pt").scheduler
+    assert former.prediction_type == "epsilon"
+    assert torch.allclose(former.betas, make_scheduler("ddpm", process=FORMER_PROCESS).betas)
+    assert not torch.allclose(former.betas, scheduler.betas)
 
 
 def test_generation_keeps_the_top_scores_with_their_covariates(run, tmp_path):

@@ -1,8 +1,8 @@
 """Latent diffusion (seed 004): a conditioned MONAI ``DiffusionModelUNet``, DDPM training, DDPM/DDIM sampling.
 
 Conditioning is the seed's hybrid one (Rombach et al. 2022): the normalised covariates are concatenated to the
-noisy latent as constant channels and are also the context of the U-Net's cross-attention. The noise schedule
-is linear over 1,000 steps; the network predicts the added noise.
+noisy latent as constant channels and are also the context of the U-Net's cross-attention. The noise process
+(``model.diffusion.schedule`` and ``prediction``) is kept in ``model.pt``: sampling uses what training used.
 """
 
 from __future__ import annotations
@@ -17,8 +17,25 @@ from tqdm import tqdm
 from morphgen.errors import ConfigError
 
 TRAIN_STEPS = 1000
-# linear schedule of the brain LDM released with seed 004 (MONAI generative model zoo)
+# the betas of the brain LDM released with seed 004 (MONAI generative model zoo). Seed 004's "linear" schedule
+# is that of the latent diffusion code it builds on, linear in sqrt(beta): MONAI's scaled_linear_beta.
 BETA_START, BETA_END = 0.0015, 0.0205
+SCHEDULES = ("scaled_linear_beta", "linear_beta")
+# what the U-Net estimates: the added noise (seed 004) or the velocity sqrt(abar) noise - sqrt(1 - abar) x0,
+# whose errors are not multiplied by 1 / sqrt(abar) when the clean latent is read off at the noisiest steps
+PREDICTIONS = ("epsilon", "v_prediction")
+SEED_PROCESS = {"schedule": "scaled_linear_beta", "prediction": "epsilon"}
+# what models trained before the process was configurable used, for their model.pt files
+FORMER_PROCESS = {"schedule": "linear_beta", "prediction": "epsilon"}
+
+
+def noise_process(diffusion_cfg: dict) -> dict:
+    """The schedule and the prediction target of ``model.diffusion`` (defaults: seed 004's)."""
+    process = {key: str(diffusion_cfg.get(key, default)) for key, default in SEED_PROCESS.items()}
+    for key, allowed in (("schedule", SCHEDULES), ("prediction", PREDICTIONS)):
+        if process[key] not in allowed:
+            raise ConfigError(f"model.diffusion.{key}: {process[key]!r} is not one of {', '.join(allowed)}")
+    return process
 
 
 def unet_config(diffusion_cfg: dict, latent_channels: int, n_covariates: int) -> dict:
@@ -51,14 +68,19 @@ def build_unet(net: dict) -> DiffusionModelUNet:
     return DiffusionModelUNet(**net)
 
 
-def make_scheduler(kind: str, inference_steps: int | None = None) -> DDPMScheduler | DDIMScheduler:
-    """``ddpm`` (all 1,000 steps unless ``inference_steps``; what training uses) or ``ddim``."""
+def make_scheduler(
+    kind: str, inference_steps: int | None = None, process: dict | None = None
+) -> DDPMScheduler | DDIMScheduler:
+    """``ddpm`` (all 1,000 steps unless ``inference_steps``; what training uses) or ``ddim``, for the noise
+    ``process`` of :func:`noise_process` (default: seed 004's)."""
+    process = process or SEED_PROCESS
     common = {
         "num_train_timesteps": TRAIN_STEPS,
-        "schedule": "linear_beta",
+        "schedule": process["schedule"],
         "beta_start": BETA_START,
         "beta_end": BETA_END,
         "clip_sample": False,  # latents are not bounded like images
+        "prediction_type": process["prediction"],
     }
     if kind == "ddpm":
         scheduler = DDPMScheduler(**common)
@@ -73,10 +95,11 @@ def make_scheduler(kind: str, inference_steps: int | None = None) -> DDPMSchedul
     return scheduler
 
 
-def predict_noise(
+def estimate(
     unet: torch.nn.Module, latents: torch.Tensor, timesteps: torch.Tensor, covariates: torch.Tensor
 ) -> torch.Tensor:
-    """The U-Net's noise estimate, the covariates (batch, k) given as channels and as attention context."""
+    """The U-Net's estimate (of the noise or of the velocity, as trained), the covariates (batch, k) given as
+    channels and as attention context."""
     channels = covariates[:, :, None, None, None].expand(-1, -1, *latents.shape[2:])
     return unet(torch.cat([latents, channels], dim=1), timesteps=timesteps, context=covariates[:, None, :])
 
@@ -89,7 +112,8 @@ def diffusion_loss(
     generator: torch.Generator | None = None,
     timesteps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """DDPM's simple loss: MSE between the noise added at a step (random unless given) and its estimate.
+    """DDPM's simple loss: MSE between the U-Net's estimate and its target, the noise added at a step (random
+    unless given) or the velocity, as the scheduler's ``prediction_type`` says.
 
     Timesteps and noise are drawn on the generator's device and moved to the latents': a CPU generator
     (the trainer's, seeded per step) then gives the same draws whether the U-Net runs on CPU or GPU.
@@ -102,7 +126,11 @@ def diffusion_loss(
     noise = torch.randn(latents.shape, generator=generator, device=draw_on, dtype=latents.dtype)
     noise = noise.to(latents.device)
     noisy = scheduler.add_noise(original_samples=latents, noise=noise, timesteps=timesteps)
-    return torch.nn.functional.mse_loss(predict_noise(unet, noisy, timesteps, covariates), noise)
+    if scheduler.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    return torch.nn.functional.mse_loss(estimate(unet, noisy, timesteps, covariates), target)
 
 
 @torch.no_grad()
@@ -133,11 +161,11 @@ def sample_latents(
             scheduler.timesteps, desc="denoising", unit="step", file=sys.stderr, disable=not progress
         ):
             timesteps = torch.full((x.shape[0],), int(t), device=device, dtype=torch.long)
-            noise = predict_noise(unet, x, timesteps, covariates)
+            output = estimate(unet, x, timesteps, covariates)
             if isinstance(scheduler, DDPMScheduler):
-                x, _ = scheduler.step(noise, int(t), x, generator=generator)
+                x, _ = scheduler.step(output, int(t), x, generator=generator)
             else:
-                x, _ = scheduler.step(noise, int(t), x)
+                x, _ = scheduler.step(output, int(t), x)
     finally:
         unet.train(was_training)
     return x

@@ -22,7 +22,14 @@ from tqdm import tqdm
 from morphgen.errors import ConfigError
 from morphgen.models.checkpoint import save_atomic
 from morphgen.models.data import torch_generator
-from morphgen.models.diffusion import TRAIN_STEPS, build_unet, diffusion_loss, make_scheduler, unet_config
+from morphgen.models.diffusion import (
+    TRAIN_STEPS,
+    build_unet,
+    diffusion_loss,
+    make_scheduler,
+    noise_process,
+    unet_config,
+)
 from morphgen.models.kl_autoencoder import scale_factor
 from morphgen.models.preemption import TrainingInterrupted, stop_requested
 from morphgen.tsv import write_tsv
@@ -110,14 +117,16 @@ def train_diffusion(
     torch.manual_seed(seed)
     unet = build_unet(net).to(device)
     optimiser = torch.optim.Adam(unet.parameters(), lr=lr)
-    scheduler = make_scheduler("ddpm")
+    process = noise_process(cfg)
+    scheduler = make_scheduler("ddpm", process=process)
     x = torch.from_numpy(train_latents).float().to(device) * scale
     c = torch.from_numpy(train_covariates).float().to(device)
     val_x = torch.from_numpy(val_latents).float().to(device) * scale
     val_c = torch.from_numpy(val_covariates).float().to(device)
 
     checkpoint_path = out_dir / "checkpoints" / "last.pt"
-    fingerprint = _fingerprint([train_latents, train_covariates, val_latents, val_covariates], cfg, seed)
+    arrays = [train_latents, train_covariates, val_latents, val_covariates]
+    fingerprint = _fingerprint(arrays, {**cfg, **process}, seed)  # the process: defaults may change
     epoch, step, history, position = 0, 0, [], None
     if checkpoint_path.exists():
         state = load_weights_only(checkpoint_path, "diffusion checkpoint")
@@ -188,6 +197,7 @@ def train_diffusion(
             "network": net,
             "state_dict": {k: v.detach().cpu() for k, v in unet.state_dict().items()},
             "scale_factor": scale,
+            "process": process,
             "latent_shape": list(train_latents.shape[1:]),
             "seed": seed,
             "info": {"epochs": epoch, "steps": step, "n_train": len(x), **(extra or {})},

@@ -36,7 +36,7 @@ from morphgen.models.covariates import (
     request_table,
 )
 from morphgen.models.data import torch_generator
-from morphgen.models.diffusion import make_scheduler, sample_latents
+from morphgen.models.diffusion import FORMER_PROCESS, make_scheduler, sample_latents
 from morphgen.models.families.autoencoding import AutoencoderFamily
 from morphgen.models.generation import checked_counts, generation_checkpoint, write_kept
 from morphgen.models.latents import read_latents
@@ -121,11 +121,12 @@ class LatentDiffusionFamily(AutoencoderFamily):
         sampler = str(self.sampling_cfg.get("sampler", "ddim"))
         steps = self.sampling_cfg.get("steps", 50 if sampler == "ddim" else None)
         info = saved["info"]
+        process = saved.get("process", FORMER_PROCESS)  # files of before the process was kept
         return _Sampler(
             autoencoder.to(device),
             disc.to(device),
             unet,
-            make_scheduler(sampler, None if steps is None else int(steps)),
+            make_scheduler(sampler, None if steps is None else int(steps), process),
             float(saved["scale_factor"]),
             tuple(saved["latent_shape"]),
             CovariateScaler.from_state_dict(info["covariates"]),
