@@ -4,8 +4,9 @@ Usage: python benchmarks/scaling.py          # prints the tables of docs/scaling
 
 Every number used is in COSTS below, with how it was obtained: "measured" (a command, or a section of
 BENCHMARKS.md), "paper" (a seed, see ../shared/seeds/README.md), "config" (a file of this repository) or
-"assumed". No GPU has been measured yet: every GPU time is FLOPs / (assumed peak x assumed utilisation).
-Replace them with the output of ``python benchmarks/gpu_fragment.py`` on a GPU.
+"assumed". Every GPU time is FLOPs / (assumed peak x assumed utilisation). One H100 has been measured since
+(BENCHMARKS.md, "On a lent GPU"); docs/scaling.md says which of these assumptions it contradicts. Replace them
+with the output of ``python benchmarks/gpu_fragment.py`` on a GPU of each tier.
 """
 
 from __future__ import annotations
