@@ -71,7 +71,7 @@ def validation_mse(unet, scheduler, latents: torch.Tensor, covariates: torch.Ten
 
 
 class _NoEstimate(torch.nn.Module):
-    """A "network" that estimates zero noise: the baseline of the held-out denoising error."""
+    """A "network" that estimates zero (noise or velocity): the baseline of the held-out denoising error."""
 
     def forward(self, x, timesteps, context):
         return torch.zeros_like(x[:, : x.shape[1] - context.shape[-1]])
@@ -95,11 +95,12 @@ def train_diffusion(
     """Train (or resume) the diffusion U-Net in ``out_dir``; returns the path of ``model.pt``.
 
     ``*_latents``: (n, channels, h, w, d) encoder means; ``*_covariates``: (n, k) normalised covariates.
-    ``cfg``: ``config['model']['diffusion']`` (epochs, batch_size, lr and the U-Net's shape). ``extra`` goes
+    ``cfg``: ``config['model']['diffusion']`` (epochs, batch_size, lr, the U-Net's shape, the noise process of
+    :func:`morphgen.models.diffusion.noise_process`, which ``model.pt`` keeps as ``process``). ``extra`` goes
     into ``model.pt`` as is (the covariate ranges, for instance). Writes ``loss.tsv`` every epoch and
     ``checkpoints/last.pt`` every epoch and on a stop signal (:class:`TrainingInterrupted`); at the end
-    ``heldout.tsv``: the held-out denoising error (``model_mse``), that of estimating no noise
-    (``no_estimate_mse``, about 1) and their ``ratio``.
+    ``heldout.tsv``: the held-out denoising error (``model_mse``), that of estimating zero (no noise, or no
+    velocity: ``no_estimate_mse``, about 1 either way for unit-variance latents) and their ``ratio``.
     """
     out_dir = Path(out_dir)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
