@@ -29,10 +29,10 @@ from morphgen.models.registry import build_family
 from morphgen.tsv import read_tsv
 
 
-def split_paths(results: Path, part: str, folder: Path, suffix: str) -> list[Path]:
+def split_ids(results: Path) -> dict[str, list[str]]:
+    """The subjects of each part of the split (train, test) that the demo's rules used."""
     subjects = read_tsv(results / "split" / "subjects.tsv")
-    ids = subjects.loc[subjects["split"] == part, "participant_id"].astype(str)
-    return [folder / f"{i}{suffix}" for i in ids]
+    return {part: list(rows["participant_id"].astype(str)) for part, rows in subjects.groupby("split")}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,20 +56,15 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     print(f"# {device}, torch {torch.__version__}, diffusion epochs {args.diffusion_epochs}", flush=True)
     print("stage\tepochs\tseconds", flush=True)
+    ids = split_ids(results)
     tokens = results / "latents" / "tokens"
     if args.autoencoder_epochs:
         model_cfg["autoencoder"]["epochs"] = args.autoencoder_epochs
         family = build_family(model_cfg)
         images = results / "preprocessed"
-
-        def image(part: str) -> list[Path]:
-            return [
-                images / p.name / f"{p.name}_space-MNI152_T1w.nii.gz"
-                for p in split_paths(results, part, images, "")
-            ]
-
+        image = {part: [images / i / f"{i}_space-MNI152_T1w.nii.gz" for i in ids[part]] for part in ids}
         start = time.perf_counter()
-        family.fit_autoencoder(image("train"), image("test"), out / "models" / "autoencoder", progress=False)
+        family.fit_autoencoder(image["train"], image["test"], out / "models" / "autoencoder", progress=False)
         print(f"autoencoder\t{args.autoencoder_epochs}\t{time.perf_counter() - start:.0f}", flush=True)
         everyone = sorted(images.glob("*/*_space-MNI152_T1w.nii.gz"))
         tokens = out / "latents" / "tokens"
@@ -89,8 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     start = time.perf_counter()
     family.fit_prior(
-        split_paths(results, "train", tokens, ".npy"),
-        split_paths(results, "test", tokens, ".npy"),
+        [tokens / f"{i}.npy" for i in ids["train"]],
+        [tokens / f"{i}.npy" for i in ids["test"]],
         out / "models" / "prior" / "cohort",
         progress=False,
         covariates=covariates,
