@@ -3,6 +3,7 @@
 Usage (on a GPU machine, from the repository root; a finished LDM demo's ``results`` folder as input):
   python benchmarks/ldm_training_length.py --results results --out longer --diffusion-epochs 1200
   python benchmarks/ldm_training_length.py ... --autoencoder-epochs 120   # the autoencoder too, then encode
+  python benchmarks/ldm_training_length.py ... --condition-dropout 0.2 --guidance-scale 3   # with guidance
 
 The demo's settings (``--configfile``, as ``snakemake --configfile`` merges them) are kept but for the epochs.
 Without ``--autoencoder-epochs`` the diffusion model learns the demo's own latents, so only its training
@@ -23,7 +24,14 @@ import torch
 from memory_plan import merged_config
 
 from morphgen import stages
-from morphgen.models.diffusion import PREDICTIONS, SCHEDULES, make_scheduler, noise_process, sample_latents
+from morphgen.models.diffusion import (
+    PREDICTIONS,
+    SCHEDULES,
+    guidance_input,
+    make_scheduler,
+    noise_process,
+    sample_latents,
+)
 from morphgen.models.diffusion_training import load_diffusion
 from morphgen.models.registry import build_family
 from morphgen.tsv import read_tsv
@@ -44,13 +52,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--autoencoder-epochs", type=int, help="retrain the autoencoder and encode again")
     parser.add_argument("--prediction", choices=PREDICTIONS, help="model.diffusion.prediction")
     parser.add_argument("--schedule", choices=SCHEDULES, help="model.diffusion.schedule")
+    parser.add_argument("--condition-dropout", type=float, help="model.diffusion.condition_dropout")
+    parser.add_argument(
+        "--guidance-scale", type=float, default=1.0, help="for the spread (the workflow reads the config's)"
+    )
     args = parser.parse_args(argv)
 
     config = merged_config(args.configfile)
     model_cfg = config["model"]
     model_cfg["diffusion"]["epochs"] = args.diffusion_epochs
-    for key in ("prediction", "schedule"):
-        if getattr(args, key):
+    for key in ("prediction", "schedule", "condition_dropout"):
+        if getattr(args, key) is not None:
             model_cfg["diffusion"][key] = getattr(args, key)
     results, out = args.results, args.out
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
@@ -92,18 +104,26 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"diffusion\t{args.diffusion_epochs}\t{time.perf_counter() - start:.0f}", flush=True)
     process = noise_process(model_cfg["diffusion"])
-    print(f"# {process}: sample latent spread {sample_spread(out):.3f} (training latents: 1)", flush=True)
+    spread = sample_spread(out, args.guidance_scale)
+    print(f"# {process}, guidance {args.guidance_scale:g}: sample latent spread {spread:.3f} (training: 1)")
 
 
-def sample_spread(out: Path, n: int = 8) -> float:
+def sample_spread(out: Path, guidance_scale: float = 1.0, n: int = 8) -> float:
     """Standard deviation of ``n`` DDIM-50 samples' scaled latents (the training latents': 1), conditioned on
-    the first ``n`` training subjects' covariates."""
+    the first ``n`` training subjects' covariates, guided by ``guidance_scale`` if trained for it."""
     unet, saved = load_diffusion(out / "models" / "prior" / "cohort" / "model.pt")
     covariates = saved["info"]["training_covariates"][:n].float()
     scheduler = make_scheduler("ddim", 50, saved["process"])
     generator = torch.Generator().manual_seed(0)
     shape = tuple(saved["latent_shape"])
-    return float(sample_latents(unet, scheduler, covariates, shape, generator, progress=False).std())
+    unconditioned = None
+    if saved.get("condition_dropout", 0.0) > 0:
+        unconditioned = guidance_input(torch.zeros_like(covariates), False)
+        covariates = guidance_input(covariates)
+    latents = sample_latents(
+        unet, scheduler, covariates, shape, generator, False, None, unconditioned, guidance_scale
+    )
+    return float(latents.std())
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ from morphgen.models.diffusion import (
     FORMER_PROCESS,
     SEED_PROCESS,
     build_unet,
+    condition_dropout,
     diffusion_loss,
     estimate,
+    guidance_input,
     make_scheduler,
     noise_process,
     sample_latents,
@@ -53,6 +55,66 @@ class Exact(torch.nn.Module):
         clean = 2 * channel - 1
         noise = (latents - a.sqrt() * clean) / (1 - a).sqrt()
         return a.sqrt() * noise - (1 - a).sqrt() * clean if self.velocity else noise
+
+
+class ExactGuided(Exact):
+    """:class:`Exact` for a model trained for guidance: covariates (c, given); latents 2c - 1 where given, 0
+    (the cohort's mean) where withheld."""
+
+    def forward(self, x, timesteps, context):
+        latents, channel, given = x[:, :1], x[:, 1:2], x[:, 2:3]
+        a = self.alphas_cumprod[timesteps][:, None, None, None, None]
+        clean = (2 * channel - 1) * given
+        noise = (latents - a.sqrt() * clean) / (1 - a).sqrt()
+        return a.sqrt() * noise - (1 - a).sqrt() * clean if self.velocity else noise
+
+
+@pytest.mark.parametrize("process", [SEED_PROCESS, V_PROCESS])
+def test_guidance_moves_the_sample_scale_times_from_the_unconditioned_one(process):
+    asked = torch.tensor([[0.0], [0.25], [1.0]])
+    given, free = guidance_input(asked), guidance_input(torch.zeros_like(asked), False)
+    assert torch.equal(free, torch.zeros(3, 2)) and torch.equal(given[:, 1], torch.ones(3))
+    expected = (2 * asked - 1)[:, :, None, None, None].expand(-1, *SHAPE)
+    for scale in (0.0, 1.0, 3.0):  # 0: unconditioned; 1: conditioned; 3: three times as far from the mean
+        latents = sample_latents(
+            ExactGuided(process),
+            make_scheduler("ddim", 20, process),
+            given,
+            SHAPE,
+            torch.Generator().manual_seed(0),
+            False,
+            unconditioned=free,
+            guidance_scale=scale,
+        )
+        torch.testing.assert_close(latents, scale * expected, atol=1e-4, rtol=0)
+
+
+def test_guidance_takes_one_network_call_a_step_and_scale_one_none_extra():
+    unet = _unet(n_covariates=3)
+    with torch.no_grad():  # MONAI starts the output layer at zero: give every weight a value
+        for p in unet.parameters():
+            p.normal_(0, 0.2, generator=torch.Generator().manual_seed(p.numel()))
+    calls = []
+    unet.register_forward_hook(lambda module, args, out: calls.append(out.shape[0]))
+    cov = guidance_input(torch.tensor([[0.2, 1.0], [0.7, 0.0]]))
+    free = guidance_input(torch.zeros(2, 2), False)
+
+    def sample(scale):
+        generator = torch.Generator().manual_seed(5)
+        return sample_latents(
+            unet, make_scheduler("ddim", 4), cov, SHAPE, generator, False, None, free, scale
+        )
+
+    guided = sample(2.0)
+    assert calls == [4] * 4  # conditioned and unconditioned estimates in one batch
+    calls.clear()
+    plain = sample(1.0)
+    assert calls == [2] * 4
+    assert torch.equal(
+        plain,
+        sample_latents(unet, make_scheduler("ddim", 4), cov, SHAPE, torch.Generator().manual_seed(5), False),
+    )
+    assert not torch.allclose(guided, plain)
 
 
 @pytest.mark.parametrize("process", [SEED_PROCESS, FORMER_PROCESS, V_PROCESS])
@@ -155,3 +217,7 @@ def test_bad_settings_are_refused():
         make_scheduler("euler")
     with pytest.raises(ConfigError, match="between 1 and 1000"):
         make_scheduler("ddim", 0)
+    assert condition_dropout({}) == 0.0 and condition_dropout({"condition_dropout": 0.2}) == 0.2
+    for bad in (1.0, -0.1):
+        with pytest.raises(ConfigError, match="model.diffusion.condition_dropout"):
+            condition_dropout({"condition_dropout": bad})

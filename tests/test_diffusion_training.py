@@ -107,3 +107,33 @@ def test_model_pt_keeps_the_noise_process_and_a_changed_one_does_not_resume(tmp_
     epsilon = {**cfg, "prediction": "epsilon"}
     with pytest.raises(ConfigError, match="other latents, settings or seed"):
         train_diffusion(x, c, x[:2], c[:2], epsilon, tmp_path, seed=0, progress=False)
+
+
+def test_withheld_covariates_are_zeroed_flagged_and_drawn_by_seed(tmp_path, monkeypatch):
+    import morphgen.models.diffusion_training as module
+
+    seen, real = [], module.diffusion_loss
+
+    def record(unet, scheduler, latents, covariates, generator=None, timesteps=None):
+        if timesteps is None:  # a training step (validation fixes its timesteps)
+            seen.append(covariates.clone())
+        return real(unet, scheduler, latents, covariates, generator, timesteps)
+
+    monkeypatch.setattr(module, "diffusion_loss", record)
+    x, c = _data(40, 6)
+    cfg = {**CFG, "epochs": 5, "condition_dropout": 0.3}
+    path = train_diffusion(x, c, x[:4], c[:4], cfg, tmp_path / "a", seed=0, progress=False)
+    rows = torch.cat(seen)
+    withheld = rows[:, -1] == 0
+    assert rows.shape == (200, 3) and set(rows[:, -1].tolist()) == {0.0, 1.0}
+    assert torch.all(rows[withheld, :2] == 0) and 0.2 < float(withheld.float().mean()) < 0.4
+    unet, saved = load_diffusion(path)
+    assert saved["condition_dropout"] == 0.3
+    assert saved["network"]["in_channels"] == 2 + 3 and saved["network"]["cross_attention_dim"] == 3
+    first = rows
+    seen.clear()
+    train_diffusion(x, c, x[:4], c[:4], cfg, tmp_path / "b", seed=0, progress=False)
+    assert torch.equal(torch.cat(seen)[:, -1], first[:, -1])  # the same rows withheld for the same seed
+    seen.clear()
+    plain = train_diffusion(x, c, x[:4], c[:4], CFG, tmp_path / "c", seed=0, progress=False)
+    assert torch.cat(seen).shape[1] == 2 and load_diffusion(plain)[1]["condition_dropout"] == 0.0

@@ -209,3 +209,27 @@ def test_samples_are_conditioned_on_the_subjects_given(run, tmp_path):
     for _, row in table.iterrows():
         match = chosen[chosen.age.sub(row.age).abs() < 1e-3]
         assert match.ventricles.iloc[0] == pytest.approx(row.ventricles, abs=1e-3)
+
+
+def test_guidance_needs_a_model_trained_for_it_and_then_changes_the_samples(run, tmp_path):
+    root = run["root"]
+    grid = {"vary": ["ventricles"], "range": [0.0, 1.0], "steps": 2}
+    guided_sampling = {**MODEL_CFG["sampling"], "guidance_scale": 3.0}
+    family = build_family({**MODEL_CFG, "sampling": guided_sampling})
+    with pytest.raises(ConfigError, match=r"prior/model.pt was trained without .*condition_dropout"):
+        family.generate_conditioned(
+            root / "ae/model.pt", root / "prior/model.pt", None, grid, tmp_path / "no", GRID.affine, False
+        )
+    dropout = {**MODEL_CFG["diffusion"], "condition_dropout": 0.5}
+    trained = build_family({**MODEL_CFG, "diffusion": dropout})
+    latents = [root / "latents" / f"{s}.npy" for s in run["subjects"]]
+    trained.fit_prior(latents[:4], latents[4:], tmp_path / "prior", False, covariates=run["covariates"])
+    models = (root / "ae/model.pt", tmp_path / "prior/model.pt")
+    images = {}
+    for scale in (1.0, 3.0):
+        sampling = {**MODEL_CFG["sampling"], "guidance_scale": scale}
+        family = build_family({**MODEL_CFG, "diffusion": dropout, "sampling": sampling})
+        assert family._sampler(*models).guided
+        family.generate_conditioned(*models, None, grid, tmp_path / str(scale), GRID.affine, progress=False)
+        images[scale] = nib.load(str(tmp_path / str(scale) / "ventricles-01.nii.gz")).get_fdata()
+    assert not np.array_equal(images[1.0], images[3.0])

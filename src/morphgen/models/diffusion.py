@@ -3,6 +3,12 @@
 Conditioning is the seed's hybrid one (Rombach et al. 2022): the normalised covariates are concatenated to the
 noisy latent as constant channels and are also the context of the U-Net's cross-attention. The noise process
 (``model.diffusion.schedule`` and ``prediction``) is kept in ``model.pt``: sampling uses what training used.
+
+Classifier-free guidance (Ho & Salimans 2021; not used by seed 004) is optional: a model trained with
+``model.diffusion.condition_dropout`` > 0 sees its covariates withheld for that fraction of the training
+latents, and takes one more covariate input saying whether they are given (:func:`guidance_input`). Sampled
+with ``model.sampling.guidance_scale`` w, its estimate is unconditioned + w (conditioned - unconditioned):
+w = 1 is the conditioned estimate alone, w > 1 follows the covariates more closely at the cost of diversity.
 """
 
 from __future__ import annotations
@@ -36,6 +42,15 @@ def noise_process(diffusion_cfg: dict) -> dict:
         if process[key] not in allowed:
             raise ConfigError(f"model.diffusion.{key}: {process[key]!r} is not one of {', '.join(allowed)}")
     return process
+
+
+def condition_dropout(diffusion_cfg: dict) -> float:
+    """``model.diffusion.condition_dropout``: the fraction of training latents whose covariates are withheld,
+    for classifier-free guidance (default 0: seed 004, no guidance)."""
+    value = float(diffusion_cfg.get("condition_dropout", 0.0))
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"model.diffusion.condition_dropout: {value} is not in [0, 1)")
+    return value
 
 
 def unet_config(diffusion_cfg: dict, latent_channels: int, n_covariates: int) -> dict:
@@ -104,6 +119,35 @@ def estimate(
     return unet(torch.cat([latents, channels], dim=1), timesteps=timesteps, context=covariates[:, None, :])
 
 
+def guidance_input(covariates: torch.Tensor, given: torch.Tensor | bool = True) -> torch.Tensor:
+    """The covariates (batch, k) of a model trained for guidance: (batch, k + 1), the last column 1 where they
+    are ``given`` and 0 where withheld, the covariates then zeroed (the "null" condition)."""
+    if isinstance(given, bool):
+        given = torch.full((covariates.shape[0],), given, device=covariates.device)
+    flag = given.to(device=covariates.device, dtype=covariates.dtype)[:, None]
+    return torch.cat([covariates * flag, flag], dim=1)
+
+
+def guided_estimate(
+    unet: torch.nn.Module,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    covariates: torch.Tensor,
+    unconditioned: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Classifier-free guidance: unconditioned + ``scale`` (conditioned - unconditioned), the two estimates
+    made in one batch; ``covariates`` and ``unconditioned`` as :func:`guidance_input` makes them."""
+    both = estimate(
+        unet,
+        torch.cat([latents, latents]),
+        torch.cat([timesteps, timesteps]),
+        torch.cat([covariates, unconditioned]),
+    )
+    conditioned, free = both.chunk(2)
+    return free + scale * (conditioned - free)
+
+
 def diffusion_loss(
     unet: torch.nn.Module,
     scheduler: DDPMScheduler,
@@ -142,14 +186,20 @@ def sample_latents(
     generator: torch.Generator | None = None,
     progress: bool = True,
     noise: torch.Tensor | None = None,
+    unconditioned: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
 ) -> torch.Tensor:
     """Latents (batch, *latent_shape) for covariates (batch, k), from Gaussian noise by the scheduler's steps.
 
     The same generator state gives the same latents. DDIM is deterministic after the first draw (eta 0), which
     ``noise`` (batch, *latent_shape) replaces: samples that start from the same noise differ only by what
-    their covariates change.
+    their covariates change. With ``unconditioned`` (the null covariates of :func:`guidance_input`, batch
+    rows) and a ``guidance_scale`` other than 1, every step uses :func:`guided_estimate`.
     """
+    guided = unconditioned is not None and guidance_scale != 1.0
     device = covariates.device
+    if guided:
+        unconditioned = unconditioned.to(device)
     if noise is None:
         draw_on = generator.device if generator is not None else device
         noise = torch.randn((covariates.shape[0], *latent_shape), generator=generator, device=draw_on)
@@ -161,7 +211,10 @@ def sample_latents(
             scheduler.timesteps, desc="denoising", unit="step", file=sys.stderr, disable=not progress
         ):
             timesteps = torch.full((x.shape[0],), int(t), device=device, dtype=torch.long)
-            output = estimate(unet, x, timesteps, covariates)
+            if guided:
+                output = guided_estimate(unet, x, timesteps, covariates, unconditioned, guidance_scale)
+            else:
+                output = estimate(unet, x, timesteps, covariates)
             if isinstance(scheduler, DDPMScheduler):
                 x, _ = scheduler.step(output, int(t), x, generator=generator)
             else:

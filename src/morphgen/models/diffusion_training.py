@@ -25,7 +25,9 @@ from morphgen.models.data import torch_generator
 from morphgen.models.diffusion import (
     TRAIN_STEPS,
     build_unet,
+    condition_dropout,
     diffusion_loss,
+    guidance_input,
     make_scheduler,
     noise_process,
     unet_config,
@@ -96,8 +98,9 @@ def train_diffusion(
 
     ``*_latents``: (n, channels, h, w, d) encoder means; ``*_covariates``: (n, k) normalised covariates.
     ``cfg``: ``config['model']['diffusion']`` (epochs, batch_size, lr, the U-Net's shape, the noise process of
-    :func:`morphgen.models.diffusion.noise_process`, which ``model.pt`` keeps as ``process``). ``extra`` goes
-    into ``model.pt`` as is (the covariate ranges, for instance). Writes ``loss.tsv`` every epoch and
+    :func:`morphgen.models.diffusion.noise_process`, which ``model.pt`` keeps as ``process``, and
+    ``condition_dropout``, which it also keeps: above 0 the model can be sampled with guidance). ``extra``
+    goes into ``model.pt`` as is (the covariate ranges, for instance). Writes ``loss.tsv`` every epoch and
     ``checkpoints/last.pt`` every epoch and on a stop signal (:class:`TrainingInterrupted`); at the end
     ``heldout.tsv``: the held-out denoising error (``model_mse``), that of estimating zero (no noise, or no
     velocity: ``no_estimate_mse``, about 1 either way for unit-variance latents) and their ``ratio``.
@@ -114,7 +117,9 @@ def train_diffusion(
     except KeyError as exc:
         raise ConfigError(f"model.diffusion.{exc.args[0]} is missing from the configuration") from None
     scale = scale_factor(torch.from_numpy(train_latents))
-    net = unet_config(cfg, train_latents.shape[1], train_covariates.shape[1])
+    dropout = condition_dropout(cfg)
+    # a model trained for guidance takes one more covariate: whether the others are given
+    net = unet_config(cfg, train_latents.shape[1], train_covariates.shape[1] + (dropout > 0))
     torch.manual_seed(seed)
     unet = build_unet(net).to(device)
     optimiser = torch.optim.Adam(unet.parameters(), lr=lr)
@@ -124,6 +129,8 @@ def train_diffusion(
     c = torch.from_numpy(train_covariates).float().to(device)
     val_x = torch.from_numpy(val_latents).float().to(device) * scale
     val_c = torch.from_numpy(val_covariates).float().to(device)
+    if dropout > 0:
+        val_c = guidance_input(val_c)  # validated conditioned
 
     checkpoint_path = out_dir / "checkpoints" / "last.pt"
     arrays = [train_latents, train_covariates, val_latents, val_covariates]
@@ -166,9 +173,11 @@ def train_diffusion(
             position = None
             for start in range(first, len(x), batch_size):
                 index = order[start : start + batch_size].to(device)
-                loss = diffusion_loss(
-                    unet, scheduler, x[index], c[index], torch_generator(seed, "step", step)
-                )
+                cov = c[index]
+                if dropout > 0:
+                    draw = torch.rand(len(index), generator=torch_generator(seed, "withheld", step))
+                    cov = guidance_input(cov, draw >= dropout)
+                loss = diffusion_loss(unet, scheduler, x[index], cov, torch_generator(seed, "step", step))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -199,6 +208,7 @@ def train_diffusion(
             "state_dict": {k: v.detach().cpu() for k, v in unet.state_dict().items()},
             "scale_factor": scale,
             "process": process,
+            "condition_dropout": dropout,
             "latent_shape": list(train_latents.shape[1:]),
             "seed": seed,
             "info": {"epochs": epoch, "steps": step, "n_train": len(x), **(extra or {})},

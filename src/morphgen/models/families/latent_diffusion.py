@@ -36,7 +36,7 @@ from morphgen.models.covariates import (
     request_table,
 )
 from morphgen.models.data import torch_generator
-from morphgen.models.diffusion import FORMER_PROCESS, make_scheduler, sample_latents
+from morphgen.models.diffusion import FORMER_PROCESS, guidance_input, make_scheduler, sample_latents
 from morphgen.models.families.autoencoding import AutoencoderFamily
 from morphgen.models.generation import checked_counts, generation_checkpoint, write_kept
 from morphgen.models.latents import read_latents
@@ -122,6 +122,14 @@ class LatentDiffusionFamily(AutoencoderFamily):
         steps = self.sampling_cfg.get("steps", 50 if sampler == "ddim" else None)
         info = saved["info"]
         process = saved.get("process", FORMER_PROCESS)  # files of before the process was kept
+        guided = float(saved.get("condition_dropout", 0.0)) > 0
+        guidance_scale = float(self.sampling_cfg.get("guidance_scale", 1.0))
+        if guidance_scale != 1.0 and not guided:
+            raise ConfigError(
+                f"model.sampling.guidance_scale is {guidance_scale:g}, but {prior_path} was trained without "
+                "model.diffusion.condition_dropout, so it has no unconditioned estimate to guide by: set "
+                "guidance_scale to 1, or condition_dropout above 0 and train it again"
+            )
         return _Sampler(
             autoencoder.to(device),
             disc.to(device),
@@ -132,6 +140,8 @@ class LatentDiffusionFamily(AutoencoderFamily):
             CovariateScaler.from_state_dict(info["covariates"]),
             info["training_covariates"].float(),
             device,
+            guided,
+            guidance_scale,
         )
 
     @torch.no_grad()
@@ -260,12 +270,26 @@ class _Sampler:
     scaler: CovariateScaler
     training: torch.Tensor  # each training subject's normalised covariates
     device: torch.device
+    guided: bool = False  # trained with withheld covariates: takes guidance_input's covariates
+    guidance_scale: float = 1.0
 
     def sample(
         self, cov: torch.Tensor, generator: torch.Generator, progress: bool, noise: torch.Tensor | None = None
     ) -> torch.Tensor:
+        cov, unconditioned = cov.to(self.device), None
+        if self.guided:
+            unconditioned = guidance_input(torch.zeros_like(cov), False)
+            cov = guidance_input(cov)
         return sample_latents(
-            self.unet, self.scheduler, cov.to(self.device), self.latent_shape, generator, progress, noise
+            self.unet,
+            self.scheduler,
+            cov,
+            self.latent_shape,
+            generator,
+            progress,
+            noise,
+            unconditioned,
+            self.guidance_scale,
         )
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
