@@ -27,10 +27,10 @@ from morphgen import stages
 from morphgen.models.diffusion import (
     PREDICTIONS,
     SCHEDULES,
-    guidance_input,
     make_scheduler,
     noise_process,
     sample_latents,
+    sampling_covariates,
 )
 from morphgen.models.diffusion_training import load_diffusion
 from morphgen.models.registry import build_family
@@ -116,10 +116,7 @@ def sample_spread(out: Path, guidance_scale: float = 1.0, n: int = 8) -> float:
     scheduler = make_scheduler("ddim", 50, saved["process"])
     generator = torch.Generator().manual_seed(0)
     shape = tuple(saved["latent_shape"])
-    unconditioned = None
-    if saved.get("condition_dropout", 0.0) > 0:
-        unconditioned = guidance_input(torch.zeros_like(covariates), False)
-        covariates = guidance_input(covariates)
+    covariates, unconditioned = sampling_covariates(covariates, saved.get("condition_dropout", 0.0) > 0)
     latents = sample_latents(
         unet, scheduler, covariates, shape, generator, False, None, unconditioned, guidance_scale
     )

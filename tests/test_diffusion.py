@@ -15,6 +15,7 @@ from morphgen.models.diffusion import (
     make_scheduler,
     noise_process,
     sample_latents,
+    sampling_covariates,
     unet_config,
 )
 
@@ -74,6 +75,9 @@ def test_guidance_moves_the_sample_scale_times_from_the_unconditioned_one(proces
     asked = torch.tensor([[0.0], [0.25], [1.0]])
     given, free = guidance_input(asked), guidance_input(torch.zeros_like(asked), False)
     assert torch.equal(free, torch.zeros(3, 2)) and torch.equal(given[:, 1], torch.ones(3))
+    pair = sampling_covariates(asked, trained_for_guidance=True)
+    assert torch.equal(pair[0], given) and torch.equal(pair[1], free)
+    assert sampling_covariates(asked, trained_for_guidance=False) == (asked, None)
     expected = (2 * asked - 1)[:, :, None, None, None].expand(-1, *SHAPE)
     for scale in (0.0, 1.0, 3.0):  # 0: unconditioned; 1: conditioned; 3: three times as far from the mean
         latents = sample_latents(

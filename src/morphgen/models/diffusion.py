@@ -128,6 +128,16 @@ def guidance_input(covariates: torch.Tensor, given: torch.Tensor | bool = True) 
     return torch.cat([covariates * flag, flag], dim=1)
 
 
+def sampling_covariates(
+    covariates: torch.Tensor, trained_for_guidance: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What :func:`sample_latents` takes for ``covariates``: them and the null covariates for a model trained
+    with withheld covariates, else them as they are and None."""
+    if not trained_for_guidance:
+        return covariates, None
+    return guidance_input(covariates), guidance_input(torch.zeros_like(covariates), False)
+
+
 def guided_estimate(
     unet: torch.nn.Module,
     latents: torch.Tensor,

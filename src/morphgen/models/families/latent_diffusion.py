@@ -36,7 +36,7 @@ from morphgen.models.covariates import (
     request_table,
 )
 from morphgen.models.data import torch_generator
-from morphgen.models.diffusion import FORMER_PROCESS, guidance_input, make_scheduler, sample_latents
+from morphgen.models.diffusion import FORMER_PROCESS, make_scheduler, sample_latents, sampling_covariates
 from morphgen.models.families.autoencoding import AutoencoderFamily
 from morphgen.models.generation import checked_counts, generation_checkpoint, write_kept
 from morphgen.models.latents import read_latents
@@ -276,10 +276,7 @@ class _Sampler:
     def sample(
         self, cov: torch.Tensor, generator: torch.Generator, progress: bool, noise: torch.Tensor | None = None
     ) -> torch.Tensor:
-        cov, unconditioned = cov.to(self.device), None
-        if self.guided:
-            unconditioned = guidance_input(torch.zeros_like(cov), False)
-            cov = guidance_input(cov)
+        cov, unconditioned = sampling_covariates(cov.to(self.device), self.guided)
         return sample_latents(
             self.unet,
             self.scheduler,
