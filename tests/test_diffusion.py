@@ -49,11 +49,15 @@ class Exact(torch.nn.Module):
         self.velocity = process["prediction"] == "v_prediction"
         self.anchor = torch.nn.Parameter(torch.zeros(1))  # a parameter, as the samplers expect of a network
 
-    def forward(self, x, timesteps, context):
-        latents, channel = x[:, :1], x[:, 1:2]
+    def clean(self, x, context):
+        """The latent this model knows for the covariates in ``x``'s channels (and ``context``)."""
+        channel = x[:, 1:2]
         assert torch.equal(channel[:, :, :1, :1, :1].flatten(), context.flatten())  # one covariate, both ways
+        return 2 * channel - 1
+
+    def forward(self, x, timesteps, context):
+        latents, clean = x[:, :1], self.clean(x, context)
         a = self.alphas_cumprod[timesteps][:, None, None, None, None]
-        clean = 2 * channel - 1
         noise = (latents - a.sqrt() * clean) / (1 - a).sqrt()
         return a.sqrt() * noise - (1 - a).sqrt() * clean if self.velocity else noise
 
@@ -62,12 +66,9 @@ class ExactGuided(Exact):
     """:class:`Exact` for a model trained for guidance: covariates (c, given); latents 2c - 1 where given, 0
     (the cohort's mean) where withheld."""
 
-    def forward(self, x, timesteps, context):
-        latents, channel, given = x[:, :1], x[:, 1:2], x[:, 2:3]
-        a = self.alphas_cumprod[timesteps][:, None, None, None, None]
-        clean = (2 * channel - 1) * given
-        noise = (latents - a.sqrt() * clean) / (1 - a).sqrt()
-        return a.sqrt() * noise - (1 - a).sqrt() * clean if self.velocity else noise
+    def clean(self, x, context):
+        channel, given = x[:, 1:2], x[:, 2:3]
+        return (2 * channel - 1) * given
 
 
 @pytest.mark.parametrize("process", [SEED_PROCESS, V_PROCESS])
@@ -119,6 +120,8 @@ def test_guidance_takes_one_network_call_a_step_and_scale_one_none_extra():
         sample_latents(unet, make_scheduler("ddim", 4), cov, SHAPE, torch.Generator().manual_seed(5), False),
     )
     assert not torch.allclose(guided, plain)
+    with pytest.raises(ValueError, match="unconditioned covariates"):  # not silently unguided
+        sample_latents(unet, make_scheduler("ddim", 4), cov, SHAPE, None, False, None, None, 2.0)
 
 
 @pytest.mark.parametrize("process", [SEED_PROCESS, FORMER_PROCESS, V_PROCESS])

@@ -204,9 +204,12 @@ def sample_latents(
     The same generator state gives the same latents. DDIM is deterministic after the first draw (eta 0), which
     ``noise`` (batch, *latent_shape) replaces: samples that start from the same noise differ only by what
     their covariates change. With ``unconditioned`` (the null covariates of :func:`guidance_input`, batch
-    rows) and a ``guidance_scale`` other than 1, every step uses :func:`guided_estimate`.
+    rows) and a ``guidance_scale`` other than 1, every step uses :func:`guided_estimate`; such a scale
+    without ``unconditioned`` is refused rather than ignored.
     """
-    guided = unconditioned is not None and guidance_scale != 1.0
+    if guidance_scale != 1.0 and unconditioned is None:
+        raise ValueError(f"guidance scale {guidance_scale:g} needs the unconditioned covariates to guide by")
+    guided = guidance_scale != 1.0
     device = covariates.device
     if guided:
         unconditioned = unconditioned.to(device)
