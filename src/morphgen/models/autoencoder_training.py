@@ -48,7 +48,7 @@ from morphgen.models.losses import (
 )
 from morphgen.models.precision import autocast_for
 from morphgen.models.preemption import TrainingInterrupted, stop_requested
-from morphgen.models.vqvae import build_discriminator, restart_dead_codes, set_mean_image
+from morphgen.models.vqvae import build_discriminator, restart_dead_codes, set_mean_image, token_indices
 from morphgen.nifti import atomic_output
 
 CHECKPOINT_FORMAT = "morphgen-vqvae-checkpoint-1"
@@ -392,7 +392,7 @@ class AutoencoderTrainer:
         """Codebook entries used this epoch; entries unused for long restart on encoder outputs."""
         with torch.no_grad():
             position["used"] |= torch.bincount(
-                self.autoencoder.quantizer.quantizer.quantize(encodings)[2].flatten().cpu(),
+                token_indices(self.autoencoder, encodings).flatten().cpu(),
                 minlength=len(position["used"]),
             ).bool()
         if self.settings.dead_code_threshold > 0:

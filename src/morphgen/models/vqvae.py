@@ -12,9 +12,12 @@ import math
 import numpy as np
 import torch
 from monai.networks.nets import VQVAE, PatchDiscriminator
+from monai.networks.nets.vqvae import VQVAEResidualUnit
 from torch.utils.checkpoint import checkpoint
 
 from morphgen.errors import ConfigError
+from morphgen.models.fsq import check_levels
+from morphgen.models.normalised_vqvae import NormalisedVQVAE
 
 NETWORK_KEYS = (
     "channels",
@@ -35,6 +38,9 @@ DISC_KERNEL = 4
 # activations of the VQ-VAE (paper: ReLU). With ReLU the demo's deeper encoder levels died (78-97% of channels
 # never positive), so the codes stopped depending on the image; a leaky ReLU keeps every unit's gradient.
 ACTIVATIONS = {"relu": ("relu", {}), "leakyrelu": ("leakyrelu", {"negative_slope": 0.1})}
+# architecture: vqvae (MONAI VQVAE, the paper's) | normalised (GroupNorm + SiLU blocks of AutoencoderKL)
+ARCHITECTURES = ("vqvae", "normalised")
+QUANTISERS = ("ema", "fsq")  # MONAI's EMA codebook (the paper's) | finite scalar quantisation
 
 
 def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
@@ -47,7 +53,7 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
         raise ConfigError(f"model.autoencoder: missing keys {missing}")
     cfg = {
         "channels": [int(c) for c in ae_cfg["channels"]],
-        "num_res_layers": int(ae_cfg["num_res_layers"]),
+        "num_res_layers": _per_level(ae_cfg["num_res_layers"], len(ae_cfg["channels"]), "num_res_layers"),
         "num_res_channels": _per_level(
             ae_cfg["num_res_channels"], len(ae_cfg["channels"]), "num_res_channels"
         ),
@@ -61,7 +67,33 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
         "normalize_latents": bool(ae_cfg.get("normalize_latents", False)),
         "subtract_mean": bool(ae_cfg.get("subtract_mean", False)),
         "activation": str(ae_cfg.get("activation", "relu")),
+        "architecture": str(ae_cfg.get("architecture", "vqvae")),
+        "quantiser": str(ae_cfg.get("quantiser", "ema")),
     }
+    _check_choice(cfg, "architecture", ARCHITECTURES)
+    _check_choice(cfg, "quantiser", QUANTISERS)
+    if cfg["architecture"] == "vqvae" and isinstance(cfg["num_res_layers"], list):
+        raise ConfigError(
+            "model.autoencoder.num_res_layers: MONAI's VQVAE takes one number for every level; a list per "
+            "level needs architecture: normalised"
+        )
+    if cfg["architecture"] == "normalised":
+        cfg["norm_num_groups"] = int(ae_cfg.get("norm_num_groups", 8))
+        bad = [c for c in cfg["channels"] if c % cfg["norm_num_groups"]]
+        if bad:
+            raise ConfigError(
+                f"model.autoencoder.norm_num_groups: {cfg['norm_num_groups']} groups must divide every entry "
+                f"of model.autoencoder.channels {cfg['channels']}"
+            )
+    if cfg["quantiser"] == "fsq":
+        if cfg["architecture"] != "normalised":
+            raise ConfigError(
+                "model.autoencoder.quantiser: fsq needs model.autoencoder.architecture: normalised (the "
+                "paper's network lost its encoder with FSQ too, BENCHMARKS.md)"
+            )
+        cfg["fsq_levels"] = check_levels(ae_cfg.get("fsq_levels") or [])
+        cfg["codebook_size"] = math.prod(cfg["fsq_levels"])
+        cfg["embedding_dim"] = len(cfg["fsq_levels"])
     if cfg["activation"] not in ACTIVATIONS:
         raise ConfigError(
             f"model.autoencoder.activation: one of {sorted(ACTIVATIONS)}, got {cfg['activation']!r}"
@@ -70,8 +102,22 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
         raise ConfigError("model.autoencoder.channels: give at least one level")
     if cfg["codebook_size"] < 2 or cfg["codebook_size"] > 2**31 - 2:
         raise ConfigError(f"model.autoencoder.codebook_size: {cfg['codebook_size']} is out of range")
-    cfg["latent_shape"] = latent_shape(cfg["image_shape"], len(cfg["channels"]))
+    # the normalised encoder's first level keeps the grid; each further level halves it
+    halvings = len(cfg["channels"]) - (cfg["architecture"] == "normalised")
+    cfg["latent_shape"] = latent_shape(cfg["image_shape"], halvings)
     return cfg
+
+
+def _check_choice(cfg: dict, key: str, choices: tuple[str, ...]) -> None:
+    if cfg[key] not in choices:
+        raise ConfigError(f"model.autoencoder.{key}: one of {list(choices)}, got {cfg[key]!r}")
+
+
+def codebook_size_of(ae_cfg: dict) -> int:
+    """Tokens a model of ``config['model']['autoencoder']`` can give: the codebook, or FSQ's level product."""
+    if ae_cfg.get("quantiser", "ema") == "fsq":
+        return math.prod(check_levels(ae_cfg.get("fsq_levels") or []))
+    return int(ae_cfg["codebook_size"])
 
 
 def discriminator_config(ae_cfg: dict, image_shape: tuple[int, ...] | list[int]) -> dict:
@@ -144,7 +190,7 @@ class AddImage(torch.nn.Module):
         return x + self.sign * self.image.to(x.dtype)
 
 
-def build_vqvae(net: dict) -> VQVAE:
+def build_vqvae(net: dict) -> VQVAE | NormalisedVQVAE:
     """MONAI VQVAE (3D, EMA codebook) described by a network config.
 
     The options are added as encoder and decoder blocks, so that every MONAI code path (forward, encode,
@@ -152,7 +198,10 @@ def build_vqvae(net: dict) -> VQVAE:
     training mean (set by :func:`set_mean_image`) and adds the mean back after decoding; ``normalize_latents``
     puts encoder outputs on a sphere of fixed radius.
     """
-    vqvae = _monai_vqvae(net)
+    if net.get("architecture", "vqvae") == "normalised":
+        vqvae = NormalisedVQVAE(net)
+    else:
+        vqvae = _monai_vqvae(net)
     if net.get("subtract_mean"):
         vqvae.encoder.blocks.insert(0, AddImage(net["image_shape"], -1.0))
         vqvae.decoder.blocks.append(AddImage(net["image_shape"], 1.0))
@@ -170,9 +219,17 @@ def set_mean_image(vqvae: VQVAE, mean: torch.Tensor) -> None:
         shift.image.copy_(mean.reshape(shift.image.shape))
 
 
+class ResidualUnit(VQVAEResidualUnit):
+    """MONAI's residual unit with its last activation the configured one: MONAI's ends in a hard ReLU, so
+    ``activation: leakyrelu`` used to leave a ReLU after every residual block."""
+
+    def forward(self, x):
+        return self.final_act(x + self.conv2(self.conv1(x)))
+
+
 def _monai_vqvae(net: dict) -> VQVAE:
     levels = len(net["channels"])
-    return VQVAE(
+    model = VQVAE(
         spatial_dims=3,
         in_channels=1,
         out_channels=1,
@@ -191,6 +248,13 @@ def _monai_vqvae(net: dict) -> VQVAE:
         ddp_sync=True,  # sums the EMA statistics over training processes (a no-op without a process group)
         act=ACTIVATIONS[net.get("activation", "relu")],
     )
+    if net.get("activation", "relu") != "relu":
+        slope = ACTIVATIONS[net["activation"]][1]["negative_slope"]
+        for unit in model.modules():
+            if isinstance(unit, VQVAEResidualUnit):
+                unit.__class__ = ResidualUnit  # no parameters change, so state dicts are as before
+                unit.final_act = torch.nn.LeakyReLU(slope)
+    return model
 
 
 def build_discriminator(net: dict) -> PatchDiscriminator:
@@ -227,6 +291,8 @@ def restart_dead_codes(
     2020, sec. 3.1; the paper's spectral loss comes from there too) fix that. ``encodings`` are the encoder
     outputs (B, C, h, w, d) of the step just taken; usage is in tokens per step. Returns the number restarted.
     """
+    if getattr(vqvae, "fsq", None) is not None:
+        return 0  # FSQ has no codebook to restart
     quantizer = vqvae.quantizer.quantizer
     dead = quantizer.ema_cluster_size < threshold
     n_dead = int(dead.sum())
@@ -239,6 +305,14 @@ def restart_dead_codes(
     quantizer.ema_w[dead] = chosen
     quantizer.embedding.weight[dead] = chosen
     return n_dead
+
+
+@torch.no_grad()
+def token_indices(vqvae: torch.nn.Module, encodings: torch.Tensor) -> torch.Tensor:
+    """Tokens (B, h, w, d) of encoder outputs, without updating the codebook."""
+    if isinstance(vqvae, NormalisedVQVAE):
+        return vqvae.token_indices(encodings)
+    return vqvae.quantizer.quantizer.quantize(encodings)[2]
 
 
 def _through(blocks: torch.nn.ModuleList, x: torch.Tensor, recompute: bool) -> torch.Tensor:

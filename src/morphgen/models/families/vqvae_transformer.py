@@ -23,7 +23,7 @@ from morphgen.models.generation import checked_counts, generation_checkpoint, wr
 from morphgen.models.latents import decode_tokens, load_token_sequences
 from morphgen.models.registry import register_family
 from morphgen.models.selection import BestSamples
-from morphgen.models.vqvae import discriminator_score
+from morphgen.models.vqvae import codebook_size_of, discriminator_score
 
 
 @register_family("vqvae_transformer")
@@ -61,7 +61,7 @@ class VQVAETransformerFamily(AutoencoderFamily):
         """
         from morphgen.models.prior import train_prior
 
-        codebook_size = int(self.ae_cfg["codebook_size"])
+        codebook_size = codebook_size_of(self.ae_cfg)
         if not latents or not val_latents:
             raise ConfigError(
                 f"the prior needs training and held-out latents, got {len(latents)} and {len(val_latents)}"
