@@ -51,8 +51,24 @@ def set_value(config: dict, assignment: str) -> None:
     node[last] = yaml.safe_load(value)
 
 
-def simulate(config: dict, n: int, out: Path) -> tuple[list[Path], pd.DataFrame]:
-    """The first ``n`` demo subjects on the working grid, brain only, intensities as preprocessing gives."""
+def smooth_warp(data: np.ndarray, rms_mm: float, voxel_mm: float, seed: int) -> np.ndarray:
+    """``data`` under a smooth random displacement (12 and 24 mm scales) of ``rms_mm`` RMS: subjects that
+    differ in shape, not only in the demo's designed effects."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    field = np.zeros((3, *data.shape))
+    for sigma_mm in (12.0, 24.0):
+        noise = rng.standard_normal((3, *data.shape))
+        field += np.stack([ndi.gaussian_filter(c, sigma_mm / voxel_mm) for c in noise])
+    field *= rms_mm / voxel_mm / np.sqrt(np.mean(np.sum(field**2, axis=0)))
+    coords = np.indices(data.shape).astype(np.float64) + field
+    return ndi.map_coordinates(data, coords, order=1, mode="nearest").astype(np.float32)
+
+
+def simulate(config: dict, n: int, out: Path, warp_mm: float = 0.0) -> tuple[list[Path], pd.DataFrame]:
+    """The first ``n`` demo subjects on the working grid, brain only, intensities as preprocessing gives;
+    with ``warp_mm``, each under a smooth random warp of that RMS displacement."""
     cfg = config["demo"]
     grid = Grid(float(config["space"]["voxel_size"]), tuple(config["space"]["shape"]))
     reference = demo.reference_anatomy()
@@ -63,7 +79,12 @@ def simulate(config: dict, n: int, out: Path) -> tuple[list[Path], pd.DataFrame]
         maps = demo.simulate_tissue(reference, subject)
         image = demo.t1_image(maps, reference)
         on_grid = resample_to_grid(image, reference.grid.affine, grid)
-        brain = resample_to_grid(maps.gm + maps.wm + maps.csf, reference.grid.affine, grid) >= 0.5
+        brain = resample_to_grid(maps.gm + maps.wm + maps.csf, reference.grid.affine, grid)
+        if warp_mm > 0:
+            seed = int(subject.noise_seed)
+            on_grid = smooth_warp(on_grid, warp_mm, grid.voxel_size, seed)
+            brain = smooth_warp(brain, warp_mm, grid.voxel_size, seed)
+        brain = brain >= 0.5
         data = scale_to_unit(on_grid, brain, float(config["preprocessing"]["intensity_percentile"]))
         paths.append(save_volume(out / f"{subject.participant_id}.nii.gz", data, grid.affine))
         rows.append({"participant_id": subject.participant_id, "age": subject.age, "group": subject.group})
@@ -106,6 +127,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--subjects", type=int, default=36)
     parser.add_argument("--test", type=int, default=9)
+    parser.add_argument("--warp-mm", type=float, default=0.0, help="RMS of a random smooth warp per subject")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/autoencoder_anatomy"))
     args = parser.parse_args()
     config = merged_config(args.configfile)
@@ -114,7 +136,7 @@ def main() -> None:
     torch.set_num_threads(2)
     images = args.out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    paths, sheet = simulate(config, args.subjects, images)
+    paths, sheet = simulate(config, args.subjects, images, args.warp_mm)
     train, test = paths[: -args.test], paths[-args.test :]
     family = build_family(config["model"])
     if not isinstance(family, AutoencoderFamily):
@@ -150,6 +172,7 @@ def main() -> None:
         "train_seconds": round(seconds, 1),
         "latent_positions_varying": varying,
         "settings": args.set,
+        "warp_mm": args.warp_mm,
     }
     print(json.dumps(summary))
     table.assign(**{k: json.dumps(v) if isinstance(v, list) else v for k, v in summary.items()}).to_csv(
