@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
@@ -66,7 +67,7 @@ def smooth_warp(data: np.ndarray, rms_mm: float, voxel_mm: float, seed: int) -> 
     return ndi.map_coordinates(data, coords, order=1, mode="nearest").astype(np.float32)
 
 
-def simulate(config: dict, n: int, out: Path, warp_mm: float = 0.0) -> tuple[list[Path], pd.DataFrame]:
+def simulate(config: dict, n: int, out: Path, warp_mm: float = 0.0) -> list[Path]:
     """The first ``n`` demo subjects on the working grid, brain only, intensities as preprocessing gives;
     with ``warp_mm``, each under a smooth random warp of that RMS displacement."""
     cfg = config["demo"]
@@ -74,7 +75,7 @@ def simulate(config: dict, n: int, out: Path, warp_mm: float = 0.0) -> tuple[lis
     reference = demo.reference_anatomy()
     age_range, patients = tuple(cfg["age_range"]), float(cfg["patient_fraction"])
     subjects = demo.draw_subjects(n, int(cfg["seed"]), age_range, patients)
-    paths, rows = [], []
+    paths = []
     for subject in subjects:
         maps = demo.simulate_tissue(reference, subject)
         image = demo.t1_image(maps, reference)
@@ -87,13 +88,10 @@ def simulate(config: dict, n: int, out: Path, warp_mm: float = 0.0) -> tuple[lis
         brain = brain >= 0.5
         data = scale_to_unit(on_grid, brain, float(config["preprocessing"]["intensity_percentile"]))
         paths.append(save_volume(out / f"{subject.participant_id}.nii.gz", data, grid.affine))
-        rows.append({"participant_id": subject.participant_id, "age": subject.age, "group": subject.group})
-    return paths, pd.DataFrame(rows)
+    return paths
 
 
 def volumes(segmenter, paths: list[Path]) -> pd.DataFrame:
-    import nibabel as nib
-
     rows = []
     for path in paths:
         seg = segmenter.segment(nib.load(str(path)))
@@ -136,7 +134,7 @@ def main() -> None:
     torch.set_num_threads(2)
     images = args.out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    paths, sheet = simulate(config, args.subjects, images, args.warp_mm)
+    paths = simulate(config, args.subjects, images, args.warp_mm)
     train, test = paths[: -args.test], paths[-args.test :]
     family = build_family(config["model"])
     if not isinstance(family, AutoencoderFamily):
@@ -151,8 +149,6 @@ def main() -> None:
     recon_dir = args.out / "reconstructions"
     recon_dir.mkdir(exist_ok=True)
     recon_paths, latents = [], []
-    import nibabel as nib
-
     for path in test + train:
         img = nib.load(str(path))
         x = torch.from_numpy(np.asarray(img.dataobj, dtype=np.float32))[None, None]

@@ -35,7 +35,6 @@ class FSQ(torch.nn.Module):
     def __init__(self, levels: list[int]):
         super().__init__()
         levels = check_levels(levels)
-        self.levels_list = levels
         self.register_buffer("levels", torch.tensor(levels, dtype=torch.float32), persistent=False)
         basis = [math.prod(levels[:i]) for i in range(len(levels))]
         self.register_buffer("basis", torch.tensor(basis, dtype=torch.int64), persistent=False)
@@ -63,8 +62,9 @@ class FSQ(torch.nn.Module):
         """Quantised latents with a straight-through gradient, scaled to [-1, 1]."""
         z = z.float()
         half_width = self._view(torch.floor(self.levels / 2), z.ndim)
-        scaled = self.bound(z) / half_width
-        codes = torch.round(self.bound(z)) / half_width
+        bounded = self.bound(z)
+        scaled = bounded / half_width
+        codes = torch.round(bounded) / half_width
         # adds an exact zero, so the value is the code :meth:`embed` gives, bit for bit
         return codes + (scaled - scaled.detach())
 

@@ -26,8 +26,7 @@ class NormalisedVQVAE(torch.nn.Module):
         channels = list(net["channels"])
         blocks = net["num_res_layers"]
         blocks = [int(b) for b in blocks] if isinstance(blocks, list) else [int(blocks)] * len(channels)
-        fsq = net["quantiser"] == "fsq"
-        dim = len(net["fsq_levels"]) if fsq else int(net["embedding_dim"])
+        dim = int(net["embedding_dim"])  # network_config sets it to len(fsq_levels) for FSQ
         common = dict(
             spatial_dims=3,
             channels=channels,
@@ -39,7 +38,7 @@ class NormalisedVQVAE(torch.nn.Module):
         )
         self.encoder = Encoder(in_channels=1, out_channels=dim, **common)
         self.decoder = Decoder(in_channels=dim, out_channels=1, **common)
-        if fsq:
+        if net["quantiser"] == "fsq":
             self.fsq = FSQ(net["fsq_levels"])
             self.quantizer = None
             self.num_embeddings = self.fsq.num_embeddings

@@ -191,7 +191,8 @@ class AddImage(torch.nn.Module):
 
 
 def build_vqvae(net: dict) -> VQVAE | NormalisedVQVAE:
-    """MONAI VQVAE (3D, EMA codebook) described by a network config.
+    """The VQ-VAE described by a network config: MONAI's VQVAE (3D, EMA codebook) or, with ``architecture:
+    normalised``, :class:`NormalisedVQVAE`.
 
     The options are added as encoder and decoder blocks, so that every MONAI code path (forward, encode,
     index_quantize, decode_samples) applies them: ``subtract_mean`` codes each image's difference from the
