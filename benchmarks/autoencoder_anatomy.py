@@ -52,39 +52,23 @@ def set_value(config: dict, assignment: str) -> None:
     node[last] = yaml.safe_load(value)
 
 
-def smooth_warp(data: np.ndarray, rms_mm: float, voxel_mm: float, seed: int) -> np.ndarray:
-    """``data`` under a smooth random displacement (12 and 24 mm scales) of ``rms_mm`` RMS: subjects that
-    differ in shape, not only in the demo's designed effects."""
-    from scipy import ndimage as ndi
-
-    rng = np.random.default_rng(seed)
-    field = np.zeros((3, *data.shape))
-    for sigma_mm in (12.0, 24.0):
-        noise = rng.standard_normal((3, *data.shape))
-        field += np.stack([ndi.gaussian_filter(c, sigma_mm / voxel_mm) for c in noise])
-    field *= rms_mm / voxel_mm / np.sqrt(np.mean(np.sum(field**2, axis=0)))
-    coords = np.indices(data.shape).astype(np.float64) + field
-    return ndi.map_coordinates(data, coords, order=1, mode="nearest").astype(np.float32)
-
-
-def simulate(config: dict, n: int, out: Path, warp_mm: float = 0.0) -> list[Path]:
+def simulate(config: dict, n: int, out: Path, warp_mm: float | None = None) -> list[Path]:
     """The first ``n`` demo subjects on the working grid, brain only, intensities as preprocessing gives;
-    with ``warp_mm``, each under a smooth random warp of that RMS displacement."""
+    ``warp_mm`` (default: the config's ``demo.warp_mm``): RMS displacement of each subject's own shape."""
     cfg = config["demo"]
     grid = Grid(float(config["space"]["voxel_size"]), tuple(config["space"]["shape"]))
     reference = demo.reference_anatomy()
     age_range, patients = tuple(cfg["age_range"]), float(cfg["patient_fraction"])
-    subjects = demo.draw_subjects(n, int(cfg["seed"]), age_range, patients)
+    warp = float(cfg.get("warp_mm", demo.DEFAULT_WARP_MM) if warp_mm is None else warp_mm)
+    sites = tuple(cfg.get("sites", demo.SITES))
+    subjects = demo.draw_subjects(n, int(cfg["seed"]), age_range, patients, warp, sites)
     paths = []
     for subject in subjects:
-        maps = demo.simulate_tissue(reference, subject)
-        image = demo.t1_image(maps, reference)
+        anatomy = demo.simulate_anatomy(reference, subject)
+        maps = anatomy.maps
+        image = demo.t1_image(anatomy, demo.SITES[subject.site])
         on_grid = resample_to_grid(image, reference.grid.affine, grid)
         brain = resample_to_grid(maps.gm + maps.wm + maps.csf, reference.grid.affine, grid)
-        if warp_mm > 0:
-            seed = int(subject.noise_seed)
-            on_grid = smooth_warp(on_grid, warp_mm, grid.voxel_size, seed)
-            brain = smooth_warp(brain, warp_mm, grid.voxel_size, seed)
         brain = brain >= 0.5
         data = scale_to_unit(on_grid, brain, float(config["preprocessing"]["intensity_percentile"]))
         paths.append(save_volume(out / f"{subject.participant_id}.nii.gz", data, grid.affine))
@@ -125,7 +109,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--subjects", type=int, default=36)
     parser.add_argument("--test", type=int, default=9)
-    parser.add_argument("--warp-mm", type=float, default=0.0, help="RMS of a random smooth warp per subject")
+    parser.add_argument("--warp-mm", type=float, default=None, help="default: demo.warp_mm of the config")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/autoencoder_anatomy"))
     args = parser.parse_args()
     config = merged_config(args.configfile)

@@ -88,10 +88,11 @@ def test_demo_ventricles_measured_through_the_atlas_follow_the_truth(tmp_path, d
     for n, age in enumerate(ages):
         sid = f"sub-{n:02d}"
         subject = demo.SimulatedSubject(sid, age=age, sex="F", group="CN", head_scale=1.0)
-        tissue = demo.simulate_tissue(reference, subject)
+        anatomy = demo.simulate_anatomy(reference, subject)
+        tissue = anatomy.maps
         truth.append(tissue.volumes_ml(reference.grid.voxel_volume_ml)["ventricles"])
         brain = (tissue.gm + tissue.wm + tissue.csf) > 0.5  # skull-stripped, as preprocessing leaves it
-        t1 = resample_to_grid(demo.t1_image(tissue, reference) * brain, reference.grid.affine, GRID)
+        t1 = resample_to_grid(demo.t1_image(anatomy) * brain, reference.grid.affine, GRID)
         images[sid] = tmp_path / f"{sid}_T1w.nii.gz"
         nib.save(GRID.image(t1.astype(np.float32)), images[sid])
         maps[sid] = {}

@@ -1,4 +1,5 @@
-"""The simulated demo cohort: BIDS files and labels, affines and poses, known morphology, determinism."""
+"""The simulated demo cohort: BIDS files and labels, affines and poses, known morphology, subjects' own
+shapes (diffeomorphic, no affine part), hippocampal shrinkage, sites, determinism."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from morphgen.cohort import demo
+from morphgen.cohort import deformation, demo
 from morphgen.cohort.sheet import read_subjects
 from morphgen.errors import ConfigError
 from morphgen.space import Grid
@@ -108,8 +109,11 @@ def test_affines_and_poses_place_the_brain_in_mni(cohort, reference):
         back = np.linalg.solve(pose, native)[:3]
         assert np.linalg.norm(back - mni_centroid) < 3.0, sid
         # the brain's size follows head_scale: native mask volume = MNI brain volume * scale^3
+        subject = demo.SimulatedSubject(**_sidecar(out, sid)["SimulationParameters"])
+        anatomy = demo.simulate_anatomy(reference, subject)
+        own_brain = anatomy.maps.gm + anatomy.maps.wm + anatomy.maps.csf
         native_ml = float(np.asarray(mask.dataobj).sum()) * abs(np.linalg.det(img.affine[:3, :3])) / 1000
-        mni_ml = float((reference.brain >= 0.5).sum()) * grid.voxel_volume_ml
+        mni_ml = float((own_brain >= 0.5).sum()) * grid.voxel_volume_ml
         assert native_ml == pytest.approx(mni_ml * row.head_scale**3, rel=0.02)
         # the image itself (not only the mask) is where the affine says: sampled back into MNI space, it
         # correlates with the noise-free MNI-space T1 of the same subject
@@ -122,8 +126,7 @@ def test_affines_and_poses_place_the_brain_in_mni(cohort, reference):
             output_shape=coarse.shape,
             order=1,
         )
-        subject = demo.SimulatedSubject(**_sidecar(out, sid)["SimulationParameters"])
-        truth = demo.t1_image(demo.simulate_tissue(reference, subject), reference)
+        truth = demo.t1_image(anatomy, demo.SITES[subject.site])
         to_grid = np.linalg.inv(grid.affine) @ coarse.affine
         truth = ndi.affine_transform(
             truth, to_grid[:3, :3], offset=to_grid[:3, 3], output_shape=coarse.shape, order=1
@@ -163,17 +166,27 @@ def test_older_age_gives_larger_ventricles_and_less_grey_matter(reference):
     base = reference.maps.volumes_ml(vox)
     young = demo.simulate_tissue(reference, _subject(age=50.0))
     old = demo.simulate_tissue(reference, _subject(age=80.0))
-    for maps in (young, old):
-        _check_consistent(maps, reference)
     v_young, v_old = young.volumes_ml(vox), old.volumes_ml(vox)
-    # ventricle volume is the age factor times the template's, by construction
+    # ventricle volume is the age factor times the template's, by construction (no shape of its own here)
     assert v_young["ventricles"] == pytest.approx(demo.ventricle_factor(50.0) * base["ventricles"], rel=1e-3)
     assert v_old["ventricles"] == pytest.approx(demo.ventricle_factor(80.0) * base["ventricles"], rel=1e-3)
     assert v_old["ventricles"] > 1.5 * v_young["ventricles"]
     assert v_old["gm"] < v_young["gm"] < base["gm"]
     assert v_old["csf"] > v_young["csf"] > base["csf"]
-    # at 85 the ventricles have about doubled
-    assert demo.ventricle_factor(85.0) == pytest.approx(2.0)
+    # the subject's own factor: a unit of noise multiplies the volume by exp(0.25), whatever the age
+    ratio = demo.ventricle_factor(60.0, 1.0) / demo.ventricle_factor(60.0)
+    assert ratio == pytest.approx(np.exp(demo.VENTRICLE_LOG_SD), rel=1e-6)
+
+
+def test_young_subjects_can_have_ventricles_smaller_than_the_template(reference):
+    vox = reference.grid.voxel_volume_ml
+    maps = demo.simulate_tissue(reference, _subject(age=45.0))
+    _check_consistent(maps, reference)
+    assert demo.ventricle_factor(45.0) < 1.0
+    base = reference.maps.volumes_ml(vox)
+    assert maps.volumes_ml(vox)["ventricles"] == pytest.approx(
+        demo.ventricle_factor(45.0) * base["ventricles"], rel=1e-3
+    )
 
 
 def test_cortical_thinning_removes_the_requested_fraction_of_grey_matter(reference):
@@ -187,26 +200,126 @@ def test_cortical_thinning_removes_the_requested_fraction_of_grey_matter(referen
     assert lost[near_ventricles].sum() < 0.01 * lost.sum()
 
 
-def test_ad_loses_tissue_at_the_hippocampi_only(reference):
+@pytest.mark.parametrize("fraction", [0.04, -0.04])
+def test_the_grey_white_boundary_moves_the_requested_share_of_white_matter(reference, fraction):
+    maps = reference.maps
+    moved = demo.shift_boundary(maps, reference.boundary_weight, fraction)
+    _check_consistent(moved, reference)
+    change = float(moved.gm.sum() - maps.gm.sum())
+    # within 1 %: where the weight asks for more than a voxel holds, the voxel gives what it has
+    assert change == pytest.approx(fraction * float(maps.wm.sum()), rel=0.01)
+    assert abs(change) <= abs(fraction) * float(maps.wm.sum()) * (1 + 1e-6)
+    np.testing.assert_allclose(moved.csf, maps.csf)
+    # at the boundary, not deep in the white matter
+    deep_wm = ndi.binary_erosion(maps.wm > 0.9, iterations=4)
+    assert np.abs(moved.gm - maps.gm)[deep_wm].sum() < 0.05 * abs(change)
+
+
+def test_ad_hippocampi_shrink_by_a_deformation_and_lose_grey_matter(reference):
+    """The atrophy is a local shrinkage: in AD the hippocampi hold less grey matter (never more), the tissue
+    Jacobian there is below 1, and far from them nothing changes."""
+    vox = reference.grid.voxel_volume_ml
     cn = demo.simulate_tissue(reference, _subject(age=70.0, group="CN"))
     ad = demo.simulate_tissue(reference, _subject(age=70.0, group="AD"))
-    _check_consistent(ad, reference)
-    region = reference.hippocampus_weight > 0.5
-    tissue_cn, tissue_ad = cn.gm + cn.wm, ad.gm + ad.wm
-    assert tissue_ad[region].sum() < 0.8 * tissue_cn[region].sum()
-    # the atrophy itself leaves everything away from the hippocampi as it was
-    atrophied = demo.atrophy_hippocampi(reference.maps, reference.hippocampus_weight, 0.45)
-    far = reference.hippocampus_weight < 1e-4
+    v_cn, v_ad = cn.volumes_ml(vox)["hippocampus"], ad.volumes_ml(vox)["hippocampus"]
+    assert v_ad < 0.85 * v_cn
+    region = reference.hippocampus > 0.5
+    assert ad.gm[region].sum() < 0.95 * cn.gm[region].sum()  # voxel-wise GM falls: VBM sees atrophy
     for name in demo.TISSUES:
-        np.testing.assert_allclose(getattr(atrophied, name)[far], getattr(reference, name)[far], atol=1e-4)
-    # both hippocampi, one on each side of the midline
-    x_mm = demo._grid_mm(reference.grid)[0][:, 0, 0]
-    loss = (tissue_cn - tissue_ad).sum(axis=(1, 2))
-    assert loss[x_mm < 0].sum() == pytest.approx(loss[x_mm > 0].sum(), rel=0.1)
+        values = getattr(ad, name)
+        assert values.min() >= -1e-6 and values.max() <= 1 + 1e-6, name
+    assert np.all(ad.ventricles <= ad.csf + 1e-6)
+    # beyond four ellipsoid radii of both hippocampi (exp(-8) of the peak) the maps are the CN subject's
+    xyz = demo._grid_mm(reference.grid)
+    points = np.stack([np.broadcast_to(a, reference.grid.shape) for a in xyz])
+    far = np.ones(reference.grid.shape, dtype=bool)
+    for center, axes in reference.hippocampus_shapes:
+        q = np.tensordot(np.linalg.inv(axes), points - center[:, None, None, None], axes=1)
+        far &= np.sum(q * q, axis=0) > 4.0**2
+    np.testing.assert_allclose(ad.gm[far], cn.gm[far], atol=2e-3)
+    # both sides lose about the same
+    x_mm = xyz[0][:, 0, 0]
+    loss = (cn.gm * cn.hippocampus - ad.gm * ad.hippocampus).sum(axis=(1, 2))
+    assert loss[x_mm < 0].sum() == pytest.approx(loss[x_mm > 0].sum(), rel=0.25)
+    # the tissue Jacobian (1 / det of the pull-back) at each hippocampus's centre is 1 - loss
+    loss_ad = demo.hippocampal_loss("AD", 0.0, 70.0)
+    for shrinkage in demo.hippocampal_shrinkage(reference, loss_ad):
+        assert shrinkage.jacobian(np.array(0.0)) == pytest.approx(1.0 - loss_ad)
 
 
-def test_enlarge_ventricles_on_a_sphere_phantom():
-    """A ventricle sphere of radius 10 mm inside uniform WM grows to twice its volume, taking WM."""
+def test_shrinkage_is_an_exact_inverse_pair_with_the_analytic_jacobian():
+    axes = np.array([[4.0, 1.0, 0.0], [0.0, 10.0, 2.0], [0.0, 0.0, 20.0]])
+    shrinkage = deformation.Shrinkage(np.array([-25.0, -20.0, -14.0]), axes, 0.5)
+    spacing = 1.0
+    points = deformation.grid_points(np.array([-70.0, -80.0, -80.0]), spacing, (90, 120, 130))
+    back = shrinkage.pull_back(points)
+    np.testing.assert_allclose(shrinkage.push_forward(back), points, atol=1e-4)
+    # tissue Jacobian = 1 / det(d pull_back / dx), compared with the formula at every point
+    tissue_jacobian = 1.0 / deformation.jacobian_determinant(back - points, spacing)
+    q = np.tensordot(np.linalg.inv(axes), back - shrinkage.center[:, None, None, None], axes=1)
+    expected = shrinkage.jacobian(np.sqrt(np.sum(q * q, axis=0)))
+    inner = (slice(2, -2),) * 3
+    # central differences at 1 mm across a 4 mm semi-axis: about 1 % of error where it curves most
+    np.testing.assert_allclose(tissue_jacobian[inner], expected[inner], atol=0.012)
+    assert expected.min() == pytest.approx(0.5, abs=1e-3) and tissue_jacobian.min() > 0
+    # no volume change over all space: the shrinkage is made up for around it
+    assert float(np.mean(tissue_jacobian[inner])) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_subject_shapes_are_diffeomorphic_without_an_affine_part(reference):
+    rng = np.random.default_rng(3)
+    shape, origin = reference.warp_weights.shape, reference.origin_mm
+    field = deformation.random_diffeomorphism(
+        shape, origin, demo.WARP_SPACING_MM, reference.warp_weights, 4.0, rng
+    )
+    mask = reference.warp_weights > 0
+    rms = float(np.sqrt(np.mean(np.sum(field.astype(np.float64) ** 2, axis=0)[mask])))
+    assert rms == pytest.approx(4.0, rel=0.05)
+    jacobian = deformation.jacobian_determinant(field, demo.WARP_SPACING_MM)
+    assert jacobian.min() > 0.0  # invertible everywhere, not only in the brain
+    assert 0.5 < float(np.median(jacobian[mask])) < 1.5
+    points = deformation.grid_points(origin, demo.WARP_SPACING_MM, shape)
+    affine = deformation.affine_part(points, points + field, reference.warp_weights)
+    np.testing.assert_allclose(affine[:3, :3], np.eye(3), atol=0.03)
+    assert np.abs(affine[:3, 3]).max() < 1.5  # mm
+    # interpolated to the cohort's grid it stays invertible
+    axes = demo._grid_mm(reference.grid)
+    fine = deformation.resample_field(field, origin, demo.WARP_SPACING_MM, axes)
+    assert deformation.jacobian_determinant(fine, reference.grid.voxel_size).min() > 0.0
+    none = deformation.random_diffeomorphism(shape, origin, 4.0, reference.warp_weights, 0.0, rng)
+    assert not none.any()
+
+
+def test_subjects_with_their_own_shape_keep_consistent_maps(reference):
+    subject = replace(_subject(age=60.0), warp_rms_mm=4.0, warp_seed=11)
+    maps = demo.simulate_tissue(reference, subject)
+    for name in (*demo.TISSUES, "hippocampus"):
+        values = getattr(maps, name)
+        assert values.min() >= -1e-6 and values.max() <= 1 + 1e-6, name
+    assert np.all(maps.ventricles <= maps.csf + 1e-6)
+    plain = demo.simulate_tissue(reference, _subject(age=60.0))
+    assert np.abs(maps.gm - plain.gm).max() > 0.5  # the shape moved the anatomy
+    # the brain keeps its size (no affine part): within 3 % of the template's
+    vox = reference.grid.voxel_volume_ml
+    assert maps.volumes_ml(vox)["brain"] == pytest.approx(plain.volumes_ml(vox)["brain"], rel=0.03)
+
+
+def test_sites_set_contrast_and_an_unknown_site_names_the_key(reference):
+    anatomy = demo.simulate_anatomy(reference, _subject())
+    wm = anatomy.maps.wm > 0.95
+    gm = anatomy.maps.gm > 0.95
+    for name, site in demo.SITES.items():
+        image = demo.t1_image(anatomy, site)
+        assert float(np.median(image[gm]) / np.median(image[wm])) == pytest.approx(site.gm, abs=0.02), name
+    subjects = demo.draw_subjects(6, SEED, sites=("A", "C"))
+    assert [s.site for s in subjects] == ["A", "C"] * 3
+    with pytest.raises(ConfigError, match="demo.sites"):
+        demo.draw_subjects(3, SEED, sites=("Z",))
+
+
+def test_resize_ventricles_on_a_sphere_phantom():
+    """A ventricle sphere of radius 10 mm inside uniform WM grows to twice its volume, taking WM, or shrinks
+    to half of it, giving the space back to WM."""
     voxel = 1.0
     shape = (48, 48, 48)
     zz, yy, xx = np.indices(shape) - 23.5
@@ -217,14 +330,15 @@ def test_enlarge_ventricles_on_a_sphere_phantom():
     inside = vent > 0.5
     distance = (ndi.distance_transform_edt(~inside) - ndi.distance_transform_edt(inside)).astype(np.float32)
     box = (slice(0, 48),) * 3
-    grown = demo.enlarge_ventricles(maps, distance, box, 2.0, ramp_mm=voxel)
-    assert grown.ventricles.sum() == pytest.approx(2.0 * vent.sum(), rel=1e-4)
-    assert grown.wm.sum() == pytest.approx(maps.wm.sum() - vent.sum(), rel=1e-4)
-    np.testing.assert_allclose(grown.wm + grown.csf, brain, atol=1e-6)
-    # it stays a sphere: the new surface is at the radius of twice the volume
-    expected_radius = (2.0 * vent.sum() * 3 / (4 * np.pi)) ** (1 / 3)
-    shell = np.abs(radius - expected_radius) < 0.5
-    assert grown.ventricles[shell].mean() == pytest.approx(0.5, abs=0.15)
+    for factor in (2.0, 0.5):
+        resized = demo.resize_ventricles(maps, distance, box, factor, ramp_mm=voxel)
+        assert resized.ventricles.sum() == pytest.approx(factor * vent.sum(), rel=1e-4)
+        assert resized.wm.sum() == pytest.approx(maps.wm.sum() - (factor - 1) * vent.sum(), rel=1e-4)
+        np.testing.assert_allclose(resized.wm + resized.csf, brain, atol=1e-6)
+        # it stays a sphere: the new surface is at the radius of the new volume
+        expected_radius = (factor * vent.sum() * 3 / (4 * np.pi)) ** (1 / 3)
+        shell = np.abs(radius - expected_radius) < 0.5
+        assert resized.ventricles[shell].mean() == pytest.approx(0.5, abs=0.15)
 
 
 def test_native_grid_holds_the_posed_box_in_every_orientation():

