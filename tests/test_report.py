@@ -22,6 +22,7 @@ from morphgen.report import (
     truth_check,
     truth_scatter,
     volume_distributions,
+    with_regions,
 )
 from morphgen.report.figures import orthogonal_planes
 from morphgen.report.tables import TISSUES, default_contrasts, write_tsv
@@ -124,6 +125,18 @@ def test_truth_check_perfect_biased_and_mixed():
     assert (mixed.pearson_r < 1).all()
     with pytest.raises(ValueError, match="no participant ids shared"):
         truth_check(truth, _measured(truth, 1.0).assign(participant_id="other"))
+
+
+def test_truth_check_adds_the_hippocampi_from_the_regional_table():
+    truth = _truth().assign(true_hippocampus_mni_ml=np.linspace(6.0, 9.0, 10))
+    regions = pd.DataFrame(
+        {"participant_id": truth.participant_id, "hippocampus_ml": truth.true_hippocampus_mni_ml * 1.05}
+    ).iloc[3:]  # three subjects have no regional volumes
+    measured = with_regions(_measured(truth, 1.0), regions.assign(amygdala_ml=1.0))
+    assert "amygdala_ml" not in measured.columns
+    table = truth_check(truth, measured).set_index("tissue")
+    assert table.loc["hippocampus", "n"] == 7 and table.loc["gm", "n"] == 10
+    assert table.loc["hippocampus", "bias_percent"] == pytest.approx(5.0)
 
 
 def test_reconstruction_check_matches_subjects_not_rows(tmp_path):

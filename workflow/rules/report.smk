@@ -67,6 +67,7 @@ rule table2_volumes:
         members=MEMBER_LISTS,
         real=rules.gather_real_volumes.output.table,
         synthetic=SYNTH_VOLUMES,
+        reconstruction=f"{R}/tables/reconstruction_volumes.tsv",
     output:
         table=report(
             f"{R}/tables/table2_volumes.tsv",
@@ -108,6 +109,7 @@ rule volumetry_truth:
     input:
         sheet=f"{R}/demo_cohort/participants.tsv",
         measured=rules.gather_real_volumes.output.table,
+        regions=rules.gather_real_regions.output.table,
     output:
         table=report(
             f"{R}/tables/volumetry_truth.tsv",
@@ -152,6 +154,8 @@ rule reconstruction_volumes:
             category="Figures",
             subcategory="Autoencoder",
         ),
+    params:
+        evaluation=config["evaluation"],
     log:
         log_for("reconstruction_volumes"),
     benchmark:

@@ -1,10 +1,12 @@
 from morphgen.report.figures import reconstruction_scatter
 from morphgen.report.tables import reconstruction_check
+from morphgen.report.validity import thresholds_of
 from morphgen.tsv import read_tsv, write_tsv
 from morphgen.workflow import logged
 
 with logged(snakemake):
     real = read_tsv(snakemake.input.real)
     reconstructed = read_tsv(snakemake.input.reconstructed)
-    write_tsv(reconstruction_check(real, reconstructed), snakemake.output.table)
+    thresholds = thresholds_of(snakemake.params.evaluation)
+    write_tsv(reconstruction_check(real, reconstructed, thresholds=thresholds), snakemake.output.table)
     reconstruction_scatter(real, reconstructed, snakemake.output.figure)

@@ -13,4 +13,6 @@ with logged(snakemake):
         snakemake.output.effects,
         snakemake.output.agreement,
         snakemake.output.figure,
+        reconstruction_tsv=snakemake.input.reconstruction,
+        evaluation=snakemake.params.evaluation,
     )

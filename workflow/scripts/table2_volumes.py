@@ -12,4 +12,6 @@ with logged(snakemake):
         snakemake.output.effects,
         snakemake.output.figure,
         snakemake.params.subpopulations,
+        reconstruction_tsv=snakemake.input.reconstruction,
+        evaluation=snakemake.params.evaluation,
     )

@@ -15,4 +15,10 @@ with logged(snakemake):
             maps,
             out.table,
             figures,
+            volume_tsvs={
+                "real": snakemake.input.real_volumes,
+                "synthetic": list(snakemake.input.synthetic_volumes),
+                "reconstruction": snakemake.input.reconstruction,
+            },
+            evaluation=snakemake.params.evaluation,
         )

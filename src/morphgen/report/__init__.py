@@ -15,6 +15,7 @@ from morphgen.report.tables import (
     table1_fidelity,
     table2_volumes,
     truth_check,
+    with_regions,
     write_tsv,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "table1_fidelity",
     "table2_volumes",
     "truth_check",
+    "with_regions",
     "truth_scatter",
     "volume_distributions",
     "write_tsv",

@@ -33,12 +33,13 @@ from morphgen.metrics.fidelity import (
 from morphgen.metrics.gradient_ssim import pairwise_four_g_r_ssim
 from morphgen.metrics.stats import bonferroni_threshold, compare_groups
 from morphgen.models.covariates import VARY
+from morphgen.report.validity import DEFAULT_THRESHOLDS, add_verdicts
 from morphgen.tsv import ID_COLUMNS, NA_REP, read_tsv, write_tsv  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 TISSUES = ("gm", "wm", "csf", "ventricles")
-TRUTH_TISSUES = ("gm", "wm", "csf", "ventricles", "brain")
+TRUTH_TISSUES = ("gm", "wm", "csf", "ventricles", "brain", "hippocampus")
 
 
 # ---------------------------------------------------------------------------------------------------- I/O
@@ -370,16 +371,20 @@ def reconstruction_check(
     reconstructed: pd.DataFrame,
     *,
     tissues: Sequence[str] = TISSUES,
+    thresholds: Mapping | None = None,
     out_tsv: str | Path | None = None,
 ) -> pd.DataFrame:
     """Volumes measured on the autoencoder's reconstructions against those of the same real images.
 
     The autoencoder has to carry each subject's anatomy through its codes before a prior can learn it; a
     high MS-SSIM alone does not show that (a decoder that draws the mean brain scores well on it). Columns:
-    tissue, n, pearson_r, mape_percent, bias_percent, real_mean_ml, reconstructed_mean_ml.
+    tissue, n, pearson_r, slope, mape_percent, bias_percent, real_mean_ml, reconstructed_mean_ml, verdict
+    (``carries`` or what failed, :mod:`morphgen.report.validity`; ``thresholds``: evaluation.validity).
     """
     pairs = reconstruction_pairs(real, reconstructed, tissues)
-    df = volume_agreement(pairs, names=("real", "reconstructed"))
+    df = add_verdicts(
+        volume_agreement(pairs, names=("real", "reconstructed")), thresholds or DEFAULT_THRESHOLDS
+    )
     if out_tsv is not None:
         write_tsv(df, out_tsv)
     return df
@@ -531,7 +536,8 @@ def volume_agreement(
     """Per tissue, volumes measured one way (``names[1]``) against a reference (``names[0]``).
 
     ``pairs`` maps tissue -> (reference, measured), aligned by subject; rows with a missing value or a zero
-    reference are dropped. Columns: tissue, n, Pearson r, mean absolute percentage error
+    reference are dropped. Columns: tissue, n, Pearson r, slope of measured on reference (least squares:
+    1 when the measurement follows the reference ml for ml, 0 when it ignores it), mean absolute % error
     ``100 * mean(|measured - reference| / reference)``, signed bias ``100 * mean((measured - reference) /
     reference)``, and the two means (``<name>_mean_ml``).
     """
@@ -543,22 +549,25 @@ def volume_agreement(
         t, m = t[ok], m[ok]
         if len(t) == 0:
             continue
-        r = float("nan")
+        r, slope = float("nan"), float("nan")
         if len(t) >= 2 and np.ptp(t) > 0 and np.ptp(m) > 0:
             r = float(stats.pearsonr(m, t).statistic)
+        if len(t) >= 2 and np.ptp(t) > 0:
+            slope = float(np.polyfit(t, m, 1)[0])  # 0 when every measurement is the same
         rel = (m - t) / np.abs(t)
         rows.append(
             {
                 "tissue": tissue,
                 "n": len(t),
                 "pearson_r": r,
+                "slope": slope,
                 "mape_percent": float(100 * np.mean(np.abs(rel))),
                 "bias_percent": float(100 * np.mean(rel)),
                 f"{names[0]}_mean_ml": float(t.mean()),
                 f"{names[1]}_mean_ml": float(m.mean()),
             }
         )
-    columns = ["tissue", "n", "pearson_r", "mape_percent", "bias_percent"]
+    columns = ["tissue", "n", "pearson_r", "slope", "mape_percent", "bias_percent"]
     return pd.DataFrame(rows, columns=columns + [f"{names[0]}_mean_ml", f"{names[1]}_mean_ml"])
 
 
@@ -575,6 +584,18 @@ def merge_volumes(first: pd.DataFrame, second: pd.DataFrame, names: tuple[str, s
             f"({len(second)} rows)"
         )
     return merged
+
+
+def with_regions(
+    measured: pd.DataFrame, regions: pd.DataFrame, names: Sequence[str] = ("hippocampus",)
+) -> pd.DataFrame:
+    """``measured`` tissue volumes with the ``<name>_ml`` columns of the regional volume table added (by id),
+    so that a truth check covers regions the simulation knows (the demo's hippocampi)."""
+    m_col, r_col = id_column(measured, "measured volumes"), id_column(regions, "regional volumes")
+    columns = [f"{n}_ml" for n in names if f"{n}_ml" in regions.columns and f"{n}_ml" not in measured.columns]
+    right = regions[[r_col, *columns]].assign(_rid=regions[r_col].astype(str)).drop(columns=r_col)
+    left = measured.assign(_rid=measured[m_col].astype(str))
+    return left.merge(right, on="_rid", how="left").drop(columns="_rid")
 
 
 def merge_truth(participants: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFrame:
