@@ -138,7 +138,7 @@ def test_affines_and_poses_place_the_brain_in_mni(cohort, reference):
 def test_same_seed_gives_identical_data(tmp_path, reference):
     # coarse voxels keep this fast; every step but the final resampling is the same at any voxel size
     first = demo.make_demo_cohort(tmp_path / "a", 3, SEED, voxel_size=4.0, progress=False)
-    again = demo.make_demo_cohort(tmp_path / "b", 3, SEED, voxel_size=4.0, progress=False)
+    again = demo.make_demo_cohort(tmp_path / "b", 3, SEED, voxel_size=4.0, progress=False, workers=2)
     pd.testing.assert_frame_equal(first, again)
     for sid in first["participant_id"]:
         a = nib.load(tmp_path / "a" / sid / "anat" / f"{sid}_T1w.nii.gz")

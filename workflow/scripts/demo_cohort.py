@@ -14,4 +14,5 @@ with logged(snakemake):
         patient_fraction=demo.get("patient_fraction", 0.4),
         warp_mm=demo.get("warp_mm", DEFAULT_WARP_MM),
         sites=tuple(demo.get("sites", SITES)),
+        workers=snakemake.threads,
     )

@@ -723,6 +723,7 @@ def make_demo_cohort(
     progress: bool = True,
     warp_mm: float = DEFAULT_WARP_MM,
     sites: tuple[str, ...] = tuple(SITES),
+    workers: int = 1,
 ) -> pd.DataFrame:
     """Write a SIMULATED BIDS cohort to ``out_dir`` and return its participants table.
 
@@ -731,40 +732,23 @@ def make_demo_cohort(
     parameters and its pose, MNI mm -> native mm) and the true brain mask in
     ``derivatives/simulation/sub-XXX/anat/sub-XXX_desc-brain_mask.nii.gz``. Volumes are in ml:
     ``true_*_ml`` in native space, ``true_*_mni_ml`` in MNI space before head scaling
-    (native = mni * head_scale**3).
+    (native = mni * head_scale**3). ``workers`` processes simulate subjects; any number gives the same cohort.
     """
     out = Path(out_dir)
     subjects = draw_subjects(n_subjects, seed, age_range, patient_fraction, warp_mm, tuple(sites))
     _clear_previous_cohort(out, {s.participant_id for s in subjects})
-    reference = reference_anatomy()
-    rows = []
-    for subject in tqdm(subjects, desc="simulating demo subjects", disable=not progress):
-        scan = simulate_scan(reference, subject, voxel_size)
-        sid = subject.participant_id
-        anat = out / sid / "anat"
-        description = f"{DESCRIPTION} {sid}"
-        save_volume(
-            anat / f"{sid}_T1w.nii.gz",
-            np.clip(np.round(scan.image * INT16_SCALE), 0, np.iinfo(np.int16).max),
-            scan.affine,
-            dtype=np.int16,
-            description=description,
-        )
-        save_volume(
-            out / "derivatives" / "simulation" / sid / "anat" / f"{sid}_desc-brain_mask.nii.gz",
-            scan.brain_mask,
-            scan.affine,
-            dtype=np.uint8,
-            description=f"{description}: true brain mask",
-        )
-        _write_json(anat / f"{sid}_T1w.json", _sidecar(subject, scan))
-        row = {"participant_id": sid, "age": subject.age, "sex": subject.sex, "group": subject.group}
-        row["site"] = subject.site
-        row.update({"simulated": "true", "head_scale": subject.head_scale})
-        cube = subject.head_scale**3
-        row.update({f"true_{k}_ml": round(scan.volumes_mni_ml[k] * cube, 4) for k in VOLUME_COLUMNS})
-        row.update({f"true_{k}_mni_ml": round(scan.volumes_mni_ml[k], 4) for k in VOLUME_COLUMNS})
-        rows.append(row)
+    reference_anatomy()  # computed once here; worker processes inherit it
+    write = functools.partial(_write_subject, out, voxel_size)
+    bar = functools.partial(tqdm, total=len(subjects), desc="simulating demo subjects", disable=not progress)
+    if workers > 1 and len(subjects) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=min(workers, len(subjects)), mp_context=context) as pool:
+            rows = list(bar(pool.map(write, subjects)))
+    else:
+        rows = [write(subject) for subject in bar(subjects)]
     table = pd.DataFrame(rows)
     _write_text(out / "participants.tsv", lambda p: table.to_csv(p, sep="\t", index=False))
     _write_json(out / "participants.json", _participants_json())
@@ -772,6 +756,36 @@ def make_demo_cohort(
     _write_json(out / "derivatives" / "simulation" / "dataset_description.json", _derivative_description())
     _write_text(out / "README", lambda p: p.write_text(_readme(n_subjects, seed, voxel_size)))
     return table
+
+
+def _write_subject(out: Path, voxel_size: float, subject: SimulatedSubject) -> dict:
+    """Simulate one subject, write its image, true brain mask and sidecar; return its participants row."""
+    scan = simulate_scan(reference_anatomy(), subject, voxel_size)
+    sid = subject.participant_id
+    anat = out / sid / "anat"
+    description = f"{DESCRIPTION} {sid}"
+    save_volume(
+        anat / f"{sid}_T1w.nii.gz",
+        np.clip(np.round(scan.image * INT16_SCALE), 0, np.iinfo(np.int16).max),
+        scan.affine,
+        dtype=np.int16,
+        description=description,
+    )
+    save_volume(
+        out / "derivatives" / "simulation" / sid / "anat" / f"{sid}_desc-brain_mask.nii.gz",
+        scan.brain_mask,
+        scan.affine,
+        dtype=np.uint8,
+        description=f"{description}: true brain mask",
+    )
+    _write_json(anat / f"{sid}_T1w.json", _sidecar(subject, scan))
+    row = {"participant_id": sid, "age": subject.age, "sex": subject.sex, "group": subject.group}
+    row["site"] = subject.site
+    row.update({"simulated": "true", "head_scale": subject.head_scale})
+    cube = subject.head_scale**3
+    row.update({f"true_{k}_ml": round(scan.volumes_mni_ml[k] * cube, 4) for k in VOLUME_COLUMNS})
+    row.update({f"true_{k}_mni_ml": round(scan.volumes_mni_ml[k], 4) for k in VOLUME_COLUMNS})
+    return row
 
 
 def _clear_previous_cohort(out: Path, keep: set[str]) -> None:
