@@ -56,7 +56,7 @@ HEAD_BOX_MM = ((-102.0, 102.0), (-130.0, 102.0), (-115.0, 113.0))
 HIPPOCAMPUS_LABELS = (17, 53)
 # semi-axes of the shrinking ellipsoid relative to those of the ellipsoid with the hippocampus' moments
 HIPPOCAMPUS_SHRINK_EXTENT = 0.75
-WARP_SPACING_MM = 4.0  # grid of the random diffeomorphism before it is interpolated (cubic) to the cohort's
+WARP_SPACING_MM = 4.0  # grid of the random diffeomorphism before it is interpolated to the cohort's
 T1_INTENSITY = {"wm": 1.0, "gm": 0.6, "csf": 0.2}
 DEFAULT_WARP_MM = 4.0  # RMS displacement over the brain of each subject's own shape
 
