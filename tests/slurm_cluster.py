@@ -66,7 +66,7 @@ DefMemPerCPU=500
 GresTypes=gpu
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
-MinJobAge=600
+MinJobAge=3600
 MailProg=/bin/true
 ReturnToService=2
 {_node_line(host)}
