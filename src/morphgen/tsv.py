@@ -12,6 +12,14 @@ ID_COLUMNS = ("participant_id", "sample_id", "sample", "id")
 NA_REP = "n/a"
 
 
+def id_column(df: pd.DataFrame, what: str = "volume table") -> str:
+    """The id column of a volume table: the first of participant_id, sample_id, sample, id that exists."""
+    for col in ID_COLUMNS:
+        if col in df.columns:
+            return col
+    raise ValueError(f"{what}: none of the id columns {ID_COLUMNS} found (columns: {list(df.columns)})")
+
+
 def write_tsv(table: pd.DataFrame, path: str | Path) -> Path:
     with atomic_output(path) as tmp:
         table.to_csv(tmp, sep="\t", index=False, na_rep=NA_REP)

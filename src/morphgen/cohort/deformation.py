@@ -70,13 +70,13 @@ def random_diffeomorphism(
     ``weights`` (on the grid, the brain) says where the affine part is fitted and ``rms_mm`` is measured.
     The velocity is rescaled once so that the RMS displacement there equals ``rms_mm``.
     """
+    if rms_mm <= 0:
+        return np.zeros((3, *shape), dtype=np.float32)
     noise = [rng.standard_normal((3, *shape)) for _ in WARP_SCALES_MM]
     velocity = np.zeros((3, *shape))
     for n, sigma_mm, w in zip(noise, WARP_SCALES_MM, WARP_WEIGHTS, strict=True):
         smooth = np.stack([ndi.gaussian_filter(c, sigma_mm / spacing, mode="nearest") for c in n])
         velocity += w * smooth / np.sqrt(np.mean(smooth**2))
-    if rms_mm <= 0:
-        return np.zeros((3, *shape), dtype=np.float32)
     points = grid_points(origin, spacing, shape)
     mask = weights > 0
     gain = rms_mm / spacing / np.sqrt(np.mean(np.sum(velocity**2, axis=0)[mask]))

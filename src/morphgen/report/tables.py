@@ -34,7 +34,7 @@ from morphgen.metrics.gradient_ssim import pairwise_four_g_r_ssim
 from morphgen.metrics.stats import bonferroni_threshold, compare_groups
 from morphgen.models.covariates import VARY
 from morphgen.report.validity import DEFAULT_THRESHOLDS, add_verdicts
-from morphgen.tsv import ID_COLUMNS, NA_REP, read_tsv, write_tsv  # noqa: F401 (re-exported)
+from morphgen.tsv import ID_COLUMNS, NA_REP, id_column, read_tsv, write_tsv  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,6 @@ def read_members(path: str | Path, split: str | None = None) -> list[str]:
             raise ValueError(f"{path}: no split column to select split {split!r}")
         df = df[df["split"].astype(str) == split]
     return df["participant_id"].tolist()
-
-
-def id_column(df: pd.DataFrame, what: str = "volume table") -> str:
-    """The id column of a volume table: the first of participant_id, sample_id, sample, id that exists."""
-    for col in ID_COLUMNS:
-        if col in df.columns:
-            return col
-    raise ValueError(f"{what}: none of the id columns {ID_COLUMNS} found (columns: {list(df.columns)})")
 
 
 def _members(volumes: pd.DataFrame, ids: Iterable[str], what: str) -> pd.DataFrame:

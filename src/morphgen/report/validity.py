@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from morphgen.errors import ConfigError
+from morphgen.tsv import id_column
 
 DEFAULT_THRESHOLDS = {
     "reconstruction_r": 0.9,
@@ -180,10 +181,7 @@ def assess(
         table = reconstruction if "verdict" in reconstruction else add_verdicts(reconstruction, thresholds)
         verdicts = dict(zip(table["tissue"].astype(str), table["verdict"].astype(str), strict=True))
     ratios: dict[str, dict[str, float]] = {}
-    id_col = next((c for c in ("participant_id", "sample_id", "sample", "id") if c in real.columns), None)
-    if id_col is None:
-        raise ValueError(f"real volumes: no id column (columns: {list(real.columns)})")
-    real_ids = real[id_col].astype(str)
+    real_ids = real[id_column(real, "real volumes")].astype(str)
     for subpop, ids in members.items():
         samples = synthetic.get(subpop)
         if samples is None:
