@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 GPU_TESTS = os.environ.get("MORPHGEN_TEST_GPU") == "1"
 if not GPU_TESTS:
     os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything asks torch for a device
+# the template arrays that jobs cache between them (templates.cache_dir): shared by this session's runs only
+os.environ.setdefault("MORPHGEN_CACHE_DIR", tempfile.mkdtemp(prefix="morphgen-cache-"))
 cpu_exact = pytest.mark.skipif(GPU_TESTS, reason="bit-exact reproducibility is asserted on CPU only")
 
 # A tiny VQ-VAE + PatchGAN, fast enough for unit tests on one CPU thread; tests override what they exercise.

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
+import os
+import zipfile
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from morphgen import resample as resample_module
+from morphgen.nifti import atomic_output
 from morphgen.resample import resample_array
 from morphgen.space import Grid
+
+log = logging.getLogger(__name__)
 
 # Box (MNI mm) that holds the lateral ventricles and little sulcal CSF; with CSF > 0.5 inside the filled
 # brain and the two largest components, it gives about 25 ml on the 1 mm template.
@@ -64,12 +73,47 @@ def resample_to_grid(data: np.ndarray, affine: np.ndarray, grid: Grid, order: in
     return resample_array(data, affine, grid.affine, grid.shape, order=order)
 
 
+_ON_GRID = ("t1", "gm", "wm", "csf", "brain", "ventricles")
+
+
+def cache_dir() -> Path:
+    """Where derived template arrays are kept between jobs: ``$MORPHGEN_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/morphgen`` or ``~/.cache/morphgen``."""
+    if os.environ.get("MORPHGEN_CACHE_DIR"):
+        return Path(os.environ["MORPHGEN_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "morphgen"
+
+
+def _cache_key(grid: Grid) -> str:
+    """The template on ``grid`` depends on the grid, nilearn's copy of MNI152 and the code that derives it."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256()
+    digest.update(np.asarray(grid.affine, dtype=np.float64).tobytes())
+    digest.update(repr(tuple(grid.shape)).encode())
+    digest.update(version("nilearn").encode())
+    for module in (__file__, resample_module.__file__):  # any change to the derivation is another key
+        digest.update(Path(module).read_bytes())
+    return digest.hexdigest()[:24]
+
+
 @functools.lru_cache(maxsize=8)
 def _mni_on_grid(grid: Grid) -> dict[str, np.ndarray]:
+    """The template's maps on ``grid``, computed once per machine and grid (several seconds: every
+    preprocessing, segmentation and normalisation job needs them) and then read from :func:`cache_dir`."""
+    path = cache_dir() / f"mni152_{_cache_key(grid)}.npz"
+    try:
+        with np.load(path) as cached:
+            return {key: cached[key] for key in _ON_GRID}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        pass  # absent, or written by a job that was killed: compute it again
     src = mni_1mm()
-    out = {}
-    for key in ("t1", "gm", "wm", "csf", "brain", "ventricles"):
-        out[key] = resample_to_grid(src[key], src["affine"], grid)
+    out = {key: resample_to_grid(src[key], src["affine"], grid) for key in _ON_GRID}
+    try:
+        with atomic_output(path) as tmp:
+            np.savez(tmp, **out)
+    except OSError as exc:  # a read-only home costs time, not results
+        log.warning("cannot cache the MNI152 template on the working grid in %s (%s)", path.parent, exc)
     return out
 
 

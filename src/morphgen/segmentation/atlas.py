@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from morphgen.errors import ConfigError
-from morphgen.resample import resample_array
+from morphgen.resample import local_reach, resample_local
 from morphgen.segmentation.synthseg_labels import STRUCTURES, TISSUE_OF_LABEL, regional_groups
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,26 @@ def default_atlas() -> Atlas:
 
 def region_fractions(atlas: Atlas, affine: np.ndarray, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
     """Each region's fraction of every voxel of the grid ``affine``/``shape`` (float32 in [0, 1])."""
+    from scipy import ndimage as ndi
+
+    labels = np.asarray(atlas.labels)
+    boxes = ndi.find_objects(np.clip(labels, 0, None).astype(np.int64))
+    reach = local_reach(atlas.affine, affine)
     out = {}
     for name, labs in atlas.regions.items():
-        indicator = np.isin(atlas.labels, labs).astype(np.float32)
-        frac = resample_array(indicator, atlas.affine, affine, tuple(shape), order=1)
+        # each region is resampled from a crop around it, padded by what the smoothing reaches: the same
+        # fractions as resampling the whole atlas, in a fraction of the time
+        own = [boxes[lab - 1] for lab in labs if 0 < lab <= len(boxes) and boxes[lab - 1] is not None]
+        if not own:
+            out[name] = np.zeros(tuple(shape), dtype=np.float32)
+            continue
+        lo = np.maximum(np.min([[s.start for s in b] for b in own], axis=0) - reach, 0)
+        hi = np.minimum(np.max([[s.stop for s in b] for b in own], axis=0) + reach, labels.shape)
+        crop = labels[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+        corner = np.asarray(atlas.affine, dtype=np.float64).copy()
+        corner[:3, 3] += corner[:3, :3] @ lo
+        indicator = np.isin(crop, labs).astype(np.float32)
+        frac = resample_local(indicator, corner, affine, tuple(shape), order=1)
         out[name] = np.clip(frac, 0.0, 1.0)
     return out
 
