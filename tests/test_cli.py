@@ -31,3 +31,40 @@ def test_check_inputs_reports_a_bad_subject_and_exits_1(tmp_path, capsys):
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
     assert "sub-01" in out and "excluded" in out and "broken.nii.gz" in out
+
+
+def _ship_config(tmp_path, sha256):
+    config, shipped = tmp_path / "config.yaml", tmp_path / "shipped/ae.pt"
+    config.write_text(
+        f"pretraining: {{enabled: true, checkpoint: {{path: {shipped}, sha256: '{sha256}'}}}}\n"
+    )
+    return config
+
+
+def test_ship_autoencoder_copies_and_says_when_it_reproduced_the_shipped_file(tmp_path, capsys):
+    trained = tmp_path / "model.pt"
+    trained.write_bytes(b"weights" * 100)
+    digest = hashlib.sha256(trained.read_bytes()).hexdigest()
+    main(["ship-autoencoder", str(trained), "--config", str(_ship_config(tmp_path, digest))])
+    assert (tmp_path / "shipped/ae.pt").read_bytes() == trained.read_bytes()
+    assert "reproduced bit for bit" in capsys.readouterr().out
+
+
+def test_ship_autoencoder_exits_1_and_names_the_new_sha256_when_it_differs(tmp_path, capsys):
+    trained = tmp_path / "model.pt"
+    trained.write_bytes(b"other weights")
+    digest = hashlib.sha256(trained.read_bytes()).hexdigest()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ship-autoencoder", str(trained), "--config", str(_ship_config(tmp_path, "0" * 64))])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "pretraining.checkpoint.sha256" in err and digest in err
+    assert (tmp_path / "shipped/ae.pt").read_bytes() == trained.read_bytes()
+
+
+def test_ship_autoencoder_needs_a_configured_checkpoint(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("pretraining: {enabled: false}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ship-autoencoder", str(tmp_path / "model.pt"), "--config", str(config)])
+    assert exit_info.value.code == 2 and "pretraining.checkpoint" in capsys.readouterr().err

@@ -1,13 +1,14 @@
 import pandas as pd
 import pytest
 
-from morphgen.errors import SubjectError
+from morphgen.errors import ChecksumError, SubjectError
 from morphgen.stages import (
     clear_stale_checkpoints,
     finish_training,
     image_map,
     modulated_maps,
     pick,
+    pretrained_digest,
     subpop_of,
 )
 from morphgen.tsv import concat_tsvs, read_tsv, write_tsv
@@ -28,6 +29,17 @@ def test_finished_training_drops_its_resume_state(tmp_path):
     (tmp_path / "checkpoints" / "last.pt").write_text("state")
     finish_training(tmp_path)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_shipped_autoencoder_is_used_only_with_its_configured_sha256(tmp_path):
+    import hashlib
+
+    model = tmp_path / "ae.pt"
+    model.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    assert pretrained_digest(model, digest) == digest == pretrained_digest(model, None)
+    with pytest.raises(ChecksumError, match=r"pretraining\.checkpoint.*ae\.pt"):
+        pretrained_digest(model, "0" * 64)
 
 
 def test_ids_from_file_names():

@@ -26,6 +26,31 @@ def test_invalid_config_is_refused(tmp_path):
     assert "source" in proc.stdout + proc.stderr
 
 
+def test_a_shipped_autoencoder_takes_the_place_of_pretraining(tmp_path):
+    """pretraining.checkpoint: the plan fine-tunes the shipped file and has no cohort A to simulate."""
+    import yaml
+
+    shipped = tmp_path / "shipped.pt"
+    shipped.write_bytes(b"weights")
+    target = str(tmp_path / "r/models/autoencoder/model.pt")
+    plans = {}
+    for name, checkpoint in (("pretrain", None), ("shipped", {"path": str(shipped), "sha256": "ab" * 32})):
+        overlay = tmp_path / f"{name}.yaml"
+        overlay.write_text(yaml.safe_dump({"pretraining": {"enabled": True, "checkpoint": checkpoint}}))
+        args = _config_args(tmp_path / "r")
+        args[3:3] = [str(overlay)]
+        plans[name] = _snakemake(tmp_path, *args, "-n", "--quiet", "rules", "--", target).stdout
+    assert "pretraining_demo_cohort" in plans["pretrain"] and "pretraining_split" in plans["pretrain"]
+    assert "pretraining_demo_cohort" not in plans["shipped"] and "pretraining_split" not in plans["shipped"]
+    assert "train_autoencoder" in plans["shipped"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"pretraining": {"enabled": True, "checkpoint": {"path": str(shipped)}}}))
+    args = _config_args(tmp_path / "r")
+    args[3:3] = [str(bad)]
+    proc = _snakemake(tmp_path, *args, "-n", check=False)
+    assert proc.returncode != 0 and "sha256" in proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_end_to_end_outputs_are_sane(e2e_run):
     work, R = e2e_run

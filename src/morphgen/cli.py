@@ -45,6 +45,30 @@ def _sha256(args: argparse.Namespace) -> None:
         print(f"{sha256sum(path)}  {path}")
 
 
+def _ship_autoencoder(args: argparse.Namespace) -> None:
+    import yaml
+
+    from morphgen.weights import ship_checkpoint
+
+    config = yaml.safe_load(Path(args.config).read_text())
+    checkpoint = (config.get("pretraining") or {}).get("checkpoint")
+    if not checkpoint:
+        raise MorphgenError(f"{args.config} has no pretraining.checkpoint to ship the autoencoder to")
+    actual, reproduced = ship_checkpoint(args.model, checkpoint["path"], checkpoint.get("sha256"))
+    print(f"{actual}  {checkpoint['path']}")
+    if reproduced:
+        print(f"reproduced bit for bit: the sha256 is the one {args.config} names")
+        return
+    configured = checkpoint.get("sha256")
+    print(
+        f"the sha256 differs from pretraining.checkpoint.sha256 in {args.config} ({configured}):"
+        " another machine, torch build or setting gives other floating-point results. To use this model,"
+        f" set pretraining.checkpoint.sha256 to {actual}",
+        file=sys.stderr,
+    )
+    sys.exit(1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="morphgen", description=__doc__)
     parser.add_argument("--version", action="version", version=f"morphgen {__version__}")
@@ -66,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
     sha = sub.add_parser("sha256", help="print the sha256 of weight files, for config.yaml")
     sha.add_argument("files", nargs="+", type=Path)
     sha.set_defaults(func=_sha256)
+
+    ship = sub.add_parser(
+        "ship-autoencoder",
+        help="copy a pre-trained autoencoder to the config's pretraining.checkpoint.path; exit 1 unless its "
+        "sha256 is the configured one",
+    )
+    ship.add_argument("model", type=Path, help="model.pt written by pretrain_autoencoder")
+    ship.add_argument("--config", default="config.yaml")
+    ship.set_defaults(func=_ship_autoencoder)
     return parser
 
 

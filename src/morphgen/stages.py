@@ -103,6 +103,16 @@ def clear_stale_checkpoints(out_dir: Path, params: dict) -> None:
         tmp.write_text(text)
 
 
+def pretrained_digest(path: str | Path, shipped_sha256: str | None) -> str:
+    """The sha256 of the autoencoder a fine-tuning starts from; a shipped one (``pretraining.checkpoint``)
+    must have the configured digest."""
+    from morphgen.weights import sha256sum, verify_sha256
+
+    if shipped_sha256:
+        return verify_sha256(path, shipped_sha256, "shipped pre-trained autoencoder (pretraining.checkpoint)")
+    return sha256sum(path)
+
+
 def finish_training(out_dir: Path) -> None:
     """Training is complete: its resume state is no longer needed, and a forced rerun starts afresh."""
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)

@@ -68,3 +68,25 @@ def load_weights_only(path: str | Path, what: str) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated or foreign file, or pickled objects refused by weights_only
         raise ConfigError(f"{what} {path} cannot be read as tensors only ({exc})") from exc
+
+
+def ship_checkpoint(trained: str | Path, shipped: str | Path, expected: str | None) -> tuple[str, bool]:
+    """Copy a freshly trained model file to where a configuration loads it from (``shipped``).
+
+    Returns its sha256 and whether that is ``expected`` (the configured digest): a checkpoint reproduced
+    bit for bit. The copy is written either way, through a temporary file, so that a half-written file is
+    never left in place.
+    """
+    import shutil
+
+    from morphgen.nifti import atomic_output
+
+    trained, shipped = Path(trained), Path(shipped)
+    if not trained.is_file():
+        raise ConfigError(f"trained model {trained} does not exist")
+    actual = sha256sum(trained)
+    shipped.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(shipped) as tmp:
+        shutil.copyfile(trained, tmp)
+    wanted = None if expected is None else str(expected).strip().lower().removeprefix("sha256:")
+    return actual, actual == wanted

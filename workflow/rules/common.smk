@@ -30,6 +30,13 @@ DEMO_IDS = [f"sub-{i + 1:03d}" for i in range(config.get("demo", {}).get("n_subj
 PRETRAINING = config.get("pretraining") or {"enabled": False}
 PRETRAIN = bool(PRETRAINING.get("enabled", False))
 PT = f"{R}/pretraining"
+# a shipped pre-trained autoencoder (pretraining.checkpoint) takes the place of pre-training on cohort A
+SHIPPED_AUTOENCODER = PRETRAINING.get("checkpoint") if PRETRAIN else None
+PRETRAINED_MODEL = (
+    SHIPPED_AUTOENCODER["path"]
+    if SHIPPED_AUTOENCODER
+    else f"{R}/models/autoencoder_pretrained/model.pt"
+)
 PT_DEMO_IDS = [
     f"sub-{i + 1:03d}" for i in range(PRETRAINING.get("demo", {}).get("n_subjects", 0))
 ]

@@ -8,7 +8,7 @@ rule train_autoencoder:
     input:
         train=autoencoder_images("train"),
         val=autoencoder_images("val"),
-        pretrained=[f"{R}/models/autoencoder_pretrained/model.pt"] if PRETRAIN else [],
+        pretrained=[PRETRAINED_MODEL] if PRETRAIN else [],
     output:
         model=f"{R}/models/autoencoder/model.pt",
         losses=f"{R}/models/autoencoder/loss.tsv",
@@ -17,6 +17,7 @@ rule train_autoencoder:
         family=MODEL["family"],
         seed=MODEL["seed"],
         finetune=PRETRAINING.get("finetune") if PRETRAIN else None,
+        shipped_sha256=SHIPPED_AUTOENCODER["sha256"] if SHIPPED_AUTOENCODER else None,
         distributed=MODEL.get("distributed", {}),
     log:
         log_for("train_autoencoder"),

@@ -82,6 +82,7 @@ use rule train_autoencoder as pretrain_autoencoder with:
         family=MODEL["family"],
         seed=MODEL["seed"],
         finetune=None,
+        shipped_sha256=None,
     log:
         log_for("pretrain_autoencoder"),
     benchmark:

@@ -2,7 +2,6 @@ from pathlib import Path
 
 from morphgen import stages
 from morphgen.models.distributed import run_training
-from morphgen.weights import sha256sum
 from morphgen.workflow import logged
 
 with logged(snakemake):
@@ -10,7 +9,7 @@ with logged(snakemake):
     pretrained = [Path(p) for p in snakemake.input.pretrained]
     stamp = dict(snakemake.params.items())
     if pretrained:  # a new pre-trained model must not resume the old fine-tuning
-        stamp["pretrained_sha256"] = sha256sum(pretrained[0])
+        stamp["pretrained_sha256"] = stages.pretrained_digest(pretrained[0], snakemake.params.shipped_sha256)
     stages.clear_stale_checkpoints(out_dir, stamp)
     job = {
         "train_images": [str(p) for p in snakemake.input.train],
