@@ -24,15 +24,10 @@ def resample_array(
     ratio), so that probability maps keep their sums rather than being point-sampled.
     """
     src = np.asarray(data, dtype=np.float32)
-    mapping = np.linalg.inv(np.asarray(src_affine, dtype=np.float64)) @ np.asarray(
-        dst_affine, dtype=np.float64
-    )
-    if order > 0:
-        # size of one destination voxel measured in source voxels, per source axis
-        ratio = np.linalg.norm(mapping[:3, :3], axis=1)
-        sigma = np.where(ratio > 1.0 + 1e-6, ratio / 2.355, 0.0)
-        if np.any(sigma > 0):
-            src = ndi.gaussian_filter(src, sigma=sigma)
+    mapping = _voxel_mapping(src_affine, dst_affine)
+    sigma, _ = _smoothing(mapping, order)
+    if np.any(sigma > 0):
+        src = ndi.gaussian_filter(src, sigma=sigma)
     if np.allclose(mapping, np.eye(4)) and tuple(dst_shape) == src.shape:
         return src.copy()
     out = ndi.affine_transform(
@@ -47,9 +42,16 @@ def resample_array(
     return out.astype(np.float32)
 
 
+def _voxel_mapping(src_affine: np.ndarray, dst_affine: np.ndarray) -> np.ndarray:
+    """Destination voxel -> source voxel."""
+    return np.linalg.inv(np.asarray(src_affine, dtype=np.float64)) @ np.asarray(dst_affine, dtype=np.float64)
+
+
 def _smoothing(mapping: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """The smoothing of :func:`resample_array` per source axis, and how many source voxels it and the
-    interpolation reach: gaussian_filter's 4 sigma (its truncate), and a margin for linear interpolation."""
+    """The smoothing of :func:`resample_array` per source axis (none unless ``order`` > 0 and the destination
+    voxels are coarser), and how many source voxels it and the interpolation reach: gaussian_filter's
+    4 sigma (its truncate), and a margin for linear interpolation."""
+    # size of one destination voxel measured in source voxels, per source axis
     ratio = np.linalg.norm(mapping[:3, :3], axis=1)
     sigma = np.where(ratio > 1.0 + 1e-6, ratio / 2.355, 0.0) if order > 0 else np.zeros(3)
     return sigma, np.ceil(4.0 * sigma).astype(int) + 3
@@ -58,8 +60,7 @@ def _smoothing(mapping: np.ndarray, order: int) -> tuple[np.ndarray, np.ndarray]
 def local_reach(src_affine: np.ndarray, dst_affine: np.ndarray, order: int = 1) -> np.ndarray:
     """Source voxels around a non-zero voxel that :func:`resample_local` reads, per axis: a crop padded by
     this much gives it the same result as the whole volume."""
-    mapping = np.linalg.inv(np.asarray(src_affine, dtype=np.float64)) @ np.asarray(dst_affine, np.float64)
-    return _smoothing(mapping, order)[1]
+    return _smoothing(_voxel_mapping(src_affine, dst_affine), order)[1]
 
 
 def resample_local(
@@ -82,7 +83,7 @@ def resample_local(
     out = np.zeros(tuple(dst_shape), dtype=np.float32)
     if len(nonzero[0]) == 0:
         return out
-    mapping = np.linalg.inv(np.asarray(src_affine, dtype=np.float64)) @ np.asarray(dst_affine, np.float64)
+    mapping = _voxel_mapping(src_affine, dst_affine)
     sigma, pad = _smoothing(mapping, order)
     lo = np.maximum(np.array([a.min() for a in nonzero]) - pad, 0)
     hi = np.minimum(np.array([a.max() for a in nonzero]) + pad + 1, src.shape)

@@ -21,6 +21,11 @@ def sha256sum(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _digest_of(configured: str) -> str:
+    """A configured sha256 as hex digits: case and a ``sha256:`` prefix do not matter."""
+    return str(configured).strip().lower().removeprefix("sha256:")
+
+
 def verify_sha256(
     path: str | Path, expected: str | None, what: str, *, allow_unverified: bool = False
 ) -> str:
@@ -42,7 +47,7 @@ def verify_sha256(
             f"{what}: refusing unverified weights {path}: no sha256 is configured "
             f"(the file's sha256 is {actual}; put it in the configuration after checking where it came from)"
         )
-    wanted = expected.strip().lower().removeprefix("sha256:")
+    wanted = _digest_of(expected)
     if not _HEX64.match(wanted):
         raise ChecksumError(f"{what}: the configured sha256 {expected!r} for {path} is not 64 hex digits")
     if wanted != actual:
@@ -88,5 +93,4 @@ def ship_checkpoint(trained: str | Path, shipped: str | Path, expected: str | No
     shipped.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(shipped) as tmp:
         shutil.copyfile(trained, tmp)
-    wanted = None if expected is None else str(expected).strip().lower().removeprefix("sha256:")
-    return actual, actual == wanted
+    return actual, expected is not None and actual == _digest_of(expected)
