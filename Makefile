@@ -42,7 +42,7 @@ lint: install
 	$(BIN)/snakemake --lint
 
 test: lint
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra -n 2
 
 clean:
 	rm -rf results .snakemake

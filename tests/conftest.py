@@ -76,6 +76,30 @@ def e2e_config_args(results: Path) -> list[str]:
     ]
 
 
+# Under pytest-xdist (``make test`` runs two workers): the modules sharing the session's end-to-end run go to
+# one worker as one unit, or each worker would make its own run; the longest units are handed out first.
+E2E_MODULES = ("tests/test_determinism.py", "tests/test_workflow.py", "tests/test_ldm_workflow.py")
+LONGEST_FIRST = ("e2e", "tests/test_slurm.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class E2EScopeScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "e2e" if module in E2E_MODULES else module
+
+        def _assign_work_unit(self, node) -> None:
+            for scope in reversed(LONGEST_FIRST):
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
+    return E2EScopeScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def e2e_run(tmp_path_factory) -> tuple[Path, Path]:
     """One complete run of the DAG (``all``) on the small demo cohort: (working folder, results folder).
