@@ -25,6 +25,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_RULES = {"train_autoencoder"}
+# SLURM's NumCPUs of each job: its rule's `threads:` (workflow/rules/*.smk); the grouped preprocessing job the
+# test's --cores; the training job one task per GPU of its threads each (set to 1 here: the node has 2 CPUs)
+CPUS = {"demo_cohort": 2, "check_inputs": 1, "split": 1, "preprocess": 2, "train_autoencoder": 2}
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +92,8 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
         "2",
         "--resources",
         "mem_mb=6000",
+        "--set-threads",
+        "train_autoencoder=1",
         "--",
         str(results / "models/autoencoder/model.pt"),
     ]
@@ -106,6 +111,8 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
     checkpoint = results / "models/autoencoder/checkpoints/last.pt"
     while not checkpoint.exists() and proc.poll() is None:
         time.sleep(0.2)
+    if proc.poll() is not None:
+        pytest.fail(f"snakemake ended before training checkpointed:\n{proc.communicate()[0][-8000:]}")
     training = _running_job("train_autoencoder", cluster)
     subprocess.run(["scancel", "--signal=TERM", training], check=True, env=cluster)
     output = proc.communicate(timeout=900)[0]
@@ -130,6 +137,12 @@ def test_profile_sends_gpu_rules_to_the_gpu_partition(cluster, tmp_path):
         for job_id in ids:
             record = slurm_cluster.job_record(job_id, cluster)
             assert job_id == training or record.get("JobState") == "COMPLETED", (name, record)
+            # each job asked for its rule's threads (a profile default of cpus_per_task would override them)
+            if name in CPUS:
+                assert record.get("NumCPUs") == str(CPUS[name]), (name, record)
+            # the profile keeps the SLURM logs of successful jobs too
+            logs = list((work / ".snakemake/slurm_logs").glob(f"*{name}*/{job_id}.log"))
+            assert logs, (name, job_id, sorted(p.name for p in (work / ".snakemake/slurm_logs").rglob("*")))
             gpu_request = "gpu" in record.get("TresPerNode", "") + record.get("TresPerJob", "")
             if name in GPU_RULES:
                 assert record["Partition"] == "gpu" and gpu_request, (name, record)
