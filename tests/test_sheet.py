@@ -58,16 +58,19 @@ def test_bids_folder(bids):
     with pytest.warns(UserWarning) as record:
         table = read_subjects({"source": "bids", "bids_dir": str(bids)})
     messages = "\n".join(str(w.message) for w in record)
-    assert list(table["participant_id"]) == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    # sub-05 has no image: kept with no path, so that the input checks give it a row of its own
+    assert list(table["participant_id"]) == ["sub-01", "sub-02", "sub-03", "sub-04", "sub-05"]
     paths = dict(zip(table["participant_id"], table["path"], strict=True))
     assert paths["sub-02"] == str(bids / "sub-02" / "ses-a" / "anat" / "sub-02_ses-a_T1w.nii")
     assert paths["sub-03"] == str(bids / "sub-03" / "anat" / "sub-03_run-1_T1w.nii.gz")
-    assert all(Path(p).is_absolute() and Path(p).exists() for p in table["path"])
+    assert paths["sub-05"] == ""
+    assert all(Path(p).is_absolute() and Path(p).exists() for p in table["path"] if p)
     assert table.set_index("participant_id")["session"].to_dict() == {
         "sub-01": "",
         "sub-02": "ses-a",
         "sub-03": "",
         "sub-04": "",
+        "sub-05": "",
     }
     ages = table.set_index("participant_id")["age"]
     assert ages["sub-01"] == 60 and ages["sub-02"] == 71.5  # the session's age overrides participants.tsv
@@ -170,3 +173,29 @@ def test_sheet_output_feeds_pandas_as_expected(tmp_path):
     sheet = _write(tmp_path / "s.tsv", "participant_id\tpath\tage\tgroup\tsite\nx\ta.nii.gz\t70\tAD\t3\n")
     table = read_subjects({"source": "sheet", "sheet": str(sheet)})
     assert pd.api.types.is_numeric_dtype(table["age"]) and table["group"].iloc[0] == "AD"
+
+
+def test_a_participant_without_an_image_is_a_row_of_the_input_qc(bids, tmp_path):
+    from morphgen.stages import check_inputs
+
+    qc_path = tmp_path / "qc" / "inputs.tsv"
+    with pytest.warns(UserWarning):
+        config = {"source": "bids", "bids_dir": str(bids), "on_error": "exclude"}
+        qc = check_inputs(config, {}, bids / "participants.tsv", qc_path)
+    row = qc.set_index("participant_id").loc["sub-05"]
+    assert row["status"] == "excluded" and "no T1w image" in row["reason"], row
+    assert "sub-05" in qc_path.read_text()
+
+
+def test_paths_are_shown_as_given_not_through_symlinks(tmp_path):
+    """A DataLad dataset's images are symlinks into its annex: messages and tables keep the user's path."""
+    annex = _image(tmp_path / "annex" / "MD5E-s123--abc.nii.gz")
+    root = tmp_path / "dataset"
+    (root / "sub-01" / "anat").mkdir(parents=True)
+    (root / "sub-01" / "anat" / "sub-01_T1w.nii.gz").symlink_to(annex)
+    _write(root / "participants.tsv", "participant_id\tage\nsub-01\t60\n")
+    _write(root / "subjects.tsv", "participant_id\tpath\tage\nsub-01\tsub-01/anat/sub-01_T1w.nii.gz\t60\n")
+    given = str(root / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
+    from_bids = read_subjects({"source": "bids", "bids_dir": "dataset"}, base_dir=tmp_path)
+    from_sheet = read_subjects({"source": "sheet", "sheet": "dataset/subjects.tsv"}, base_dir=tmp_path)
+    assert from_bids["path"].tolist() == [given] and from_sheet["path"].tolist() == [given]

@@ -39,6 +39,10 @@ def broken(tmp_path) -> tuple[pd.DataFrame, dict[str, str]]:
     truncated = _nifti(tmp_path / "truncated.nii.gz", _good((30, 30, 30)))
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     files["truncated"] = truncated
+    # a converter's x*y*z*1 output, cut short
+    truncated4d = _nifti(tmp_path / "truncated4d.nii.gz", _good((30, 30, 30, 1)))
+    truncated4d.write_bytes(truncated4d.read_bytes()[: truncated4d.stat().st_size // 2])
+    files["truncated4d"] = truncated4d
     text = tmp_path / "notes.nii"
     text.write_text("this is not an image\n" * 40)
     files["text"] = text
@@ -61,6 +65,7 @@ def broken(tmp_path) -> tuple[pd.DataFrame, dict[str, str]]:
     subjects.loc[subjects["participant_id"] == "no_age", "group"] = None
     expected = {
         "truncated": "truncated",
+        "truncated4d": "truncated",
         "text": "not a readable NIfTI",
         "three_volumes": "expected a 3D volume",
         "nan": "2 voxels are NaN or Inf",
@@ -148,4 +153,4 @@ def test_from_a_sheet_end_to_end(tmp_path):
     assert "not a readable NIfTI" in result.loc["s2", "reason"] and result.loc["s2", "path"].endswith(
         "b.nii.gz"
     )
-    assert result.loc["s3", "reason"] == "no T1w image path given"
+    assert result.loc["s3", "reason"].startswith("no T1w image (no path in the sheet")

@@ -84,16 +84,16 @@ def load_volume(path: str | Path, subject: str | None = None) -> nib.Nifti1Image
     except Exception as exc:  # nibabel raises several types for damaged headers
         raise SubjectError(subject, path, f"not a readable NIfTI file ({exc})") from exc
     shape = img.shape
-    if len(shape) == 4 and shape[3] == 1:
-        img = img.slicer[..., 0]
-    elif len(shape) != 3:
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
         raise SubjectError(subject, path, f"expected a 3D volume, got shape {tuple(shape)}")
-    try:
+    try:  # every read of the data block in here: a cut-short file fails on the first one
         data = np.asanyarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # truncated gzip or short data block
         raise SubjectError(
             subject, path, f"image data cannot be read, the file may be truncated ({exc})"
         ) from exc
+    if data.ndim == 4:  # x*y*z*1, as converters write a single volume
+        data = data[..., 0]
     if min(data.shape) < 2:
         raise SubjectError(subject, path, f"volume has a degenerate shape {data.shape}")
     if not np.all(np.isfinite(data)):

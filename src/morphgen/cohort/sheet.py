@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -49,8 +50,8 @@ def _config_path(input_cfg: dict, key: str, base: Path) -> Path:
     value = input_cfg.get(key)
     if not value:
         raise ConfigError(f"input.{key} must be set when input.source is {input_cfg.get('source')!r}")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
+    # absolute but not resolved: a user's paths (a DataLad dataset's symlinks) stay as given in messages
+    return Path(os.path.abspath(base / Path(value).expanduser()))
 
 
 # ------------------------------------------------------------------------------------------------ sheet
@@ -108,8 +109,7 @@ def _read_table(path: Path) -> pd.DataFrame:
 def _resolve(value: object, folder: Path) -> str:
     if pd.isna(value) or str(value).strip() == "":
         return ""  # reported per subject by the input checks
-    path = Path(str(value).strip()).expanduser()
-    return str(path if path.is_absolute() else (folder / path).resolve())
+    return os.path.abspath(folder / Path(str(value).strip()).expanduser())
 
 
 def _raise_on_duplicates(table: pd.DataFrame, where: str) -> None:
@@ -139,18 +139,20 @@ def read_bids(bids_dir: str | Path) -> pd.DataFrame:
     images, no_image = _bids_images(bids_dir)
     if not images:
         raise ConfigError(f"BIDS folder {bids_dir} has no sub-*/[ses-*/]anat/*_T1w.nii[.gz] images")
-    found = pd.DataFrame(images)
     participants = _participants(bids_dir)
     if participants is not None:
         no_image = sorted(
-            set(no_image) | (set(participants["participant_id"]) - set(found["participant_id"]))
+            set(no_image) | (set(participants["participant_id"]) - {row["participant_id"] for row in images})
         )
     if no_image:
+        # kept with no path: the input checks give each one an excluded row of qc/inputs.tsv
         warnings.warn(
-            f"{len(no_image)} participant(s) of {bids_dir} have no T1w image and are left out: "
-            + ", ".join(no_image),
+            f"{len(no_image)} participant(s) of {bids_dir} have no T1w image (each is excluded in the input "
+            "QC table): " + ", ".join(no_image),
             stacklevel=2,
         )
+        images += [{"participant_id": sid, PATH_COLUMN: "", "session": ""} for sid in no_image]
+    found = pd.DataFrame(images).sort_values("participant_id", kind="stable")
     if participants is None:
         warnings.warn(
             f"BIDS folder {bids_dir} has no participants.tsv: subjects have no covariates", stacklevel=2
@@ -195,7 +197,7 @@ def _bids_images(bids_dir: Path) -> tuple[list[dict], list[str]]:
                 f"{files[0]} (ignored: {', '.join(str(f) for f in files[1:])})",
                 stacklevel=3,
             )
-        rows.append({"participant_id": sid, PATH_COLUMN: str(files[0].resolve()), "session": session})
+        rows.append({"participant_id": sid, PATH_COLUMN: os.path.abspath(files[0]), "session": session})
     return rows, no_image
 
 

@@ -69,7 +69,7 @@ def check_subjects(
 
 def _image_problem(subject: str, path: str) -> str:
     if not path:
-        return "no T1w image path given"
+        return "no T1w image (no path in the sheet, or no [ses-*/]anat/*_T1w.nii[.gz] in its BIDS folder)"
     try:
         load_volume(path, subject=subject)
     except SubjectError as exc:
