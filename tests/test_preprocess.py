@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import ndimage as ndi
@@ -21,7 +22,9 @@ from scipy.spatial.transform import Rotation
 from morphgen.antsio import ants_affine_to_ras, from_ants, to_ants
 from morphgen.errors import ConfigError, SubjectError
 from morphgen.preprocess import (
+    apply_qc_gate,
     check_preprocessing_config,
+    check_qc_config,
     collect_qc,
     deepbet_mask,
     masked_correlation,
@@ -280,10 +283,62 @@ def test_intensity_scaling_maps_the_percentile_to_one_and_zeroes_outside():
     assert np.isclose((out[mask] == 1.0).mean(), 0.5, atol=0.01)
 
 
+GOOD_QC = {
+    "registration_ncc": 0.9,
+    "brain_volume_native_ml": 1200.0,
+    "affine_det": 0.8,
+    "mask_dice_mni": 0.93,
+    "intensity_wm": 0.9,
+    "intensity_gm": 0.6,
+    "intensity_csf": 0.2,
+}
+
+
 def test_qc_flag_names_each_problem():
-    assert qc_flag(0.9, 1200.0, 0.8) == ""
-    flag = qc_flag(0.3, 500.0, 2.5)
-    assert "correlation" in flag and "brain volume" in flag and "determinant" in flag
+    assert qc_flag(GOOD_QC) == ""
+    bad = {**GOOD_QC, "registration_ncc": 0.3, "brain_volume_native_ml": 9.0, "affine_det": 2.5}
+    flag = qc_flag({**bad, "mask_dice_mni": 0.2, "intensity_wm": 0.2, "intensity_csf": 0.9})
+    for reason in ("correlation", "brain volume 9 ml", "determinant", "mask Dice", "not a T1 contrast"):
+        assert reason in flag
+    # each limit is the configured one
+    assert qc_flag(GOOD_QC, {"brain_volume_ml": [1300, 2000]}).startswith("brain volume 1200 ml outside 1300")
+    assert "mask Dice" in qc_flag(GOOD_QC, {"min_mask_dice": 0.95})
+    assert "not a T1 contrast" in qc_flag({**GOOD_QC, "intensity_gm": 0.88})  # WM barely above GM
+    assert "not a T1 contrast" in qc_flag({**GOOD_QC, "intensity_wm": float("nan")})
+    # CSF regions of an affine-registered template fall on tissue: reported, not gated
+    assert qc_flag({**GOOD_QC, "intensity_csf": 0.7}) == ""
+
+
+def test_qc_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="qc.gate"):
+        check_qc_config({"gate": "drop"})
+    with pytest.raises(ConfigError, match="qc.brain_volume_ml"):
+        check_qc_config({"brain_volume_ml": [2000, 800]})
+    with pytest.raises(ConfigError, match="qc.min_ncc"):
+        check_qc_config({"min_ncc": 0.5})
+
+
+def test_qc_gate_excludes_flagged_subjects_or_only_warns():
+    table = pd.DataFrame(
+        [
+            {"participant_id": "sub-01", "path": "a", "status": "ok", "reason": "", **GOOD_QC},
+            {
+                "participant_id": "sub-02",
+                "path": "b",
+                "status": "ok",
+                "reason": "",
+                **{**GOOD_QC, "intensity_wm": 0.2, "intensity_csf": 0.9},
+            },
+            {"participant_id": "sub-03", "path": "c", "status": "excluded", "reason": "unreadable"},
+        ]
+    )
+    gated = apply_qc_gate(table, {"gate": "exclude"}).set_index("participant_id")
+    assert list(gated["status"]) == ["ok", "excluded", "excluded"]
+    assert gated.loc["sub-02", "reason"].startswith("QC: not a T1 contrast")
+    assert gated.loc["sub-03", "reason"] == "unreadable" and gated.loc["sub-03", "qc_flag"] == ""
+    warned = apply_qc_gate(table, {"gate": "warn"}).set_index("participant_id")
+    assert list(warned["status"]) == ["ok", "ok", "excluded"]
+    assert warned.loc["sub-02", "qc_flag"] == gated.loc["sub-02", "qc_flag"] != ""
 
 
 def test_config_errors_name_the_key():
@@ -312,10 +367,12 @@ def test_brain_extracted_input_in_psl_order_lands_on_mni(tmp_path):
     assert row["input_shape"] == "x".join(str(s) for s in reorder(brain, affine, ("P", "S", "L"))[0].shape)
     assert abs(row["brain_volume_native_ml"] / true_ml - 1.0) < 0.03
     assert abs(row["affine_det"] / SCALE**3 - 1.0) < 0.06
-    assert row["qc_flag"] == ""
+    assert qc_flag(row) == ""
+    assert row["mask_dice_mni"] > 0.9
+    assert row["intensity_wm"] > row["intensity_gm"] > row["intensity_csf"]  # the template itself
     table = collect_qc([files["out_qc_tsv"]])
     assert list(table["participant_id"]) == ["sub-01"]
-    assert table.loc[0, "qc_flag"] == ""
+    assert qc_flag(table.loc[0].to_dict()) == ""
     assert np.isclose(table.loc[0, "registration_ncc"], row["registration_ncc"], atol=1e-5)
 
 
@@ -343,7 +400,31 @@ def test_deepbet_strips_a_fake_skull(tmp_path):
     mni, mni_mask = mni_on_test_grid()
     assert masked_correlation(image, mni, mni_mask) > 0.9
     assert dice(mask, mni_mask) > 0.9
-    assert row["qc_flag"] == ""
+    assert qc_flag(row) == ""
+
+
+def test_qc_flags_an_inverted_contrast_and_a_tiny_image(tmp_path):
+    """A T2-like head (CSF bright, WM dark) and a 20x20x20 mm "brain" are preprocessed, and fail QC."""
+    t1, brain, affine = phantom(bias=False)
+    t2 = np.where(brain, 1100.0 - t1, 0.0).astype(np.float32)
+    nib.save(nib.Nifti1Image(t2, affine), str(tmp_path / "t2.nii.gz"))
+    files = outputs(tmp_path, "t2")
+    row = preprocess_subject(
+        "sub-06", tmp_path / "t2.nii.gz", GRID, {**CFG, "n4": False}, **files, progress=False
+    )
+    assert row["intensity_gm"] > row["intensity_wm"]
+    assert "not a T1 contrast" in qc_flag(row)
+
+    tiny = np.zeros((20, 20, 20), np.float32)
+    tiny[4:16, 4:16, 4:16] = 500.0
+    nib.save(nib.Nifti1Image(tiny, np.diag([1.0, 1.0, 1.0, 1.0])), str(tmp_path / "tiny.nii.gz"))
+    files = outputs(tmp_path, "tiny")
+    try:
+        row = preprocess_subject("sub-07", tmp_path / "tiny.nii.gz", GRID, CFG, **files, progress=False)
+    except SubjectError as exc:  # an error naming the subject is as good as a flag
+        assert "sub-07" in str(exc)
+    else:
+        assert "brain volume 2 ml" in qc_flag(row)
 
 
 def test_bad_input_raises_subject_error_and_writes_nothing(tmp_path):

@@ -59,7 +59,9 @@ def clone(tmp_path_factory) -> Path:
     """The repository's files as a fresh clone has them (tracked and not ignored): no outputs, no .venv."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     root = tmp_path_factory.mktemp("clone")
     if listed.returncode == 0:
@@ -69,8 +71,12 @@ def clone(tmp_path_factory) -> Path:
                 (root / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, root / name)
     else:  # a source tree without git
-        shutil.copytree(REPO, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
-            ".git", ".venv", "results", ".snakemake", "__pycache__"))
+        shutil.copytree(
+            REPO,
+            root,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(".git", ".venv", "results", ".snakemake", "__pycache__"),
+        )
     # the README has the user point the paper configuration's EDIT line at their BIDS folder first
     bids = _tiny_bids(tmp_path_factory.mktemp("bids"))
     paper = root / "configs/paper/paper.yaml"
@@ -157,8 +163,11 @@ def run_readme_command(command: str, clone: Path) -> None:
     elif program == "pytest":
         tests = [a for a in args if a.startswith("tests/")]
         assert tests and all((clone / t).is_file() for t in tests), command
-        proc = _run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
-                    clone, env)
+        proc = _run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+            clone,
+            env,
+        )
         assert proc.returncode == 0, f"`{command}`:\n{proc.stdout[-3000:]}"
     else:
         pytest.fail(f"README shows `{command}`, which no test runs: teach tests/test_readme.py to run it")

@@ -56,10 +56,15 @@ def test_missing_covariate_is_named():
         make_split(_subjects(), {"test_fraction": 0.25, "seed": 0}, cfg)
 
 
-def test_too_few_training_subjects_is_an_error():
+def test_too_few_training_subjects_is_an_error_that_counts_every_subpopulation():
     cfg = {"age": {"covariate": "age", "quantiles": 10, "names": ["young", "old"]}}
-    with pytest.raises(ConfigError, match="1 training and"):
+    with pytest.raises(ConfigError) as err:
         make_split(_subjects(n=12), {"test_fraction": 0.5, "seed": 0}, cfg)
+    message = str(err.value)
+    # both sub-populations with their counts, what each needs, and the keys to edit
+    assert "age-young: 1 training, 1 held-out" in message and "age-old: 1 training, 1 held-out" in message
+    assert "at least 2 training and 1 held-out" in message and "12 subjects passed" in message
+    assert "subpopulations.<key>" in message and "split.test_fraction" in message
 
 
 def test_stratified_split_gives_every_subpopulation_held_out_subjects():

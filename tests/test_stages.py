@@ -159,3 +159,46 @@ def test_modulated_maps_are_found_across_batch_folders(tmp_path):
         "sub-2": tmp_path / "batch-0001/sub-2_mwp1.nii.gz",
         "sub-3": tmp_path / "batch-0002/sub-3_mwp1.nii.gz",
     }
+
+
+class _Job:
+    """What ``logged`` reads of a rule script's ``snakemake`` object."""
+
+    def __init__(self, log):
+        self.log = [str(log)]
+        self.threads = 1
+        self.rule = "preprocess_subject"
+        self.wildcards = {"subject": "sub-01"}
+
+
+def test_what_libraries_and_children_print_goes_to_the_rule_log(tmp_path, capfd):
+    import os
+    import subprocess
+
+    from morphgen.workflow import logged
+
+    log = tmp_path / "logs" / "job.log"
+    with logged(_Job(log)):
+        print("from python")
+        os.write(2, b"WARNING: In itkImageToImageMetricv4.hxx: too many samples outside\n")  # as ITK does
+        subprocess.run(["sh", "-c", "echo from a child >&2"], check=True)
+    os.write(2, b"after the job\n")
+    text = log.read_text()
+    for line in ("from python", "itkImageToImageMetricv4", "from a child", "finished in"):
+        assert line in text
+    captured = capfd.readouterr()
+    assert "itk" not in captured.err and "from a child" not in captured.err
+    assert "after the job" in captured.err and "after the job" not in text  # the terminal is given back
+
+
+def test_a_failing_job_keeps_its_traceback_in_the_log_and_gives_the_terminal_back(tmp_path, capfd):
+    import os
+
+    from morphgen.workflow import logged
+
+    log = tmp_path / "job.log"
+    with pytest.raises(ValueError), logged(_Job(log)):
+        raise ValueError("registration diverged")
+    os.write(1, b"terminal again\n")
+    assert "registration diverged" in log.read_text()
+    assert "terminal again" in capfd.readouterr().out

@@ -38,6 +38,23 @@ def _check_inputs(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def _init_config(args: argparse.Namespace) -> None:
+    from morphgen.cohort.starter import starter_config
+
+    if args.bids:
+        input_cfg = {"source": "bids", "bids_dir": str(args.bids)}
+    else:
+        input_cfg = {"source": "sheet", "sheet": str(args.sheet)}
+    text = starter_config(input_cfg)
+    if args.out is None:
+        print(text, end="")
+        return
+    if args.out.exists() and not args.force:
+        raise MorphgenError(f"{args.out} exists; pass --force to overwrite it")
+    args.out.write_text(text)
+    print(f"wrote {args.out}; run: snakemake --cores N --configfile config.yaml {args.out} -- preprocess")
+
+
 def _sha256(args: argparse.Namespace) -> None:
     from morphgen.weights import sha256sum
 
@@ -86,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-inputs", help="check the subjects of a config; exit 1 if any is bad")
     check.add_argument("--config", default="config.yaml")
     check.set_defaults(func=_check_inputs)
+
+    init = sub.add_parser(
+        "init-config",
+        help="write a starting config for your BIDS folder or sheet: its covariates listed, sub-populations "
+        "proposed from them",
+    )
+    source = init.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bids", type=Path, help="BIDS folder with participants.tsv")
+    source.add_argument("--sheet", type=Path, help="TSV/CSV with participant_id, path and covariates")
+    init.add_argument("-o", "--out", type=Path, help="file to write (default: print it)")
+    init.add_argument("--force", action="store_true", help="overwrite --out")
+    init.set_defaults(func=_init_config)
 
     sha = sub.add_parser("sha256", help="print the sha256 of weight files, for config.yaml")
     sha.add_argument("files", nargs="+", type=Path)

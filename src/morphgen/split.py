@@ -75,7 +75,7 @@ def make_split(subjects: pd.DataFrame, split_cfg: dict, subpop_cfg: dict) -> pd.
     (its prior's validation set).
     """
     if subjects.empty:
-        raise ConfigError("no usable subjects: every subject was excluded (see the input QC table)")
+        raise ConfigError("no usable subjects: every subject was excluded (see the QC tables in results/qc)")
     table = subjects.set_index("participant_id", drop=False).sort_index()
     columns = [f"subpop_{key}" for key in subpop_cfg]
     for key, entry in subpop_cfg.items():
@@ -87,15 +87,20 @@ def make_split(subjects: pd.DataFrame, split_cfg: dict, subpop_cfg: dict) -> pd.
     strata = table[columns].agg("|".join, axis=1)
     table["split"] = assign_split(list(table.index), split_cfg["test_fraction"], split_cfg["seed"], strata)
     _hold_out_one_per_subpopulation(table, columns, split_cfg["seed"])
+    counts, short = [], False
     for key, entry in subpop_cfg.items():
         for name in entry["names"]:
             split = table.loc[table[f"subpop_{key}"] == f"{key}-{name}", "split"]
             n_train, n_test = int((split == "train").sum()), int((split == "test").sum())
-            if n_train < 2 or n_test < 1:
-                raise ConfigError(
-                    f"sub-population {key}-{name} has {n_train} training and {n_test} held-out subjects; "
-                    "a prior needs at least 2 and 1 (more subjects, fewer quantiles or larger test_fraction)"
-                )
+            short |= n_train < 2 or n_test < 1
+            counts.append(f"{key}-{name}: {n_train} training, {n_test} held-out")
+    if short:
+        raise ConfigError(
+            f"the sub-populations cannot each have a prior: each needs at least 2 training and 1 held-out "
+            f"subject, and {len(table)} subjects passed the QC gate ({'; '.join(counts)}). Add subjects, or "
+            "edit subpopulations.<key> (fewer quantiles, other levels) or split.test_fraction; preprocessing "
+            "alone (target preprocess) needs none of this"
+        )
     return table.reset_index(drop=True)
 
 

@@ -45,6 +45,27 @@ def check_inputs(
     return qc
 
 
+def qc_table(inputs_path, row_paths: list[str], qc_cfg: dict | None, out_table) -> pd.DataFrame:
+    """The QC table: input checks and preprocessing QC of every subject, with the QC gate applied."""
+    import logging
+
+    from morphgen.preprocess.qc import apply_qc_gate, check_qc_config, collect_qc
+
+    cfg = check_qc_config(qc_cfg)
+    inputs = read_tsv(inputs_path)
+    rows = collect_qc(row_paths)
+    table = inputs.merge(rows, on="participant_id", how="left") if len(rows) else inputs
+    table = apply_qc_gate(table, cfg)
+    flagged = table[table["qc_flag"] != ""]
+    log = logging.getLogger("morphgen")
+    for _, row in flagged.iterrows():
+        log.warning("QC %s: %s (%s)", row["participant_id"], row["qc_flag"], row["path"])
+    verb = "excluded from training and evaluation" if cfg["gate"] == "exclude" else "kept (qc.gate: warn)"
+    log.info("%d of %d preprocessed subjects flagged by QC, %s", len(flagged), len(rows), verb)
+    write_tsv(table, out_table)
+    return table
+
+
 def usable_subjects(input_cfg: dict, sheet_path, qc_path) -> pd.DataFrame:
     """The sheet's subjects that passed the input checks (status ok in the QC table)."""
     subjects = read_input_subjects(input_cfg, sheet_path)

@@ -33,6 +33,32 @@ def set_threads(n: int) -> None:
         pass
 
 
+# sections a config file gives whole: a later file's sub-populations replace the earlier ones instead of
+# being merged key by key into them (Snakemake's merge would keep config.yaml's demo sub-populations)
+REPLACED_SECTIONS = ("subpopulations",)
+
+
+def replace_sections(config: dict, sources: list[dict], keys: tuple[str, ...] = REPLACED_SECTIONS) -> dict:
+    """Set each of ``keys`` in ``config`` to its value in the last of ``sources`` (the command line's config
+    files, then ``--config``) that defines it; keys no source defines are left as they are."""
+    import copy
+
+    for key in keys:
+        given = [source[key] for source in sources if isinstance(source, dict) and key in source]
+        if given:
+            config[key] = copy.deepcopy(given[-1])
+    return config
+
+
+def command_line_config(configfiles: list, overrides: dict) -> list[dict]:
+    """The command line's config sources in the order Snakemake applies them: each --configfile, then
+    --config."""
+    import yaml
+
+    sources = [yaml.safe_load(Path(path).read_text()) or {} for path in configfiles]
+    return [*sources, dict(overrides or {})]
+
+
 def batches(ids: list[str], size: int) -> dict[str, list[str]]:
     """Consecutive runs of ``size`` ids, named ``0001``, ``0002``, ...: one job segments or registers one run.
 
@@ -48,7 +74,9 @@ def batches(ids: list[str], size: int) -> dict[str, list[str]]:
 def logged(smk: Any) -> Iterator[logging.Logger]:
     """Run a rule's body with stdout/stderr (progress bars included) appended to the rule's log file.
 
-    ``smk`` is the ``snakemake`` object of a script. The traceback of a failure goes to the log and the
+    The process's file descriptors 1 and 2 go there too, so what C++ libraries (ITK's warnings of a failing
+    registration) and child processes print lands in the log instead of the terminal. ``smk`` is the
+    ``snakemake`` object of a script. The traceback of a failure goes to the log and the
     exception is re-raised so Snakemake marks the job failed and removes its outputs.
     """
     log_path = Path(smk.log[0]) if len(smk.log) else None
@@ -64,6 +92,9 @@ def logged(smk: Any) -> Iterator[logging.Logger]:
         LOG.setLevel(logging.INFO)
         start = time.time()
         old_out, old_err = sys.stdout, sys.stderr
+        for stream in (old_out, old_err):
+            stream.flush()
+        saved_fds = _redirect_fds(fh)
         sys.stdout = sys.stderr = fh
         wc = dict(smk.wildcards.items()) if hasattr(smk.wildcards, "items") else {}
         LOG.info("rule %s %s started, %s thread(s)", smk.rule, wc, getattr(smk, "threads", 1))
@@ -80,7 +111,7 @@ def logged(smk: Any) -> Iterator[logging.Logger]:
         except TrainingInterrupted as exc:  # SLURM's time limit or pre-emption: a rerun resumes
             LOG.warning("rule %s %s stopped: %s", smk.rule, wc, exc)
             # also in the job's own output (the SLURM log): Snakemake empties the rule log when it reruns
-            print(f"morphgen: rule {smk.rule} {wc} stopped: {exc}", file=old_err, flush=True)
+            os.write(saved_fds[1], f"morphgen: rule {smk.rule} {wc} stopped: {exc}\n".encode())
             raise SystemExit(INTERRUPTED_EXIT) from None
         except BaseException:
             LOG.error("rule %s %s failed:\n%s", smk.rule, wc, traceback.format_exc())
@@ -88,5 +119,21 @@ def logged(smk: Any) -> Iterator[logging.Logger]:
         else:
             LOG.info("rule %s %s finished in %.1f s", smk.rule, wc, time.time() - start)
         finally:
+            fh.flush()
+            _restore_fds(saved_fds)
             sys.stdout, sys.stderr = old_out, old_err
             LOG.removeHandler(handler)
+
+
+def _redirect_fds(fh) -> tuple[int, int]:
+    """Point file descriptors 1 and 2 at ``fh``; returns copies of the old ones for :func:`_restore_fds`."""
+    saved = (os.dup(1), os.dup(2))
+    os.dup2(fh.fileno(), 1)
+    os.dup2(fh.fileno(), 2)
+    return saved
+
+
+def _restore_fds(saved: tuple[int, int]) -> None:
+    for fd, old in zip((1, 2), saved, strict=True):
+        os.dup2(old, fd)
+        os.close(old)

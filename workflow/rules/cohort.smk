@@ -22,8 +22,8 @@ rule demo_cohort:
         "../scripts/demo_cohort.py"
 
 
-rule check_inputs:
-    """Read every subject's T1 and covariates; write status and reason per subject to the QC table."""
+checkpoint check_inputs:
+    """Read every subject's T1 and covariates; write status and reason per subject to the input QC table."""
     input:
         sheet=subject_sheet(),
     output:
@@ -45,9 +45,9 @@ rule check_inputs:
 
 
 checkpoint split:
-    """Seeded train/test split of the usable subjects, and one subject list per sub-population."""
+    """Seeded train/test split of the subjects that passed the QC gate, and one list per sub-population."""
     input:
-        qc=rules.check_inputs.output.qc,
+        qc=f"{R}/qc/preprocessing.tsv",
         sheet=subject_sheet(),
     output:
         subjects=f"{R}/split/subjects.tsv",

@@ -4,11 +4,20 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
+from morphgen.cohort.starter import check_sheet_against_subpopulations
 from morphgen.models.covariates import read_requests, request_ids
 from morphgen.segmentation.base import generated_intensities
-from morphgen.workflow import batches
+from morphgen.workflow import batches, command_line_config, replace_sections
 
+replace_sections(
+    config,
+    command_line_config(
+        workflow.config_settings.configfiles, workflow.config_settings.config
+    ),
+)
 validate(config, schema="../schemas/config.schema.yaml")
+# a sheet without the sub-populations' covariates fails now, naming the key, not after preprocessing
+check_sheet_against_subpopulations(config["input"], config["subpopulations"])
 
 R = config["results"]
 ENV = "../../envs/morphgen.yaml"
@@ -112,7 +121,7 @@ def pretraining_table():
 
 
 def pretraining_raw_t1(wildcards):
-    return pretraining_table().set_index("participant_id").loc[wildcards.subject, "path"]
+    return checked_table(pretraining=True).set_index("participant_id").loc[wildcards.subject, "path"]
 
 
 def pretraining_images(split):
@@ -158,8 +167,21 @@ def subject_ids(split=None):
     return list(table["participant_id"])
 
 
+def checked_table(pretraining=False):
+    """The input QC table (of cohort A when ``pretraining``); known once its check_inputs checkpoint ran."""
+    checked = checkpoints.pretraining_check_inputs if pretraining else checkpoints.check_inputs
+    path = checked.get().output.qc
+    return pd.read_csv(path, sep="\t", dtype={"participant_id": str, "path": str}, keep_default_na=False)
+
+
+def checked_ids(pretraining=False):
+    """Subjects that passed the input checks: the ones preprocessed."""
+    table = checked_table(pretraining)
+    return list(table.loc[table["status"] == "ok", "participant_id"])
+
+
 def raw_t1(wildcards):
-    table = subjects_table().set_index("participant_id")
+    table = checked_table().set_index("participant_id")
     return table.loc[wildcards.subject, "path"]
 
 

@@ -1,7 +1,15 @@
-# Per-subject preprocessing to the working grid in MNI space, and the QC table.
+# Per-subject preprocessing to the working grid in MNI space, and the QC table with its gate.
+# Preprocessing needs only the input checks, so it runs for any number of subjects: the split and the
+# sub-populations are made from the QC table, for the stages that need them.
 
 
 rule preprocess:
+    """Target: every subject that passed the input checks preprocessed, and the QC table."""
+    input:
+        f"{R}/qc/preprocessing.tsv",
+
+
+rule preprocess_subject:
     """RAS+, N4, skull stripping, affine to MNI152, resampling to the grid, intensities to [0, 1]; QC PNG."""
     input:
         t1=raw_t1,
@@ -14,9 +22,9 @@ rule preprocess:
         preprocessing=config["preprocessing"],
         space=config["space"],
     log:
-        log_for("preprocess", "subject"),
+        log_for("preprocess_subject", "subject"),
     benchmark:
-        benchmark_for("preprocess", "subject")
+        benchmark_for("preprocess_subject", "subject")
     group:
         "preprocess"
     threads: 1
@@ -30,14 +38,14 @@ rule preprocess:
 
 
 rule qc_table:
-    """One row per subject: input checks and preprocessing QC together, flags included."""
+    """One row per subject: input checks and preprocessing QC together; the QC gate (qc.*) excludes or flags."""
     input:
-        inputs=rules.check_inputs.output.qc,
-        rows=lambda wc: [
-            f"{R}/preprocessed/{s}/{s}_qc.tsv" for s in subject_ids()
-        ],
+        inputs=f"{R}/qc/inputs.tsv",
+        rows=lambda wc: [f"{R}/preprocessed/{s}/{s}_qc.tsv" for s in checked_ids()],
     output:
         table=f"{R}/qc/preprocessing.tsv",
+    params:
+        qc=config.get("qc"),
     log:
         log_for("qc_table"),
     benchmark:

@@ -17,7 +17,8 @@ use rule demo_cohort as pretraining_demo_cohort with:
         benchmark_for("pretraining_demo_cohort")
 
 
-use rule check_inputs as pretraining_check_inputs with:
+checkpoint pretraining_check_inputs:
+    """Cohort A's input checks (a checkpoint of its own: `use rule` does not carry checkpoint status)."""
     input:
         sheet=sheet_of(PRETRAINING.get("input", config["input"]), PT),
     output:
@@ -29,12 +30,19 @@ use rule check_inputs as pretraining_check_inputs with:
         log_for("pretraining_check_inputs"),
     benchmark:
         benchmark_for("pretraining_check_inputs")
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/check_inputs.py"
 
 
 checkpoint pretraining_split:
-    """Usable subjects of cohort A, with a seeded validation fraction for its validation loss."""
+    """Subjects of cohort A that passed the QC gate, with a seeded validation fraction for its validation loss."""
     input:
-        qc=f"{PT}/qc/inputs.tsv",
+        qc=f"{PT}/qc/preprocessing.tsv",
         sheet=sheet_of(PRETRAINING.get("input", config["input"]), PT),
     output:
         subjects=f"{PT}/split/subjects.tsv",
@@ -55,7 +63,7 @@ checkpoint pretraining_split:
         "../scripts/pretraining_split.py"
 
 
-use rule preprocess as preprocess_pretraining with:
+use rule preprocess_subject as preprocess_pretraining with:
     input:
         t1=pretraining_raw_t1,
     output:
@@ -67,6 +75,18 @@ use rule preprocess as preprocess_pretraining with:
         log_for("preprocess_pretraining", "subject"),
     benchmark:
         benchmark_for("preprocess_pretraining", "subject")
+
+
+use rule qc_table as pretraining_qc_table with:
+    input:
+        inputs=f"{PT}/qc/inputs.tsv",
+        rows=lambda wc: [f"{PT}/preprocessed/{s}/{s}_qc.tsv" for s in checked_ids(pretraining=True)],
+    output:
+        table=f"{PT}/qc/preprocessing.tsv",
+    log:
+        log_for("pretraining_qc_table"),
+    benchmark:
+        benchmark_for("pretraining_qc_table")
 
 
 use rule train_autoencoder as pretrain_autoencoder with:

@@ -16,13 +16,13 @@ from morphgen.nifti import atomic_output, load_volume, save_volume
 from morphgen.preprocess.bias import n4_correct
 from morphgen.preprocess.intensity import scale_to_unit
 from morphgen.preprocess.orient import axcodes, to_ras
-from morphgen.preprocess.qc import qc_flag, registration_ncc, write_qc_png, write_qc_tsv
+from morphgen.preprocess.qc import registration_ncc, tissue_intensities, write_qc_png, write_qc_tsv
 from morphgen.preprocess.register import check_transform_type, register_to_mni
 from morphgen.preprocess.resample import mask_to_grid, native_to_grid
 from morphgen.preprocess.skullstrip import METHODS, brain_mask
 from morphgen.resample import voxel_sizes
 from morphgen.space import Grid
-from morphgen.templates import mni_brain_mask, mni_t1
+from morphgen.templates import mni_brain_mask, mni_t1, mni_tissue_priors
 
 STEPS = ("load", "reorient", "n4", "skull_strip", "register", "resample", "intensity", "write")
 
@@ -151,11 +151,16 @@ def preprocess_subject(
                     image, mni_t1(grid).get_fdata(), reference_mask, grid.voxel_size
                 ),
             }
+            overlap = 2.0 * float((mask & reference_mask).sum())
+            row["mask_dice_mni"] = overlap / max(1.0, float(mask.sum() + reference_mask.sum()))
+            intensities = tissue_intensities(image, mask, mni_tissue_priors(grid))
+            row.update({f"intensity_{tissue}": value for tissue, value in intensities.items()})
             title = (
                 f"{subject}: brain {row['brain_volume_native_ml']:.0f} ml, det {row['affine_det']:.2f}, "
-                f"NCC with MNI {row['registration_ncc']:.3f}"
+                f"NCC with MNI {row['registration_ncc']:.3f}, mask Dice {row['mask_dice_mni']:.2f}\n"
+                f"median intensity WM {intensities['wm']:.2f}, GM {intensities['gm']:.2f}, "
+                f"CSF {intensities['csf']:.2f}"
             )
-            flag = qc_flag(row["registration_ncc"], row["brain_volume_native_ml"], row["affine_det"])
             with contextlib.ExitStack() as stack:
                 tmp_image, tmp_mask, tmp_png, tmp_tsv = (
                     stack.enter_context(atomic_output(p)) for p in outputs
@@ -170,14 +175,13 @@ def preprocess_subject(
                     tmp_png,
                     image,
                     mask,
-                    title + (f"\nQC: {flag}" if flag else ""),
+                    title,
                     grid.voxel_size,
                     reference_mask,
                 )
                 done("write")
                 row.update({f"seconds_{name}": round(seconds.get(name, 0.0), 3) for name in STEPS})
                 row["seconds_total"] = round(time.perf_counter() - start, 3)
-                row["qc_flag"] = flag
                 write_qc_tsv(tmp_tsv, row)
                 # leaving the stack renames the four files into place
     except (SubjectError, ConfigError):

