@@ -202,3 +202,39 @@ def test_a_failing_job_keeps_its_traceback_in_the_log_and_gives_the_terminal_bac
     os.write(1, b"terminal again\n")
     assert "registration diverged" in log.read_text()
     assert "terminal again" in capfd.readouterr().out
+
+
+def test_a_failed_preprocessing_is_an_excluded_row_when_excluding(tmp_path, monkeypatch):
+    import nibabel as nib
+
+    import morphgen.preprocess as preprocess
+    from morphgen.preprocess.qc import apply_qc_gate, collect_qc
+    from morphgen.stages import preprocess as preprocess_stage
+
+    def fails(subject, in_path, *args, **kwargs):
+        raise SubjectError(subject, in_path, "preprocessing step 'register' failed: ITK exception")
+
+    monkeypatch.setattr(preprocess, "preprocess_subject", fails)
+    space = {"voxel_size": 4.0, "shape": [12, 16, 12]}
+    names = ("out_image", "out_mask", "out_qc_png", "out_qc_tsv")
+    outputs = {
+        name: tmp_path / f"{name}.{'tsv' if 'tsv' in name else 'png' if 'png' in name else 'nii.gz'}"
+        for name in names
+    }
+    with pytest.raises(SubjectError, match="ITK exception"):
+        preprocess_stage("sub-09", "/data/sub-09_T1w.nii.gz", space, {}, "fail", outputs)
+    assert not any(p.exists() for p in outputs.values())
+    row = preprocess_stage("sub-09", "/data/sub-09_T1w.nii.gz", space, {}, "exclude", outputs)
+    assert row["preprocessing_error"].endswith("ITK exception")
+    image = nib.load(str(outputs["out_image"]))
+    assert image.shape == (12, 16, 12) and not image.get_fdata().any()
+    table = collect_qc([outputs["out_qc_tsv"]])
+    table.insert(1, "path", "/data/sub-09_T1w.nii.gz")
+    table["status"], table["reason"] = "ok", ""
+    for gate in ("exclude", "warn"):  # a failure is never kept
+        gated = apply_qc_gate(table, {"gate": gate})
+        assert gated.loc[0, "status"] == "excluded"
+        assert (
+            gated.loc[0, "reason"]
+            == "preprocessing failed: preprocessing step 'register' failed: ITK exception"
+        )

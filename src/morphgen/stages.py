@@ -45,6 +45,25 @@ def check_inputs(
     return qc
 
 
+def preprocess(subject, in_path, space_cfg: dict, cfg: dict, on_error: str, outputs: dict, threads=1) -> dict:
+    """Preprocess one subject; with ``on_error: exclude`` a failure is recorded (placeholder outputs and a QC
+    row naming the problem, so the QC table excludes the subject and the others go on) instead of raised."""
+    import logging
+
+    from morphgen.preprocess import preprocess_subject
+    from morphgen.preprocess.pipeline import write_failed_subject
+    from morphgen.space import Grid
+
+    grid = Grid.from_config(space_cfg)
+    try:
+        return preprocess_subject(subject, in_path, grid, cfg, **outputs, threads=threads)
+    except SubjectError as exc:
+        if on_error != "exclude":
+            raise
+        logging.getLogger("morphgen").error("%s; excluded (input.on_error: exclude)", exc)
+        return write_failed_subject(subject, in_path, exc.problem, grid, **outputs)
+
+
 def qc_table(inputs_path, row_paths: list[str], qc_cfg: dict | None, out_table) -> pd.DataFrame:
     """The QC table: input checks and preprocessing QC of every subject, with the QC gate applied."""
     import logging

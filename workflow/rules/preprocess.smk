@@ -21,6 +21,7 @@ rule preprocess_subject:
     params:
         preprocessing=config["preprocessing"],
         space=config["space"],
+        on_error=config["input"]["on_error"],
     log:
         log_for("preprocess_subject", "subject"),
     benchmark:

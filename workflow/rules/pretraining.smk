@@ -71,6 +71,10 @@ use rule preprocess_subject as preprocess_pretraining with:
         mask=f"{PT}/preprocessed/{{subject}}/{{subject}}_space-MNI152_desc-brain_mask.nii.gz",
         qc_png=f"{PT}/preprocessed/{{subject}}/{{subject}}_qc.png",
         qc_tsv=f"{PT}/preprocessed/{{subject}}/{{subject}}_qc.tsv",
+    params:
+        preprocessing=config["preprocessing"],
+        space=config["space"],
+        on_error=PRETRAINING.get("input", config["input"])["on_error"],
     log:
         log_for("preprocess_pretraining", "subject"),
     benchmark:

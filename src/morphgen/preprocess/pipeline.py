@@ -191,3 +191,38 @@ def preprocess_subject(
     finally:
         bar.close()
     return row
+
+
+def write_failed_subject(
+    subject: str,
+    in_path: str | Path,
+    problem: str,
+    grid: Grid,
+    out_image: str | Path,
+    out_mask: str | Path,
+    out_qc_png: str | Path,
+    out_qc_tsv: str | Path,
+) -> dict:
+    """The outputs of a subject whose preprocessing failed (``input.on_error: exclude``): an empty image and
+    mask on ``grid`` (placeholders: the QC table excludes the subject), a PNG and a QC row naming the problem.
+    Returns the QC row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    row = {"participant_id": subject, "input_file": str(in_path), "preprocessing_error": problem}
+    empty = np.zeros(grid.shape, dtype=np.float32)
+    outputs = [Path(p) for p in (out_image, out_mask, out_qc_png, out_qc_tsv)]
+    with contextlib.ExitStack() as stack:
+        tmp_image, tmp_mask, tmp_png, tmp_tsv = (stack.enter_context(atomic_output(p)) for p in outputs)
+        save_volume(tmp_image, empty, grid.affine, dtype=np.float32, description=f"morphgen FAILED {subject}")
+        save_volume(tmp_mask, empty, grid.affine, dtype=np.uint8, description=f"morphgen FAILED {subject}")
+        fig = plt.figure(figsize=(12, 2))
+        fig.text(0.02, 0.5, f"{subject}: preprocessing failed, excluded\n{in_path}\n{problem}", va="center")
+        try:
+            fig.savefig(tmp_png, format="png", dpi=80)
+        finally:
+            plt.close(fig)
+        write_qc_tsv(tmp_tsv, row)
+    return row

@@ -139,6 +139,11 @@ def apply_qc_gate(table: pd.DataFrame, cfg: dict | None) -> pd.DataFrame:
         gated = (out["qc_flag"] != "") & (out["status"] == "ok")
         out.loc[gated, "status"] = "excluded"
         out.loc[gated, "reason"] = "QC: " + out.loc[gated, "qc_flag"]
+    if "preprocessing_error" in out:  # failed (input.on_error: exclude): excluded whatever the gate
+        failed = out["preprocessing_error"].fillna("").astype(str) != ""
+        out.loc[failed, "qc_flag"] = "preprocessing failed"
+        out.loc[failed, "status"] = "excluded"
+        out.loc[failed, "reason"] = "preprocessing failed: " + out.loc[failed, "preprocessing_error"]
     return out
 
 
