@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from morphgen.preprocess.derivatives import find_preprocessed
 from morphgen.segmentation.atropos import AtroposSegmenter
 from morphgen.segmentation.base import TISSUES
 from morphgen.segmentation.mni_atlas import mni_atlas
@@ -47,9 +48,8 @@ def main() -> None:
     cols = {k: [] for k in ("real", "own", "reference", "blurred_real", "dark_recon", "dark_real")}
     intensities = []
     for s in ids:
-        pre = r / "preprocessed" / s
-        image = nib.load(pre / f"{s}_space-MNI152_T1w.nii.gz")
-        mask = np.asanyarray(nib.load(pre / f"{s}_space-MNI152_desc-brain_mask.nii.gz").dataobj) > 0.5
+        image = nib.load(find_preprocessed(r, s))
+        mask = np.asanyarray(nib.load(find_preprocessed(r, s, "mask")).dataobj) > 0.5
         recon = nib.load(r / "models/autoencoder/reconstructions" / f"{s}.nii.gz")
         own = own_seg.segment(recon, mask)
         intensities.append([own.intensities[t] for t in TISSUES])

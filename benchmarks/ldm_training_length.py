@@ -34,6 +34,7 @@ from morphgen.models.diffusion import (
 )
 from morphgen.models.diffusion_training import load_diffusion
 from morphgen.models.registry import build_family
+from morphgen.preprocess.derivatives import find_preprocessed
 from morphgen.tsv import read_tsv
 
 
@@ -74,11 +75,11 @@ def main(argv: list[str] | None = None) -> None:
         model_cfg["autoencoder"]["epochs"] = args.autoencoder_epochs
         family = build_family(model_cfg)
         images = results / "preprocessed"
-        image = {part: [images / i / f"{i}_space-MNI152_T1w.nii.gz" for i in ids[part]] for part in ids}
+        image = {part: [find_preprocessed(results, i) for i in ids[part]] for part in ids}
         start = time.perf_counter()
         family.fit_autoencoder(image["train"], image["test"], out / "models" / "autoencoder", progress=False)
         print(f"autoencoder\t{args.autoencoder_epochs}\t{time.perf_counter() - start:.0f}", flush=True)
-        everyone = sorted(images.glob("*/*_space-MNI152_T1w.nii.gz"))
+        everyone = sorted(images.glob("*/anat/*_desc-preproc_T1w.nii.gz"))
         tokens = out / "latents" / "tokens"
         tokens.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()

@@ -20,6 +20,8 @@ import torch
 import yaml
 from conftest import REPO, e2e_config_args, run_snakemake
 
+from morphgen.preprocess.derivatives import find_preprocessed
+
 pytestmark = pytest.mark.slow
 
 SUBPOP = "age-young"
@@ -104,9 +106,9 @@ def _tensors(blob, prefix=""):
 
 def test_preprocessing_a_subject_again_gives_the_same_image(runs):
     first, second, subject = runs["first"], runs["second"], runs["redone"]
-    for name in (f"{subject}_space-MNI152_T1w.nii.gz", f"{subject}_space-MNI152_desc-brain_mask.nii.gz"):
-        _assert_same_volume(first / "preprocessed" / subject / name, second / "preprocessed" / subject / name)
-    a, b = (_without_times(r / f"preprocessed/{subject}/{subject}_qc.tsv") for r in (first, second))
+    for kind in ("image", "mask"):
+        _assert_same_volume(*(find_preprocessed(r, subject, kind) for r in (first, second)))
+    a, b = (_without_times(r / f"preprocessed/{subject}/{subject}_desc-qc_T1w.tsv") for r in (first, second))
     assert "registration_ncc" in a.columns
     pd.testing.assert_frame_equal(a, b)
 

@@ -19,6 +19,7 @@ from morphgen.cohort.starter import (
     starter_config,
 )
 from morphgen.errors import ConfigError
+from morphgen.preprocess.derivatives import find_preprocessed
 from morphgen.workflow import command_line_config, replace_sections
 
 DEFAULT_SUBPOPS = yaml.safe_load((REPO / "config.yaml").read_text())["subpopulations"]
@@ -243,11 +244,41 @@ def test_a_three_subject_cohort_is_preprocessed_and_gated(tmp_path):
     assert "2 subjects passed the QC gate" in split_log and "age-young: " in split_log
 
     # qc.gate: warn keeps the subject, flagged; only the QC table is redone
-    stamp = (results / "preprocessed/sub-01/sub-01_space-MNI152_T1w.nii.gz").stat().st_mtime_ns
+    stamp = find_preprocessed(results, "sub-01").stat().st_mtime_ns
     run_snakemake(tmp_path, *args, f"results={results}", "qc={gate: warn}", "--", "preprocess")
     warned = pd.read_csv(results / "qc/preprocessing.tsv", sep="\t", keep_default_na=False).set_index(
         "participant_id"
     )
     assert list(warned["status"]) == ["ok", "ok", "ok"]
     assert warned.loc["sub-03", "qc_flag"] == table.loc["sub-03", "qc_flag"] != ""
-    assert (results / "preprocessed/sub-01/sub-01_space-MNI152_T1w.nii.gz").stat().st_mtime_ns == stamp
+    assert find_preprocessed(results, "sub-01").stat().st_mtime_ns == stamp
+
+
+def test_preprocessed_files_have_bids_derivatives_names(tmp_path):
+    from morphgen.preprocess.derivatives import dataset_description, preprocessed_patterns, resolution_label
+
+    assert [resolution_label(v) for v in (4.0, 1.0, 1.5)] == ["4mm", "1mm", "1p5mm"]  # labels: alphanumeric
+    paths = preprocessed_patterns("r", {"voxel_size": 1.0, "shape": [160, 224, 160]})
+    assert paths["image"].format(subject="sub-01") == (
+        "r/preprocessed/sub-01/anat/sub-01_space-MNI152NLin2009aSym_res-1mm_desc-preproc_T1w.nii.gz"
+    )
+    assert (
+        paths["mask"]
+        .format(subject="sub-01")
+        .endswith("anat/sub-01_space-MNI152NLin2009aSym_res-1mm_desc-brain_mask.nii.gz")
+    )
+    description = dataset_description("/data/bids", {"voxel_size": 4.0, "shape": [48, 64, 48]}, {"n4": True})
+    assert (
+        description["DatasetType"] == "derivative"
+        and "4 mm 48x64x48" in description["GeneratedBy"][0]["Description"]
+    )
+    image = Path(
+        preprocessed_patterns(str(tmp_path), {"voxel_size": 4.0, "shape": [8, 8, 8]})["image"].format(
+            subject="sub-02"
+        )
+    )
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"")
+    assert find_preprocessed(tmp_path, "sub-02") == image
+    with pytest.raises(FileNotFoundError, match="mask of sub-02"):
+        find_preprocessed(tmp_path, "sub-02", "mask")

@@ -29,6 +29,8 @@ pytestmark = pytest.mark.slow
 COMMAND_START = re.compile(r"(snakemake|make|morphgen|python3?(\.\d+)?|(\w+=\S+ )*\.venv/bin/\w+)\s")
 # run by another test: the report needs a finished run (tests/test_workflow.py builds it after the e2e run)
 RUN_ELSEWHERE = {"snakemake --report report.html": ("tests/test_workflow.py", '"--report"')}
+# the README's example paths of a user's data -> the tiny BIDS folder of the clone fixture
+USER_PATHS: dict[str, str] = {}
 
 
 def readme_commands(text: str) -> list[str]:
@@ -82,6 +84,7 @@ def clone(tmp_path_factory) -> Path:
     paper = root / "configs/paper/paper.yaml"
     assert "/path/to/bids" in paper.read_text(), "the paper config's input.bids_dir placeholder moved"
     paper.write_text(paper.read_text().replace("/path/to/bids", str(bids)))
+    USER_PATHS["/data/bids"] = str(bids)
     return root
 
 
@@ -142,6 +145,9 @@ def run_readme_command(command: str, clone: Path) -> None:
     if program.startswith(".venv/bin/"):
         program = program.removeprefix(".venv/bin/")
     if program == "snakemake":
+        for name in args:  # a config the README has the user write first: write it as the README says
+            if name.endswith(".yaml") and not (clone / name).exists() and _writer_of(name):
+                run_readme_command(_writer_of(name), clone)
         _dry_run_snakemake(args, clone, command)
     elif program == "make":
         proc = _run(["make", "-n", *args], clone)
@@ -151,6 +157,13 @@ def run_readme_command(command: str, clone: Path) -> None:
             recipe = shlex.split(line) if line.startswith(".venv/bin/snakemake ") and "$" not in line else []
             if recipe and "-n" not in recipe:
                 _dry_run_snakemake(recipe[1:], clone, f"{command} -> {line}")
+    elif program == "morphgen" and args[0] == "init-config" and {"--bids", "--sheet"} & set(args):
+        # quick: run it on the tiny BIDS folder
+        args = [USER_PATHS.get(a, a) for a in args]
+        if "-o" in args:
+            (clone / args[args.index("-o") + 1]).unlink(missing_ok=True)
+        proc = _run([str(BIN / "morphgen"), *args], clone)
+        assert proc.returncode == 0, f"`{command}`:\n{proc.stderr[-3000:]}"
     elif program == "morphgen":
         _check_help([str(BIN / "morphgen"), args[0]], args[1:], clone, command)
     elif re.fullmatch(r"python3?(\.\d+)?", program) and args and args[0].startswith("benchmarks/"):
@@ -171,6 +184,30 @@ def run_readme_command(command: str, clone: Path) -> None:
         assert proc.returncode == 0, f"`{command}`:\n{proc.stdout[-3000:]}"
     else:
         pytest.fail(f"README shows `{command}`, which no test runs: teach tests/test_readme.py to run it")
+
+
+def _writer_of(name: str) -> str | None:
+    """The README command that writes config file ``name`` (``morphgen init-config ... -o name``)."""
+    for command in readme_commands(README.read_text()):
+        words = shlex.split(command)
+        if (
+            words[:2] == ["morphgen", "init-config"]
+            and "-o" in words
+            and words[words.index("-o") + 1] == name
+        ):
+            return command
+    return None
+
+
+def test_the_own_data_section_is_followed_word_for_word(clone):
+    """The starting config the README has a user write works with the README's next commands as written."""
+    section = README.read_text().split("## Your own data", 1)[1].split("\n## ", 1)[0]
+    commands = readme_commands(section)
+    assert commands[0].startswith("morphgen init-config") and "-o my-study.yaml" in commands[0]
+    for command in commands:
+        run_readme_command(command, clone)
+    written = (clone / "my-study.yaml").read_text()
+    assert USER_PATHS["/data/bids"] in written and "ventricle_volume" in written
 
 
 @pytest.mark.parametrize("command", readme_commands(README.read_text()))

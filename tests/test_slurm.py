@@ -27,7 +27,14 @@ REPO = Path(__file__).resolve().parents[1]
 GPU_RULES = {"train_autoencoder"}
 # SLURM's NumCPUs of each job: its rule's `threads:` (workflow/rules/*.smk); the grouped preprocessing job the
 # test's --cores; the training job one task per GPU of its threads each (set to 1 here: the node has 2 CPUs)
-CPUS = {"demo_cohort": 2, "check_inputs": 1, "split": 1, "preprocess": 2, "train_autoencoder": 2}
+CPUS = {
+    "demo_cohort": 2,
+    "check_inputs": 1,
+    "qc_table": 1,
+    "split": 1,
+    "preprocess": 2,
+    "train_autoencoder": 2,
+}
 
 pytestmark = pytest.mark.slow
 

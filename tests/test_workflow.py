@@ -1,5 +1,6 @@
 """The Snakemake workflow itself: lint, and one real end-to-end run of the DAG on a small simulated cohort."""
 
+import json
 import shutil
 
 import nibabel as nib
@@ -10,6 +11,7 @@ from conftest import REPO
 from conftest import e2e_config_args as _config_args
 from conftest import run_snakemake as _snakemake
 
+from morphgen.preprocess.derivatives import find_preprocessed
 from morphgen.space import Grid
 
 
@@ -68,12 +70,19 @@ def test_end_to_end_outputs_are_sane(e2e_run):
         assert len(a) and len(b) and set(a.participant_id).isdisjoint(b.participant_id)
 
     for sid in subjects["participant_id"]:
-        img = nib.load(R / f"preprocessed/{sid}/{sid}_space-MNI152_T1w.nii.gz")
+        img = nib.load(find_preprocessed(R, sid))
         assert img.shape == grid.shape
         np.testing.assert_allclose(img.affine, grid.affine, atol=1e-4)
         data = img.get_fdata()
         assert np.isfinite(data).all() and data.min() >= 0 and data.max() <= 1 and data.max() > 0.5
-        assert (R / f"preprocessed/{sid}/{sid}_qc.png").stat().st_size > 1000
+        anat = R / f"preprocessed/{sid}/anat"
+        assert {p.name for p in anat.iterdir()} == {  # BIDS-derivatives names, as fMRIPrep writes them
+            f"{sid}_space-MNI152NLin2009aSym_res-4mm_desc-preproc_T1w.nii.gz",
+            f"{sid}_space-MNI152NLin2009aSym_res-4mm_desc-brain_mask.nii.gz",
+        }
+        assert next((R / f"preprocessed/{sid}/figures").glob("*_desc-qc_T1w.png")).stat().st_size > 1000
+    description = json.loads((R / "preprocessed/dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "morphgen"
 
     for subpop_dir in sorted((R / "samples").iterdir()):
         scores = pd.read_csv(subpop_dir / "scores.tsv", sep="\t")

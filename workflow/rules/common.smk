@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from morphgen.cohort.starter import check_sheet_against_subpopulations
 from morphgen.models.covariates import read_requests, request_ids
+from morphgen.preprocess.derivatives import preprocessed_patterns
 from morphgen.segmentation.base import generated_intensities
 from morphgen.workflow import batches, command_line_config, replace_sections
 
@@ -34,6 +35,8 @@ MODEL = config["model"]
 TRAINING_GPUS = MODEL.get("distributed", {}).get("gpus", 1)
 SYNTH_VOLUMES = expand(f"{R}/volumes/synthetic/{{subpop}}.tsv", subpop=SUBPOPS)
 MEMBER_LISTS = expand(f"{R}/subpopulations/{{subpop}}.tsv", subpop=SUBPOPS)
+# preprocessing outputs of one subject, BIDS-derivatives names with a {subject} placeholder
+PREPROCESSED = preprocessed_patterns(R, config["space"])
 DEMO_IDS = [f"sub-{i + 1:03d}" for i in range(config.get("demo", {}).get("n_subjects", 0))]
 # two-dataset training (paper §3.2): the autoencoder is trained on cohort A, then fine-tuned on this cohort
 PRETRAINING = config.get("pretraining") or {"enabled": False}
@@ -46,6 +49,7 @@ PRETRAINED_MODEL = (
     if SHIPPED_AUTOENCODER
     else f"{R}/models/autoencoder_pretrained/model.pt"
 )
+PT_PREPROCESSED = preprocessed_patterns(PT, config["space"])
 PT_DEMO_IDS = [
     f"sub-{i + 1:03d}" for i in range(PRETRAINING.get("demo", {}).get("n_subjects", 0))
 ]
@@ -128,7 +132,7 @@ def pretraining_images(split):
     def _inputs(wildcards):
         table = pretraining_table()
         ids = table.loc[table["split"] == split, "participant_id"]
-        return [f"{PT}/preprocessed/{s}/{s}_space-MNI152_T1w.nii.gz" for s in ids]
+        return [PT_PREPROCESSED["image"].format(subject=s) for s in ids]
 
     return _inputs
 
@@ -186,7 +190,7 @@ def raw_t1(wildcards):
 
 
 def preprocessed(subject):
-    return f"{R}/preprocessed/{subject}/{subject}_space-MNI152_T1w.nii.gz"
+    return PREPROCESSED["image"].format(subject=subject)
 
 
 def preprocessed_images(split=None):
@@ -226,7 +230,7 @@ INTENSITY_REFERENCE = [f"{R}/volumes/real.tsv"] if generated_intensities(config)
 
 
 def mask_of(subject):
-    return f"{R}/preprocessed/{subject}/{subject}_space-MNI152_desc-brain_mask.nii.gz"
+    return PREPROCESSED["mask"].format(subject=subject)
 
 
 def subject_batches(split=None):
@@ -269,6 +273,7 @@ def all_samples(wildcards):
 def all_outputs(wildcards):
     outputs = [
         f"{R}/qc/preprocessing.tsv",
+        f"{R}/preprocessed/dataset_description.json",
         f"{R}/models/autoencoder/reconstruction.tsv",
         f"{R}/tables/reconstruction_volumes.tsv",
         f"{R}/figures/reconstruction_volumes.png",

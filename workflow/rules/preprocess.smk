@@ -7,6 +7,29 @@ rule preprocess:
     """Target: every subject that passed the input checks preprocessed, and the QC table."""
     input:
         f"{R}/qc/preprocessing.tsv",
+        f"{R}/preprocessed/dataset_description.json",
+
+
+rule derivatives_description:
+    """dataset_description.json of the preprocessed cohort: results/preprocessed is a BIDS-derivatives dataset."""
+    output:
+        description=f"{R}/preprocessed/dataset_description.json",
+    params:
+        source=subject_sheet(),
+        space=config["space"],
+        preprocessing=config["preprocessing"],
+    log:
+        log_for("derivatives_description"),
+    benchmark:
+        benchmark_for("derivatives_description")
+    localrule: True
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/derivatives_description.py"
 
 
 rule preprocess_subject:
@@ -14,10 +37,10 @@ rule preprocess_subject:
     input:
         t1=raw_t1,
     output:
-        image=f"{R}/preprocessed/{{subject}}/{{subject}}_space-MNI152_T1w.nii.gz",
-        mask=f"{R}/preprocessed/{{subject}}/{{subject}}_space-MNI152_desc-brain_mask.nii.gz",
-        qc_png=f"{R}/preprocessed/{{subject}}/{{subject}}_qc.png",
-        qc_tsv=f"{R}/preprocessed/{{subject}}/{{subject}}_qc.tsv",
+        image=PREPROCESSED["image"],
+        mask=PREPROCESSED["mask"],
+        qc_png=PREPROCESSED["qc_png"],
+        qc_tsv=PREPROCESSED["qc_tsv"],
     params:
         preprocessing=config["preprocessing"],
         space=config["space"],
@@ -42,7 +65,7 @@ rule qc_table:
     """One row per subject: input checks and preprocessing QC together; the QC gate (qc.*) excludes or flags."""
     input:
         inputs=f"{R}/qc/inputs.tsv",
-        rows=lambda wc: [f"{R}/preprocessed/{s}/{s}_qc.tsv" for s in checked_ids()],
+        rows=lambda wc: [PREPROCESSED["qc_tsv"].format(subject=s) for s in checked_ids()],
     output:
         table=f"{R}/qc/preprocessing.tsv",
     params:

@@ -67,10 +67,10 @@ use rule preprocess_subject as preprocess_pretraining with:
     input:
         t1=pretraining_raw_t1,
     output:
-        image=f"{PT}/preprocessed/{{subject}}/{{subject}}_space-MNI152_T1w.nii.gz",
-        mask=f"{PT}/preprocessed/{{subject}}/{{subject}}_space-MNI152_desc-brain_mask.nii.gz",
-        qc_png=f"{PT}/preprocessed/{{subject}}/{{subject}}_qc.png",
-        qc_tsv=f"{PT}/preprocessed/{{subject}}/{{subject}}_qc.tsv",
+        image=PT_PREPROCESSED["image"],
+        mask=PT_PREPROCESSED["mask"],
+        qc_png=PT_PREPROCESSED["qc_png"],
+        qc_tsv=PT_PREPROCESSED["qc_tsv"],
     params:
         preprocessing=config["preprocessing"],
         space=config["space"],
@@ -84,7 +84,9 @@ use rule preprocess_subject as preprocess_pretraining with:
 use rule qc_table as pretraining_qc_table with:
     input:
         inputs=f"{PT}/qc/inputs.tsv",
-        rows=lambda wc: [f"{PT}/preprocessed/{s}/{s}_qc.tsv" for s in checked_ids(pretraining=True)],
+        rows=lambda wc: [
+            PT_PREPROCESSED["qc_tsv"].format(subject=s) for s in checked_ids(pretraining=True)
+        ],
     output:
         table=f"{PT}/qc/preprocessing.tsv",
     log:
