@@ -290,11 +290,12 @@ def test_two_dataset_training_pretrains_then_fine_tunes(e2e_run, tmp_path):
     target = str(R / "models/autoencoder/model.pt")
     plan = _snakemake(work, *args, "-n", "--quiet", "rules", "--", target).stdout
     assert "pretrain_autoencoder" in plan and "train_autoencoder" in plan
-    images = sorted((R / "preprocessed").glob("*/*_T1w.nii.gz"))
+    images = sorted((R / "preprocessed").glob("*/anat/*_desc-preproc_T1w.nii.gz"))
+    assert len(images) == 12  # the e2e cohort (a glob that finds nothing would make the check below vacuous)
     before = [p.stat().st_mtime_ns for p in images]
     _snakemake(work, *args, "--cores", "2", "--", target)
     assert [p.stat().st_mtime_ns for p in images] == before  # the main cohort was not preprocessed again
-    assert len(list((R / "pretraining/preprocessed").glob("*/*_T1w.nii.gz"))) == 5
+    assert len(list((R / "pretraining/preprocessed").glob("*/anat/*_desc-preproc_T1w.nii.gz"))) == 5
 
     cohort_a = pd.read_csv(R / "pretraining/split/subjects.tsv", sep="\t")
     assert len(cohort_a) == 5 and set(cohort_a["split"]) == {"train", "val"}
