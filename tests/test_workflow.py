@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import REPO
 from conftest import e2e_config_args as _config_args
 from conftest import run_snakemake as _snakemake
@@ -241,22 +242,30 @@ def test_paper_redoes_tables_and_figures_from_the_intermediate_outputs(e2e_run):
 
 @pytest.mark.slow
 def test_report_holds_the_tables_and_figures_with_captions(e2e_run):
+    """Every figure and table of the run is in the report; tables as pages a reader can read (rounded)."""
+    import re
     import zipfile
 
     work, R = e2e_run
     _snakemake(work, *_config_args(R), "--report", str(work / "report.zip"))
     with zipfile.ZipFile(work / "report.zip") as archive:
         names = archive.namelist()
-        text = " ".join(archive.read(n).decode("utf-8", "replace") for n in names if n.endswith(".html"))
-    for output in (
-        "table1_fidelity.tsv",
-        "region_effects.png",
-        "vbm",
-        "samples_age-old.png",
-        "memorisation.tsv",
-    ):
-        assert any(output in n for n in names), output
+        pages = {n: archive.read(n).decode("utf-8", "replace") for n in names if n.endswith(".html")}
+    text = " ".join(pages.values())
+    figures = sorted(p.name for p in (R / "figures").rglob("*.png"))
+    tables = sorted(p.stem for p in (R / "tables").glob("*.tsv"))
+    assert figures and tables
+    for figure in figures:
+        assert any(n.endswith("/" + figure) for n in names), f"{figure} is not in the report"
+    for table in tables:  # each table as its own page, read in the browser (a TSV can only be downloaded)
+        page = next((body for n, body in pages.items() if n.endswith(f"/{table}.html")), None)
+        assert page is not None, f"tables/{table}.tsv has no page in the report"
+        assert "<table>" in page and not re.search(r"\d\.\d{7,}", page), f"{table}: unrounded values"
+    assert any(n.endswith("/qc_preprocessing.html") for n in names)
     assert "Table 1 (seed 000)" in text and "VBM t-maps like the paper" in text
+    p_threshold = yaml.safe_load((REPO / "config.yaml").read_text())["evaluation"]["vbm"]["p_threshold"]
+    assert f"p &lt; {p_threshold}" in text or f"p < {p_threshold}" in text  # the value, not the key
+    assert "evaluation.vbm.p_threshold" not in text
 
 
 @pytest.mark.slow

@@ -86,6 +86,33 @@ wildcard_constraints:
     prior=rf"[A-Za-z0-9]+-[A-Za-z0-9]+|{COHORT_PRIOR}",
 
 
+# tables shown as pages of the report (rounded, with units; the TSVs keep full precision):
+# page -> (TSV, caption in workflow/report/, subcategory, title)
+TABLE_PAGES = {
+    "qc_preprocessing": (f"{R}/qc/preprocessing.tsv", "qc", "Preprocessing", "QC of every subject"),
+    "table1_fidelity": (f"{R}/tables/table1_fidelity.tsv", "table1_fidelity", "Image fidelity", "Table 1: image fidelity"),
+    "table2_volumes": (f"{R}/tables/table2_volumes.tsv", "table2_volumes", "Tissue volumes", "Table 2: tissue volumes, real against synthetic"),
+    "subgroup_effects": (f"{R}/tables/subgroup_effects.tsv", "subgroup_effects", "Tissue volumes", "Sub-group effects (Cohen's d)"),
+    "region_volumes": (f"{R}/tables/region_volumes.tsv", "region_volumes", "Regional anatomy", "Regional volumes, real against synthetic"),
+    "region_effects": (f"{R}/tables/region_effects.tsv", "region_effects", "Regional anatomy", "Group and age effects per region"),
+    "effect_agreement": (f"{R}/tables/effect_agreement.tsv", "effect_agreement", "Regional anatomy", "Agreement of regional effects"),
+    "vbm": (f"{R}/tables/vbm.tsv", "vbm", "VBM", "Grey-matter VBM, real against synthetic"),
+    "memorisation": (f"{R}/tables/memorisation.tsv", "memorisation", "Memorisation", "Nearest training image of each kept sample"),
+    "memorisation_summary": (f"{R}/tables/memorisation_summary.tsv", "memorisation", "Memorisation", "Memorisation per sub-population"),
+    "volumetry_truth": (f"{R}/tables/volumetry_truth.tsv", "truth", "Demo truth", "Measured volumes against the simulated truth"),
+    "reconstruction_volumes": (f"{R}/tables/reconstruction_volumes.tsv", "reconstruction_volumes", "Autoencoder", "Volumes of the reconstructions against the real images"),
+    "conditioning": (f"{R}/tables/conditioning.tsv", "conditioning", "Conditioning", "Asked against measured volumes"),
+}
+
+
+def table_page_job(table, page, title, log):
+    """A table page's work, inside Snakemake (a job of its own would spend seconds starting Python)."""
+    from morphgen.report.pages import write_table_page
+
+    write_table_page(table, page, title)
+    Path(log).write_text(f"{table} -> {page}\n")
+
+
 def gather_tables(tables, table, log):
     """A gathering rule's work, inside Snakemake: a job of its own would spend seconds starting Python."""
     from morphgen.tsv import concat_tsvs
@@ -300,4 +327,6 @@ def all_outputs(wildcards):
         outputs += [f"{R}/tables/conditioning.tsv", f"{R}/figures/conditioning.png"]
     if REQUEST_GRID:
         outputs += expand(f"{R}/figures/conditioning_grid_{{prior}}.png", prior=PRIORS)
+    tables = set(outputs)
+    outputs += [f"{R}/report/{page}.html" for page, (tsv, *_) in TABLE_PAGES.items() if tsv in tables]
     return outputs

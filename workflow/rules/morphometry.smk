@@ -106,24 +106,9 @@ rule region_effects:
         synthetic=expand(f"{R}/volumes/regions/synthetic/{{subpop}}.tsv", subpop=SUBPOPS),
         reconstruction=f"{R}/tables/reconstruction_volumes.tsv",
     output:
-        volumes=report(
-            f"{R}/tables/region_volumes.tsv",
-            caption="../report/region_volumes.rst",
-            category="Tables",
-            subcategory="Regional anatomy",
-        ),
-        effects=report(
-            f"{R}/tables/region_effects.tsv",
-            caption="../report/region_effects.rst",
-            category="Tables",
-            subcategory="Regional anatomy",
-        ),
-        agreement=report(
-            f"{R}/tables/effect_agreement.tsv",
-            caption="../report/effect_agreement.rst",
-            category="Tables",
-            subcategory="Regional anatomy",
-        ),
+        volumes=f"{R}/tables/region_volumes.tsv",
+        effects=f"{R}/tables/region_effects.tsv",
+        agreement=f"{R}/tables/effect_agreement.tsv",
         figure=report(
             f"{R}/figures/region_effects.png",
             caption="../report/region_effects_figure.rst",
@@ -160,12 +145,7 @@ rule vbm:
         reconstruction=f"{R}/tables/reconstruction_volumes.tsv",
     output:
         maps=directory(f"{R}/vbm"),
-        table=report(
-            f"{R}/tables/vbm.tsv",
-            caption="../report/vbm.rst",
-            category="Tables",
-            subcategory="VBM",
-        ),
+        table=f"{R}/tables/vbm.tsv",
         figures=report(
             directory(f"{R}/figures/vbm"),
             patterns=["{contrast}.png"],

@@ -8,12 +8,7 @@ rule table1_fidelity:
         real=preprocessed_images(),
         synthetic=all_samples,
     output:
-        table=report(
-            f"{R}/tables/table1_fidelity.tsv",
-            caption="../report/table1_fidelity.rst",
-            category="Tables",
-            subcategory="Image fidelity",
-        ),
+        table=f"{R}/tables/table1_fidelity.tsv",
     params:
         evaluation=config["evaluation"],
         subpops=SUBPOPS,
@@ -38,12 +33,7 @@ rule memorisation:
         real=preprocessed_images(),
         synthetic=all_samples,
     output:
-        table=report(
-            f"{R}/tables/memorisation.tsv",
-            caption="../report/memorisation.rst",
-            category="Tables",
-            subcategory="Memorisation",
-        ),
+        table=f"{R}/tables/memorisation.tsv",
         summary=f"{R}/tables/memorisation_summary.tsv",
     params:
         subpops=SUBPOPS,
@@ -69,18 +59,8 @@ rule table2_volumes:
         synthetic=SYNTH_VOLUMES,
         reconstruction=f"{R}/tables/reconstruction_volumes.tsv",
     output:
-        table=report(
-            f"{R}/tables/table2_volumes.tsv",
-            caption="../report/table2_volumes.rst",
-            category="Tables",
-            subcategory="Tissue volumes",
-        ),
-        effects=report(
-            f"{R}/tables/subgroup_effects.tsv",
-            caption="../report/subgroup_effects.rst",
-            category="Tables",
-            subcategory="Tissue volumes",
-        ),
+        table=f"{R}/tables/table2_volumes.tsv",
+        effects=f"{R}/tables/subgroup_effects.tsv",
         figure=report(
             f"{R}/figures/volumes.png",
             caption="../report/volumes_figure.rst",
@@ -111,18 +91,15 @@ rule volumetry_truth:
         measured=rules.gather_real_volumes.output.table,
         regions=rules.gather_real_regions.output.table,
     output:
-        table=report(
-            f"{R}/tables/volumetry_truth.tsv",
-            caption="../report/truth.rst",
-            category="Tables",
-            subcategory="Demo truth",
-        ),
+        table=f"{R}/tables/volumetry_truth.tsv",
         figure=report(
             f"{R}/figures/volumetry_truth.png",
             caption="../report/truth.rst",
             category="Figures",
             subcategory="Demo truth",
         ),
+    params:
+        evaluation=config["evaluation"],
     log:
         log_for("volumetry_truth"),
     benchmark:
@@ -142,12 +119,7 @@ rule reconstruction_volumes:
         real=rules.gather_real_volumes.output.table,
         reconstructed=rules.gather_reconstruction_volumes.output.table,
     output:
-        table=report(
-            f"{R}/tables/reconstruction_volumes.tsv",
-            caption="../report/reconstruction_volumes.rst",
-            category="Tables",
-            subcategory="Autoencoder",
-        ),
+        table=f"{R}/tables/reconstruction_volumes.tsv",
         figure=report(
             f"{R}/figures/reconstruction_volumes.png",
             caption="../report/reconstruction_volumes.rst",
@@ -235,12 +207,7 @@ rule conditioning_check:
         requests=expand(f"{R}/conditioned/{{prior}}/requests.tsv", prior=PRIORS) if REQUEST_IDS else [],
         conditioned=expand(f"{R}/volumes/conditioned/{{prior}}.tsv", prior=PRIORS) if REQUEST_IDS else [],
     output:
-        table=report(
-            f"{R}/tables/conditioning.tsv",
-            caption="../report/conditioning.rst",
-            category="Tables",
-            subcategory="Conditioning",
-        ),
+        table=f"{R}/tables/conditioning.tsv",
         figure=report(
             f"{R}/figures/conditioning.png",
             caption="../report/conditioning_figure.rst",
@@ -294,3 +261,32 @@ rule paper:
     """Every table and figure of the paper; `make paper` redoes them all from the intermediate outputs."""
     input:
         all_outputs,
+
+
+for page, (table_tsv, caption, subcategory, title) in TABLE_PAGES.items():
+
+    rule:
+        """One table as a page of the report: rounded, with units."""
+        name:
+            f"page_{page}"
+        input:
+            table=table_tsv,
+        output:
+            page=report(
+                f"{R}/report/{page}.html",
+                caption=f"../report/{caption}.rst",
+                category="Tables",
+                subcategory=subcategory,
+            ),
+        params:
+            title=title,
+        log:
+            log_for(f"page_{page}"),
+        benchmark:
+            benchmark_for(f"page_{page}")
+        localrule: True
+        resources:
+            mem_mb=500,
+            runtime=5,
+        run:
+            table_page_job(input.table, output.page, params.title, log[0])

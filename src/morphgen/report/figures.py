@@ -5,6 +5,7 @@ Colours are the Okabe-Ito colourblind-safe palette: real data blue, synthetic da
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,10 +27,13 @@ from morphgen.report.tables import (
     reconstruction_pairs,
     truth_pairs,
 )
+from morphgen.report.validity import AGREES, CARRIES
 
 REAL_COLOUR = "#0072B2"  # Okabe-Ito blue
 SYNTH_COLOUR = "#E69F00"  # Okabe-Ito orange
 POINT_COLOUR = "#000000"
+FAIL_COLOUR = "#D55E00"  # Okabe-Ito vermillion
+PASS_COLOUR = "#009E73"  # Okabe-Ito bluish green
 TISSUE_NAMES = {
     "gm": "grey matter",
     "wm": "white matter",
@@ -105,7 +109,7 @@ def sample_grid(
     ids: Sequence[str] | None = None,
     scores: Sequence[float] | None = None,
     convention: str = "radiological",
-    per_row: int = 3,
+    per_row: int = 2,
 ) -> Path:
     """Axial, coronal and sagittal centre slices of up to ``n_max`` volumes, ``per_row`` volumes per row.
 
@@ -120,16 +124,17 @@ def sample_grid(
     n = len(items)
     per_row = max(1, min(per_row, n))
     n_rows = -(-n // per_row)
-    # three planes per sample, then a narrow spacer column so samples read as groups
-    fig = Figure(figsize=(per_row * (3 * 1.7 + 0.3), 2.0 * n_rows + 0.9))
+    # three planes per sample, then a narrow spacer column so samples read as groups; two samples a row keep
+    # the panels large once the report scales the figure to its pane
+    fig = Figure(figsize=(per_row * (3 * 2.2 + 0.3), 2.6 * n_rows + 1.3))
     grid = fig.add_gridspec(
         n_rows,
         4 * per_row - 1,
         width_ratios=([1, 1, 1, 0.15] * per_row)[:-1],
         wspace=0.03,
         hspace=0.25,
-        top=1 - 0.6 / fig.get_figheight(),
-        bottom=0.3 / fig.get_figheight(),
+        top=1 - 0.7 / fig.get_figheight(),
+        bottom=0.6 / fig.get_figheight(),
         left=0.01,
         right=0.99,
     )
@@ -159,7 +164,7 @@ def sample_grid(
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            style = {"color": "yellow", "fontsize": 7, "transform": ax.transAxes}
+            style = {"color": "yellow", "fontsize": 9, "transform": ax.transAxes}
             ax.text(0.02, 0.5, left, ha="left", va="center", **style)
             ax.text(0.98, 0.5, right, ha="right", va="center", **style)
             ax.text(0.5, 0.98, top, ha="center", va="top", **style)
@@ -168,18 +173,14 @@ def sample_grid(
                 label = ids[k] if ids is not None else f"#{k + 1}"
                 if scores is not None:
                     label = f"{label}  score {scores[k]:.3g}"
-                ax.set_title(label, fontsize=9)
-    fig.suptitle(title, fontsize=12)
+                ax.set_title(label, fontsize=11)
+    fig.suptitle(title, fontsize=13)
     side = _patient_side(convention)
-    fig.text(
-        0.5,
-        0.005,
-        f"{convention} convention (patient's {side}); axial: anterior up; sagittal: anterior "
-        "left; panels: axial, coronal, sagittal through the volume centre",
-        ha="center",
-        va="bottom",
-        fontsize=8,
+    footer = (
+        f"Panels: axial, coronal, sagittal through the volume centre. {convention.capitalize()} convention "
+        f"(patient's {side}); axial: anterior up; sagittal: anterior left."
     )
+    fig.text(0.5, 0.01, textwrap.fill(footer, 100), ha="center", va="bottom", fontsize=10)
     return save_figure(fig, out_png)
 
 
@@ -282,9 +283,15 @@ def volume_distributions(
     if not data:
         raise ValueError("volume_distributions: no tissue has any volume to plot")
     n_panels = len(data)
-    fig = Figure(figsize=(max(4.0, 1.3 * len(names) + 1.5), 3.0 * n_panels + 0.6))
+    # panels side by side, not stacked: the report shows a figure at its pane's width and a tall one loses
+    # its top (title and legend)
+    per_row = min(3, n_panels)
+    n_rows = -(-n_panels // per_row)
+    fig = Figure(
+        figsize=(per_row * max(3.6, 1.2 * len(names) + 1.4), 3.2 * n_rows + 0.9), layout="constrained"
+    )
     rng = np.random.default_rng(seed)
-    axes = [fig.add_subplot(n_panels, 1, k + 1) for k in range(n_panels)]
+    axes = [fig.add_subplot(n_rows, per_row, k + 1) for k in range(n_panels)]
     for ax, (tissue, pairs) in zip(axes, data.items(), strict=True):
         for g, (r, s) in enumerate(pairs):
             for offset, values, colour in ((-0.2, r, REAL_COLOUR), (0.2, s, SYNTH_COLOUR)):
@@ -314,9 +321,8 @@ def volume_distributions(
         ax.set_title(TISSUE_NAMES.get(tissue, tissue), fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     handles = [_patch(REAL_COLOUR, "real"), _patch(SYNTH_COLOUR, "synthetic")]
-    axes[0].legend(handles=handles, loc="best", fontsize=8)
+    fig.legend(handles=handles, loc="outside upper right", fontsize=9, ncols=2)
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
     return save_figure(fig, out_png)
 
 
@@ -329,10 +335,59 @@ def _patch(colour: str, label: str):
 # ----------------------------------------------------------------------------------------------- losses
 
 
-def loss_curves(tsv_path: str | Path, out_png: str | Path, title: str) -> Path:
-    """One panel per numeric column of a loss TSV against ``step`` (else ``epoch``, else the row number).
+# panels of a training table: (title, y label, [(column, legend label)]); a validation column ("val_<name>")
+# is drawn dashed in the panel of its training column. Columns in no panel get one of their own.
+LOSS_PANELS = (
+    ("Total loss", "loss", [("total", "training")]),
+    ("L1 reconstruction", "mean absolute error", [("l1", "training")]),
+    ("Spectral (FFT) loss", "loss", [("spectral", "training")]),
+    ("Perceptual loss", "loss", [("perceptual", "training")]),
+    ("Quantisation (commitment) loss", "loss", [("quantisation", "training")]),
+    ("KL divergence", "nats", [("kl", "training")]),
+    (
+        "Adversarial (least squares)",
+        "loss",
+        [("generator_adversarial", "generator"), ("discriminator", "discriminator")],
+    ),
+    ("Codebook", "codes", [("codes_used", "used"), ("codes_restarted", "restarted")]),
+    ("Gradient norm", "L2 norm", [("grad_norm", "before clipping")]),
+    ("Learning rate", "learning rate", [("lr", "generator")]),
+    ("Time per epoch", "seconds", [("seconds", "epoch")]),
+    ("Prior: cross-entropy", "nats per token", [("train_loss", "training (dropout on)")]),
+)
 
-    A panel uses a log y-axis when all its values are positive. Columns with no values are left out.
+
+def _loss_panels(columns: list[str]) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """The panels that have data among ``columns``, then one per column no panel names."""
+    panels, named = [], set()
+    for title, ylabel, lines in LOSS_PANELS:
+        present = [(c, label) for c, label in lines if c in columns]
+        for c, _ in lines:
+            named.update((c, f"val_{c}"))
+        validation = [(f"val_{c}", "validation") for c, _ in lines if f"val_{c}" in columns]
+        if present or validation:
+            panels.append((title, ylabel, present + validation))
+    if "val_nll_per_token" in columns:  # the prior's held-out score sits with its training loss
+        named.add("val_nll_per_token")
+        for k, (title, ylabel, lines) in enumerate(panels):
+            if title.startswith("Prior"):
+                panels[k] = (title, ylabel, lines + [("val_nll_per_token", "held out (NLL)")])
+    for c in columns:
+        if c not in named:
+            panels.append((header(c), "value", [(c, header(c))]))
+    return panels
+
+
+def header(column: str) -> str:
+    return column.replace("_", " ")
+
+
+def loss_curves(tsv_path: str | Path, out_png: str | Path, title: str) -> Path:
+    """A training table (``loss.tsv``) as labelled panels against the optimiser step (else the epoch).
+
+    Related columns share a panel (generator and discriminator; a term and its validation value, dashed).
+    A panel uses a log y-axis when its values are positive and span more than a decade. Empty columns are
+    left out.
     """
     df = pd.read_csv(tsv_path, sep="\t", na_values=["n/a"])
     numeric = df.select_dtypes(include="number")
@@ -341,21 +396,38 @@ def loss_curves(tsv_path: str | Path, out_png: str | Path, title: str) -> Path:
     columns = [c for c in numeric.columns if c not in ("step", "epoch") and numeric[c].notna().any()]
     if not columns:
         raise ValueError(f"{tsv_path}: no numeric loss column to plot (columns: {list(df.columns)})")
-    per_row = min(3, len(columns))
-    n_rows = -(-len(columns) // per_row)
-    fig = Figure(figsize=(4.2 * per_row, 3.0 * n_rows + 0.5))
-    for k, col in enumerate(columns):
+    panels = _loss_panels(columns)
+    per_row = min(3, len(panels))
+    n_rows = -(-len(panels) // per_row)
+    fig = Figure(figsize=(4.4 * per_row, 3.1 * n_rows + 0.8), layout="constrained")
+    palette = (REAL_COLOUR, SYNTH_COLOUR, "#009E73")
+    for k, (panel_title, ylabel, lines) in enumerate(panels):
         ax = fig.add_subplot(n_rows, per_row, k + 1)
-        y = numeric[col].to_numpy(dtype=np.float64)
-        ok = np.isfinite(y)
-        ax.plot(x[ok], y[ok], color=REAL_COLOUR, linewidth=1.2, marker="." if ok.sum() < 30 else None)
-        if np.all(y[ok] > 0):
+        values = []
+        for n, (col, label) in enumerate(lines):
+            y = numeric[col].to_numpy(dtype=np.float64)
+            ok = np.isfinite(y)
+            validation = col.startswith("val_")
+            ax.plot(
+                x[ok],
+                y[ok],
+                color=palette[0 if validation else n % len(palette)],
+                linestyle="--" if validation else "-",
+                linewidth=1.2,
+                marker="." if ok.sum() < 30 else None,
+                label=label,
+            )
+            values.append(y[ok])
+        v = np.concatenate(values) if values else np.array([])
+        if v.size and np.all(v > 0) and v.max() > 10 * v.min():
             ax.set_yscale("log")
-        ax.set_title(col, fontsize=10)
-        ax.set_xlabel(x_col or "row")
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.set_xlabel({"step": "optimiser step", "epoch": "epoch"}.get(x_col, "row"), fontsize=9)
         ax.grid(alpha=0.3, which="both")
+        if len(lines) > 1:
+            ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
     return save_figure(fig, out_png)
 
 
@@ -372,7 +444,7 @@ def prior_loss_curves(tsv_paths: Mapping[str, str | Path], out_png: str | Path, 
     )
     if not columns:
         raise ValueError(f"no numeric loss column in {list(tsv_paths.values())}")
-    fig = Figure(figsize=(4.6 * len(columns), 3.4))
+    fig = Figure(figsize=(4.6 * len(columns), 3.6), layout="constrained")
     palette = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
     for k, col in enumerate(columns):
         ax = fig.add_subplot(1, len(columns), k + 1)
@@ -381,14 +453,24 @@ def prior_loss_curves(tsv_paths: Mapping[str, str | Path], out_png: str | Path, 
                 continue
             x = table["epoch"].to_numpy() if "epoch" in table.columns else np.arange(len(table))
             ax.plot(x, table[col].to_numpy(dtype=np.float64), color=palette[n % len(palette)], label=name)
-        ax.set_title(col, fontsize=10)
+        panel_title, ylabel = PRIOR_LOSS_LABELS.get(col, (header(col), "loss"))
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_ylabel(ylabel, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if k == 0:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, title="prior")
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
     return save_figure(fig, out_png)
+
+
+PRIOR_LOSS_LABELS = {
+    "train_loss": ("Training loss", "cross-entropy (nats per token)"),
+    "val_nll_per_token": ("Held-out negative log-likelihood", "nats per token"),
+    "val_loss": ("Held-out loss", "loss"),
+    "train_mse": ("Training denoising error", "mean squared error"),
+    "val_mse": ("Held-out denoising error", "mean squared error"),
+}
 
 
 # ------------------------------------------------------------------------------------------ truth check
@@ -400,13 +482,17 @@ def truth_scatter(
     out_png: str | Path,
     *,
     tissues: Sequence[str] = TRUTH_TISSUES,
+    verdicts: Mapping[str, str] | None = None,
     title: str = "Simulated cohort: measured vs true volumes",
 ) -> Path:
-    """Measured against true volume per tissue, with the identity line and Pearson r in each panel title."""
+    """Measured against true volume per tissue, with the identity line, Pearson r in each panel title and,
+    with ``verdicts`` (tissue -> the truth table's verdict), whether the tissue agrees with the truth."""
     pairs = truth_pairs(_as_volumes(participants), _as_volumes(measured), tissues)
     if not pairs:
         raise ValueError("truth_scatter: no tissue has both true_<tissue>_mni_ml and <tissue>_ml columns")
-    return agreement_scatter(pairs, out_png, title, ("true volume (ml)", "measured volume (ml)"))
+    return agreement_scatter(
+        pairs, out_png, title, ("true volume (ml)", "measured volume (ml)"), verdicts=verdicts, good=AGREES
+    )
 
 
 def reconstruction_scatter(
@@ -415,13 +501,17 @@ def reconstruction_scatter(
     out_png: str | Path,
     *,
     tissues: Sequence[str] = TISSUES,
+    verdicts: Mapping[str, str] | None = None,
     title: str = "Autoencoder: volumes of reconstructions vs the real images",
 ) -> Path:
-    """Volume measured on each reconstruction against the same subject's real image, per tissue."""
+    """Volume measured on each reconstruction against the same subject's real image, per tissue; with
+    ``verdicts`` (tissue -> the reconstruction table's verdict), whether the autoencoder carries it."""
     pairs = reconstruction_pairs(_as_volumes(real), _as_volumes(reconstructed), tissues)
     if not pairs:
         raise ValueError("reconstruction_scatter: the two volume tables share no <tissue>_ml column")
-    return agreement_scatter(pairs, out_png, title, ("real image (ml)", "reconstruction (ml)"))
+    return agreement_scatter(
+        pairs, out_png, title, ("real image (ml)", "reconstruction (ml)"), verdicts=verdicts, good=CARRIES
+    )
 
 
 def conditioning_scatter(
@@ -455,11 +545,25 @@ def agreement_scatter(
     title: str,
     axis_labels: tuple[str, str],
     per_row: int = 3,
+    *,
+    verdicts: Mapping[str, str] | None = None,
+    good: str = "",
+    panel_axes: Mapping[str, tuple[str, str]] | None = None,
+    notes: Mapping[str, str] | None = None,
+    point_names: Mapping[str, Sequence[str]] | None = None,
+    n_named: int = 3,
 ) -> Path:
-    """One panel per tissue: measured (y) against reference (x) with the identity line; r and n in titles."""
+    """One panel per tissue: measured (y) against reference (x) with the identity line; r and n in titles.
+
+    With ``verdicts`` (tissue -> verdict), each panel says its verdict: in green when it is ``good``, in red
+    (and the panel's title too) when a check failed, so a disagreeing tissue cannot pass unnoticed.
+    ``panel_axes`` overrides ``axis_labels`` per panel, ``notes`` adds a line under a panel's title (what a
+    positive value means), and ``point_names`` names each point so the ``n_named`` farthest from the
+    identity line are labelled.
+    """
     per_row = min(per_row, len(pairs))
     n_rows = -(-len(pairs) // per_row)
-    fig = Figure(figsize=(3.6 * per_row, 3.4 * n_rows + 0.5))
+    fig = Figure(figsize=(3.8 * per_row, 3.6 * n_rows + 0.6), layout="constrained")
     for k, (tissue, (reference, measured)) in enumerate(pairs.items()):
         ax = fig.add_subplot(n_rows, per_row, k + 1)
         t = pd.to_numeric(pd.Series(reference), errors="coerce").to_numpy(dtype=np.float64)
@@ -467,6 +571,13 @@ def agreement_scatter(
         ok = np.isfinite(t) & np.isfinite(m)
         t, m = t[ok], m[ok]
         ax.scatter(t, m, s=14, color=REAL_COLOUR, alpha=0.8, linewidths=0)
+        names = (point_names or {}).get(tissue)
+        if names is not None and len(t):
+            named = np.asarray(names, dtype=object)[ok]
+            for i in np.argsort(-np.abs(m - t))[:n_named]:
+                ax.annotate(
+                    str(named[i]), (t[i], m[i]), xytext=(3, 3), textcoords="offset points", fontsize=7
+                )
         if len(t):
             lo, hi = float(min(t.min(), m.min())), float(max(t.max(), m.max()))
             pad = 0.05 * (hi - lo) if hi > lo else 1.0
@@ -481,15 +592,36 @@ def agreement_scatter(
             ax.set_xlim(lo - pad, hi + pad)
             ax.set_ylim(lo - pad, hi + pad)
         r = np.corrcoef(t, m)[0, 1] if len(t) >= 2 and np.ptp(t) > 0 and np.ptp(m) > 0 else float("nan")
-        ax.set_title(f"{TISSUE_NAMES.get(tissue, tissue)}  (r = {r:.3f}, n = {len(t)})", fontsize=10)
-        ax.set_xlabel(axis_labels[0])
-        ax.set_ylabel(axis_labels[1])
+        verdict = (verdicts or {}).get(tissue)
+        bad = verdict is not None and verdict != good
+        ax.set_title(
+            f"{TISSUE_NAMES.get(tissue, tissue)}  (r = {r:.3f}, n = {len(t)})",
+            fontsize=10,
+            color=FAIL_COLOUR if bad else "black",
+        )
+        if (notes or {}).get(tissue):
+            note = f"{notes[tissue]}\ndashed: synthetic = real"
+            ax.text(0.03, 0.97, note, transform=ax.transAxes, ha="left", va="top", fontsize=7.5)
+        if verdict is not None:
+            ax.text(
+                0.97,
+                0.03,
+                textwrap.fill(verdict, 34),
+                transform=ax.transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=8,
+                color=FAIL_COLOUR if bad else PASS_COLOUR,
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+            )
+        xlabel, ylabel = (panel_axes or {}).get(tissue, axis_labels)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.set_aspect("equal", adjustable="box")
         ax.grid(alpha=0.3)
-        if k == 0:
+        if k == 0 and not (notes or {}).get(tissue):  # a note says what the dashed line is
             ax.legend(fontsize=8, loc="upper left")
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
     return save_figure(fig, out_png)
 
 
@@ -505,15 +637,31 @@ def effects_scatter(effects: pd.DataFrame | str | Path, out_png: str | Path) -> 
     effects (e.g. the age r of samples that carry no age) are left out.
     """
     table = _as_volumes(effects)
-    pairs = {}
+    pairs, axes, notes, names = {}, {}, {}, {}
     for (effect, name), group in table.groupby(["effect", "name"], sort=False):
         real = pd.to_numeric(group["real"], errors="coerce")
         synth = pd.to_numeric(group["synthetic"], errors="coerce")
-        if (real.notna() & synth.notna()).any():
-            label = f"{_short_contrast(name)}, d" if effect == "cohen_d" else f"{name}, r with volume"
-            pairs[label] = (real.to_numpy(), synth.to_numpy())
+        if not (real.notna() & synth.notna()).any():
+            continue
+        if effect == "cohen_d":
+            label = f"{_short_contrast(name)}, d"
+            first, second = (part.split("-", 1)[-1] for part in name.split(" vs "))
+            axes[label] = ("real effect (Cohen's d)", "synthetic effect (Cohen's d)")
+            notes[label] = f"d > 0: region larger in {first} than in {second}"
+        else:
+            label = f"{name}, r with volume"
+            axes[label] = (f"real: r of volume with {name}", f"synthetic: r of volume with {name}")
+            notes[label] = f"r > 0: region larger with higher {name}"
+        pairs[label] = (real.to_numpy(), synth.to_numpy())
+        names[label] = list(group["region"].astype(str))
     if not pairs:
         pairs = {"no synthetic effect measured": ([], [])}
     return agreement_scatter(
-        pairs, out_png, "Regional effects, synthetic vs real (one point per region)", ("real", "synthetic")
+        pairs,
+        out_png,
+        "Regional effects, synthetic vs real (one point per region; the 3 farthest from agreement named)",
+        ("real", "synthetic"),
+        panel_axes=axes,
+        notes=notes,
+        point_names=names,
     )

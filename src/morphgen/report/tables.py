@@ -33,7 +33,7 @@ from morphgen.metrics.fidelity import (
 from morphgen.metrics.gradient_ssim import pairwise_four_g_r_ssim
 from morphgen.metrics.stats import bonferroni_threshold, compare_groups
 from morphgen.models.covariates import VARY
-from morphgen.report.validity import DEFAULT_THRESHOLDS, add_verdicts
+from morphgen.report.validity import DEFAULT_THRESHOLDS, add_verdicts, truth_verdict
 from morphgen.tsv import ID_COLUMNS, NA_REP, id_column, read_tsv, write_tsv  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -345,14 +345,18 @@ def truth_check(
     measured: pd.DataFrame,
     *,
     tissues: Sequence[str] = TRUTH_TISSUES,
+    thresholds: Mapping | None = None,
     out_tsv: str | Path | None = None,
 ) -> pd.DataFrame:
     """Measured volumes against the simulated cohort's known truth (``true_<tissue>_mni_ml`` columns).
 
-    Matches rows on participant id. Columns: tissue, n, pearson_r, mape_percent, bias_percent, true_mean_ml,
-    measured_mean_ml (see :func:`volume_agreement`).
+    Matches rows on participant id. Columns: tissue, n, pearson_r, slope, mape_percent, bias_percent,
+    true_mean_ml, measured_mean_ml (see :func:`volume_agreement`) and verdict (``agrees with the truth`` or
+    the checks that failed; ``thresholds``: evaluation.validity, as for the reconstructions).
     """
     df = volume_agreement(truth_pairs(participants, measured, tissues), names=("true", "measured"))
+    thresholds = thresholds or DEFAULT_THRESHOLDS
+    df = df.assign(verdict=[truth_verdict(row, thresholds) for row in df.to_dict("records")])
     if out_tsv is not None:
         write_tsv(df, out_tsv)
     return df

@@ -55,8 +55,25 @@ def thresholds_of(evaluation: Mapping | None) -> dict:
     return out
 
 
+CARRIES = "carries"
+AGREES = "agrees with the truth"
+
+
 def reconstruction_verdict(row: Mapping, thresholds: Mapping) -> str:
     """``carries`` or ``does not carry: <the checks that failed>`` for one row of the reconstruction table."""
+    return agreement_verdict(row, thresholds, CARRIES, "does not carry")
+
+
+def truth_verdict(row: Mapping, thresholds: Mapping) -> str:
+    """For one tissue of the demo's truth table, whether the measured volumes follow the simulated truth as
+    the reconstruction check asks of an autoencoder (same thresholds): ``agrees with the truth`` or
+    ``disagrees: <the checks that failed>``."""
+    return agreement_verdict(row, thresholds, AGREES, "disagrees")
+
+
+def agreement_verdict(row: Mapping, thresholds: Mapping, agrees: str, disagrees: str) -> str:
+    """``agrees`` when r, slope and bias of a volume-agreement row are within ``thresholds``, otherwise
+    ``<disagrees>: <the checks that failed>``."""
     low, high = thresholds["reconstruction_slope"]
     r, slope, bias = (float(row.get(k, np.nan)) for k in ("pearson_r", "slope", "bias_percent"))
     failed = []
@@ -66,7 +83,7 @@ def reconstruction_verdict(row: Mapping, thresholds: Mapping) -> str:
         failed.append(f"slope {slope:.2f} outside {low:g}-{high:g}")
     if not np.isfinite(bias) or abs(bias) > thresholds["reconstruction_bias_percent"]:
         failed.append(f"bias {bias:+.0f}% beyond ±{thresholds['reconstruction_bias_percent']:g}%")
-    return "carries" if not failed else "does not carry: " + ", ".join(failed)
+    return agrees if not failed else f"{disagrees}: " + ", ".join(failed)
 
 
 def add_verdicts(reconstruction: pd.DataFrame, thresholds: Mapping) -> pd.DataFrame:
@@ -195,4 +212,15 @@ def assess(
     return Validity(dict(thresholds), verdicts, ratios)
 
 
-__all__ = ["DEFAULT_THRESHOLDS", "VALID", "Validity", "add_verdicts", "assess", "sd_ratio", "thresholds_of"]
+__all__ = [
+    "AGREES",
+    "CARRIES",
+    "DEFAULT_THRESHOLDS",
+    "VALID",
+    "Validity",
+    "add_verdicts",
+    "assess",
+    "sd_ratio",
+    "thresholds_of",
+    "truth_verdict",
+]
