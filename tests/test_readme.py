@@ -1,4 +1,5 @@
-"""Every shell command the README shows, run in a copy of the repository as a new user would type it.
+"""Every shell command the README and docs/*.md show, run in a copy of the repository as a new user would
+type it.
 
 Snakemake commands are dry-run (``-n``): the plan must build from the config, the profiles and the sample
 sheet exactly as written. ``make`` targets are expanded with ``make -n`` and the Snakemake lines of their
@@ -21,6 +22,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+# the documentation a user reads: the README and the pages it links to
+DOCS = [README, *sorted((REPO / "docs").glob("*.md"))]
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow
@@ -49,9 +52,15 @@ def readme_commands(text: str) -> list[str]:
     return list(dict.fromkeys(commands))
 
 
+def documented_commands() -> list[str]:
+    """The commands of every page of the documentation, each once."""
+    return list(dict.fromkeys(c for page in DOCS for c in readme_commands(page.read_text())))
+
+
 def test_readme_commands_are_found():
     """The parser sees the commands a newcomer reads first (so a broken parser cannot pass every case)."""
     commands = readme_commands(README.read_text())
+    commands += documented_commands()
     assert "make demo" in commands and "make test" in commands
     assert any(c.startswith("snakemake --profile profiles/slurm") for c in commands)
 
@@ -183,12 +192,12 @@ def run_readme_command(command: str, clone: Path) -> None:
         )
         assert proc.returncode == 0, f"`{command}`:\n{proc.stdout[-3000:]}"
     else:
-        pytest.fail(f"README shows `{command}`, which no test runs: teach tests/test_readme.py to run it")
+        pytest.fail(f"the docs show `{command}`, which no test runs: teach tests/test_readme.py to run it")
 
 
 def _writer_of(name: str) -> str | None:
     """The README command that writes config file ``name`` (``morphgen init-config ... -o name``)."""
-    for command in readme_commands(README.read_text()):
+    for command in documented_commands():
         words = shlex.split(command)
         if (
             words[:2] == ["morphgen", "init-config"]
@@ -200,9 +209,10 @@ def _writer_of(name: str) -> str | None:
 
 
 def test_the_own_data_section_is_followed_word_for_word(clone):
-    """The starting config the README has a user write works with the README's next commands as written."""
-    section = README.read_text().split("## Your own data", 1)[1].split("\n## ", 1)[0]
-    commands = readme_commands(section)
+    """The starting config the docs have a user write works with their next commands as written."""
+    page = (REPO / "docs/own-data.md").read_text()
+    assert "docs/own-data.md" in README.read_text()  # the README sends a user there
+    commands = readme_commands(page.split("\n## ", 1)[0])
     assert commands[0].startswith("morphgen init-config") and "-o my-study.yaml" in commands[0]
     for command in commands:
         run_readme_command(command, clone)
@@ -210,7 +220,7 @@ def test_the_own_data_section_is_followed_word_for_word(clone):
     assert USER_PATHS["/data/bids"] in written and "ventricle_volume" in written
 
 
-@pytest.mark.parametrize("command", readme_commands(README.read_text()))
+@pytest.mark.parametrize("command", documented_commands())
 def test_readme_command_runs(command, clone):
     run_readme_command(command, clone)
 
@@ -220,3 +230,21 @@ def test_a_snakemake_target_after_config_files_fails_as_the_user_would_see_it(cl
     with pytest.raises(AssertionError, match="No such file or directory: .all."):
         run_readme_command("snakemake --cores 2 --configfile config.yaml configs/demo/ldm.yaml all", clone)
     run_readme_command("snakemake --cores 2 --configfile config.yaml configs/demo/ldm.yaml -- all", clone)
+
+
+def test_the_configuration_reference_is_what_the_schema_gives():
+    """docs/configuration.md is generated (``morphgen config-reference``); it must not drift from the code."""
+    from morphgen.config_reference import config_reference
+
+    expected = config_reference(REPO / "workflow/schemas/config.schema.yaml", REPO / "config.yaml")
+    assert (REPO / "docs/configuration.md").read_text() == expected, (
+        "docs/configuration.md is stale: run `morphgen config-reference -o docs/configuration.md`"
+    )
+    for key in ("qc.gate", "input.on_error", "subpopulations.<name>.covariate", "model.autoencoder.lr"):
+        assert f"| `{key}` |" in expected, key
+
+
+def test_every_doc_page_is_linked_from_the_readme():
+    text = README.read_text()
+    for page in DOCS[1:]:
+        assert f"docs/{page.name}" in text, f"{page.name} is not linked from the README"

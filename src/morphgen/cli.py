@@ -55,6 +55,17 @@ def _init_config(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}; run: snakemake --cores N --configfile config.yaml {args.out} -- preprocess")
 
 
+def _config_reference(args: argparse.Namespace) -> None:
+    from morphgen.config_reference import config_reference
+
+    text = config_reference(args.schema, args.config)
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+
+
 def _sha256(args: argparse.Namespace) -> None:
     from morphgen.weights import sha256sum
 
@@ -115,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("-o", "--out", type=Path, help="file to write (default: print it)")
     init.add_argument("--force", action="store_true", help="overwrite --out")
     init.set_defaults(func=_init_config)
+
+    ref = sub.add_parser(
+        "config-reference", help="write the configuration reference (docs/configuration.md) from the schema"
+    )
+    ref.add_argument("--schema", type=Path, default=Path("workflow/schemas/config.schema.yaml"))
+    ref.add_argument("--config", type=Path, default=Path("config.yaml"))
+    ref.add_argument("-o", "--out", type=Path, help="file to write (default: print it)")
+    ref.set_defaults(func=_config_reference)
 
     sha = sub.add_parser("sha256", help="print the sha256 of weight files, for config.yaml")
     sha.add_argument("files", nargs="+", type=Path)
