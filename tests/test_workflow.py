@@ -214,6 +214,7 @@ def test_forcerun_redoes_only_the_stage_and_its_dependents(e2e_run):
         "gather_synthetic_regions",
         "segment_reconstructions",
         "gather_reconstruction_volumes",
+        "table_pages",  # the tables' pages in the report
         "all",
     }, out
 

@@ -87,7 +87,7 @@ wildcard_constraints:
 
 
 # tables shown as pages of the report (rounded, with units; the TSVs keep full precision):
-# page -> (TSV, caption in workflow/report/, subcategory, title)
+# page -> (TSV, caption in workflow/report/, subcategory, title); those of this run in REPORT_PAGES
 TABLE_PAGES = {
     "qc_preprocessing": (f"{R}/qc/preprocessing.tsv", "qc", "Preprocessing", "QC of every subject"),
     "table1_fidelity": (f"{R}/tables/table1_fidelity.tsv", "table1_fidelity", "Image fidelity", "Table 1: image fidelity"),
@@ -103,22 +103,12 @@ TABLE_PAGES = {
     "reconstruction_volumes": (f"{R}/tables/reconstruction_volumes.tsv", "reconstruction_volumes", "Autoencoder", "Volumes of the reconstructions against the real images"),
     "conditioning": (f"{R}/tables/conditioning.tsv", "conditioning", "Conditioning", "Asked against measured volumes"),
 }
-
-
-def table_page_job(table, page, title, log):
-    """A table page's work, inside Snakemake (a job of its own would spend seconds starting Python)."""
-    from morphgen.report.pages import write_table_page
-
-    write_table_page(table, page, title)
-    Path(log).write_text(f"{table} -> {page}\n")
-
-
-def gather_tables(tables, table, log):
-    """A gathering rule's work, inside Snakemake: a job of its own would spend seconds starting Python."""
-    from morphgen.tsv import concat_tsvs
-
-    joined = concat_tsvs(list(tables), table)
-    Path(log).write_text(f"{len(joined)} rows from {len(tables)} tables into {table}\n")
+# a run's pages: the demo's truth table and the conditioning check exist only in their kinds of run
+REPORT_PAGES = {
+    page: entry
+    for page, entry in TABLE_PAGES.items()
+    if (page != "volumetry_truth" or IS_DEMO) and (page != "conditioning" or CONDITIONING)
+}
 
 
 def log_for(rule_name, *wildcards):
@@ -327,6 +317,5 @@ def all_outputs(wildcards):
         outputs += [f"{R}/tables/conditioning.tsv", f"{R}/figures/conditioning.png"]
     if REQUEST_GRID:
         outputs += expand(f"{R}/figures/conditioning_grid_{{prior}}.png", prior=PRIORS)
-    tables = set(outputs)
-    outputs += [f"{R}/report/{page}.html" for page, (tsv, *_) in TABLE_PAGES.items() if tsv in tables]
+    outputs += list(rules.table_pages.output)
     return outputs

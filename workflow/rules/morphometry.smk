@@ -46,8 +46,10 @@ rule gather_real_regions:
     resources:
         mem_mb=1000,
         runtime=10,
-    run:
-        gather_tables(input.tables, output.table, log[0])
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"
 
 
 rule normalise_synthetic:
@@ -93,8 +95,10 @@ rule gather_synthetic_regions:
     resources:
         mem_mb=1000,
         runtime=10,
-    run:
-        gather_tables(input.tables, output.table, log[0])
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"
 
 
 rule region_effects:

@@ -263,30 +263,30 @@ rule paper:
         all_outputs,
 
 
-for page, (table_tsv, caption, subcategory, title) in TABLE_PAGES.items():
-
-    rule:
-        """One table as a page of the report: rounded, with units."""
-        name:
-            f"page_{page}"
-        input:
-            table=table_tsv,
-        output:
-            page=report(
+rule table_pages:
+    """Every table of the run as a page of the report: rounded, with units (a TSV can only be downloaded)."""
+    input:
+        **{page: tsv for page, (tsv, *_) in REPORT_PAGES.items()},
+    output:
+        **{
+            page: report(
                 f"{R}/report/{page}.html",
                 caption=f"../report/{caption}.rst",
                 category="Tables",
                 subcategory=subcategory,
-            ),
-        params:
-            title=title,
-        log:
-            log_for(f"page_{page}"),
-        benchmark:
-            benchmark_for(f"page_{page}")
-        localrule: True
-        resources:
-            mem_mb=500,
-            runtime=5,
-        run:
-            table_page_job(input.table, output.page, params.title, log[0])
+            )
+            for page, (_, caption, subcategory, _) in REPORT_PAGES.items()
+        },
+    params:
+        titles={page: entry[3] for page, entry in REPORT_PAGES.items()},
+    log:
+        log_for("table_pages"),
+    benchmark:
+        benchmark_for("table_pages")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/table_pages.py"

@@ -46,8 +46,10 @@ rule gather_real_volumes:
     resources:
         mem_mb=1000,
         runtime=10,
-    run:
-        gather_tables(input.tables, output.table, log[0])
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"
 
 
 rule segment_synthetic:
@@ -89,8 +91,10 @@ rule gather_synthetic_volumes:
     resources:
         mem_mb=1000,
         runtime=10,
-    run:
-        gather_tables(input.tables, output.table, log[0])
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"
 
 
 rule segment_conditioned:
@@ -132,8 +136,10 @@ rule gather_conditioned_volumes:
     resources:
         mem_mb=1000,
         runtime=10,
-    run:
-        gather_tables(input.tables, output.table, log[0])
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"
 
 
 rule segment_reconstructions:
@@ -175,5 +181,7 @@ rule gather_reconstruction_volumes:
     resources:
         mem_mb=1000,
         runtime=10,
-    run:
-        gather_tables(input.tables, output.table, log[0])
+    conda:
+        ENV
+    script:
+        "../scripts/gather_tables.py"
