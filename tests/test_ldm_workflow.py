@@ -90,7 +90,8 @@ def test_requested_samples_are_written_flagged_and_segmented(ldm_run):
     for name in REQUESTS:
         image = nib.load(results / f"conditioned/{PRIOR}/{name}.nii.gz")
         assert image.shape == (48, 64, 48) and np.allclose(
-            image.affine, nib.load(next((results / "preprocessed").glob("*/anat/*_desc-preproc_T1w.nii.gz"))).affine
+            image.affine,
+            nib.load(next((results / "preprocessed").glob("*/anat/*_desc-preproc_T1w.nii.gz"))).affine,
         )
     measured = pd.read_csv(results / f"volumes/conditioned/{PRIOR}.tsv", sep="\t")
     assert sorted(measured["participant_id"]) == sorted(REQUESTS)
