@@ -251,7 +251,9 @@ def test_volume_distributions_loss_curves_and_truth_scatter(cohort, tmp_path):
     real, synth, members = cohort
     png = volume_distributions(real, synth, members, tmp_path / "volumes.png")
     h, w, channels = _png_shape(png)
-    assert h > w and channels in (3, 4)  # three tissue panels stacked (ventricles all NaN: left out)
+    # three tissue panels side by side (ventricles all NaN: left out): the report shows a figure at the
+    # width of its pane, and a tall one loses its title and legend at the top
+    assert w > 2 * h and channels in (3, 4)
 
     losses = pd.DataFrame(
         {
@@ -269,6 +271,39 @@ def test_volume_distributions_loss_curves_and_truth_scatter(cohort, tmp_path):
     truth = _truth()
     png = truth_scatter(truth, _measured(truth, 1.05), tmp_path / "truth.png")
     assert len(_png_shape(png)) == 3
+
+
+def test_loss_panels_pair_related_terms_and_keep_unknown_columns():
+    from morphgen.report.figures import _loss_panels
+
+    columns = [
+        "lr",
+        "l1",
+        "total",
+        "generator_adversarial",
+        "discriminator",
+        "val_l1",
+        "val_total",
+        "novel_term",
+    ]
+    panels = {title: [c for c, _ in lines] for title, _, lines in _loss_panels(columns)}
+    assert panels["L1 reconstruction"] == ["l1", "val_l1"]  # a term with its validation curve
+    assert panels["Total loss"] == ["total", "val_total"]
+    assert panels["Adversarial (least squares)"] == ["generator_adversarial", "discriminator"]
+    assert panels["novel term"] == ["novel_term"]  # nothing is dropped
+    assert sum(len(v) for v in panels.values()) == len(columns)
+    prior = {t: [c for c, _ in lines] for t, _, lines in _loss_panels(["train_loss", "val_nll_per_token"])}
+    assert prior == {"Prior: cross-entropy": ["train_loss", "val_nll_per_token"]}
+
+
+def test_the_truth_table_says_which_tissue_disagrees():
+    truth = _truth()
+    measured = _measured(truth, 1.0)
+    rng = np.random.default_rng(0)
+    measured["ventricles_ml"] = rng.permutation(measured["ventricles_ml"].to_numpy())  # unrelated to truth
+    table = truth_check(truth, measured).set_index("tissue")
+    assert table.loc["gm", "verdict"] == "agrees with the truth"
+    assert table.loc["ventricles", "verdict"].startswith("disagrees: r ")
 
 
 def test_conditioning_check_matches_samples_by_id_and_separates_extrapolation(tmp_path):
@@ -337,3 +372,21 @@ def test_conditioning_check_reads_each_grid_row_alone(tmp_path):
         {"requested": (requested.drop(columns="vary"), measured)}, columns, tmp_path / "pooled.png"
     )
     assert _png_shape(grid)[0] > 1.5 * _png_shape(pooled)[0]
+
+
+def test_table_pages_round_for_reading_and_name_units(tmp_path):
+    from morphgen.report.pages import format_value, header, write_table_page
+
+    assert header("ventricles_ml") == "ventricles (ml)" and header("real_d") == "real d"
+    assert format_value("p_bonferroni", 0.000012345) == "1.2e-05" and format_value("p", 0.04321) == "0.043"
+    assert format_value("real_d", -1.98765) == "-1.99" and format_value("pearson_r", 0.912345) == "0.91"
+    assert format_value("gm_ml", 612.3456) == "612.3" and format_value("ms_ssim", 0.9481234567) == "0.948"
+    assert format_value("n", np.int64(1234)) == "1,234" and format_value("x", float("nan")) == ""
+    table = pd.DataFrame(
+        {"tissue": ["gm", "<wm>"], "real_mean_ml": [612.3456789012, 450.0], "p": [1e-7, 0.5]}
+    )
+    table.to_csv(tmp_path / "t.tsv", sep="\t", index=False)
+    page = write_table_page(tmp_path / "t.tsv", tmp_path / "t.html", "Table 2").read_text()
+    assert '<th class="num">real mean (ml)</th>' in page and "612.3</td>" in page and "1.0e-07" in page
+    assert "&lt;wm&gt;" in page and "612.3456" not in page  # escaped, rounded
+    assert str(tmp_path / "t.tsv") in page  # where the full precision is
