@@ -382,6 +382,7 @@ def test_table_pages_round_for_reading_and_name_units(tmp_path):
     assert format_value("real_d", -1.98765) == "-1.99" and format_value("pearson_r", 0.912345) == "0.91"
     assert format_value("gm_ml", 612.3456) == "612.3" and format_value("ms_ssim", 0.9481234567) == "0.948"
     assert format_value("n", np.int64(1234)) == "1,234" and format_value("x", float("nan")) == ""
+    assert format_value("r", "0.019889002212219085") == "0.02" and format_value("why", "n/a") == "n/a"
     table = pd.DataFrame(
         {"tissue": ["gm", "<wm>"], "real_mean_ml": [612.3456789012, 450.0], "p": [1e-7, 0.5]}
     )

@@ -14,6 +14,7 @@ from morphgen.nifti import atomic_output
 
 # column-name endings -> unit shown in the header
 UNITS = {"_ml": "ml", "_mm": "mm", "_s": "s", "_seconds": "s", "_mb": "MB", "_pct": "%"}
+NUMBER = re.compile(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?|[-+]?(inf|nan)", re.I)
 P_VALUE = re.compile(r"(^|_)p($|_)|p_value|pvalue|bonferroni")
 TWO_DECIMALS = re.compile(r"(^|_)(d|r|t|ncc|dice|slope|ratio|r2)($|_)|cohen|pearson|correlation")
 STYLE = """
@@ -44,6 +45,8 @@ def format_value(column: str, value) -> str:
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
         return f"{int(value):,}"
+    if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+        value = float(value)  # a number in a column that also holds text ("n/a", a reason)
     if not isinstance(value, (float, np.floating)):
         return str(value)
     value = float(value)
