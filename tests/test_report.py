@@ -391,3 +391,45 @@ def test_table_pages_round_for_reading_and_name_units(tmp_path):
     assert '<th class="num">real mean (ml)</th>' in page and "612.3</td>" in page and "1.0e-07" in page
     assert "&lt;wm&gt;" in page and "612.3456" not in page  # escaped, rounded
     assert str(tmp_path / "t.tsv") in page  # where the full precision is
+
+
+def test_region_effects_figure_reads_the_validity_of_each_contrast(tmp_path, monkeypatch):
+    import morphgen.report.figures as figures
+
+    rows = [
+        {
+            "effect": "cohen_d",
+            "name": "age-old vs age-young",
+            "region": f"r{i}",
+            "real": i / 5,
+            "synthetic": i / 4,
+        }
+        for i in range(6)
+    ] + [{"effect": "age_r", "name": "age", "region": "r0", "real": 0.3, "synthetic": float("nan")}]
+    agreement = pd.DataFrame(
+        [
+            {
+                "comparison": "cohen_d",
+                "name": "age-old vs age-young",
+                "validity": "not a finding: samples collapsed",
+            }
+        ]
+    )
+    seen = {}
+    real_scatter = figures.agreement_scatter
+
+    def spy(pairs, out_png, title, axis_labels, per_row=3, **kwargs):
+        seen.update(pairs=pairs, **kwargs)
+        return real_scatter(pairs, out_png, title, axis_labels, per_row, **kwargs)
+
+    monkeypatch.setattr(figures, "agreement_scatter", spy)
+    figures.effects_scatter(pd.DataFrame(rows), tmp_path / "effects.png", agreement)
+    assert list(seen["pairs"]) == ["old vs young, d"]  # the age panel has no synthetic value: left out
+    assert seen["panel_axes"]["old vs young, d"] == (
+        "real effect (Cohen's d)",
+        "synthetic effect (Cohen's d)",
+    )
+    assert seen["notes"]["old vs young, d"].startswith("d > 0: region larger in old than in young")
+    assert seen["verdicts"]["old vs young, d"].startswith("not a finding") and seen["good"] == "valid"
+    assert seen["point_names"]["old vs young, d"] == [f"r{i}" for i in range(6)]
+    assert (tmp_path / "effects.png").stat().st_size > 1000

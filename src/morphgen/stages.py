@@ -334,9 +334,9 @@ def region_tables(
     )
     validity = run_validity(reconstruction_tsv, real, synthetic, members, evaluation, region_names(real))
     write_tsv(annotate_region_effects(effects, validity, list(members)), out_effects)
-    agreement = effect_agreement(effects, volumes)
-    write_tsv(annotate_agreement(agreement, validity, list(members)), out_agreement)
-    effects_scatter(effects, out_figure)
+    agreement = annotate_agreement(effect_agreement(effects, volumes), validity, list(members))
+    write_tsv(agreement, out_agreement)
+    effects_scatter(effects, out_figure, agreement)
 
 
 def vbm(

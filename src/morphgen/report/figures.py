@@ -27,7 +27,7 @@ from morphgen.report.tables import (
     reconstruction_pairs,
     truth_pairs,
 )
-from morphgen.report.validity import AGREES, CARRIES
+from morphgen.report.validity import AGREES, CARRIES, VALID
 
 REAL_COLOUR = "#0072B2"  # Okabe-Ito blue
 SYNTH_COLOUR = "#E69F00"  # Okabe-Ito orange
@@ -621,7 +621,8 @@ def agreement_scatter(
         ax.grid(alpha=0.3)
         if k == 0 and not (notes or {}).get(tissue):  # a note says what the dashed line is
             ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(title, fontsize=12)
+    # a title wider than a figure of one or two panels is cut at both ends: wrap it to the figure
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 8)), fontsize=12)
     return save_figure(fig, out_png)
 
 
@@ -630,14 +631,19 @@ def _short_contrast(name: str) -> str:
     return " vs ".join(part.split("-", 1)[-1] for part in name.split(" vs "))
 
 
-def effects_scatter(effects: pd.DataFrame | str | Path, out_png: str | Path) -> Path:
+def effects_scatter(
+    effects: pd.DataFrame | str | Path, out_png: str | Path, agreement: pd.DataFrame | None = None
+) -> Path:
     """Seed 002's Fig. 3: per group contrast (and age), each region's synthetic effect against its real one.
 
     ``effects`` is :func:`morphgen.report.regions.region_effects`' table; panels without a finite pair of
     effects (e.g. the age r of samples that carry no age) are left out.
     """
     table = _as_volumes(effects)
-    pairs, axes, notes, names = {}, {}, {}, {}
+    validity = {}
+    if agreement is not None and "validity" in agreement.columns:
+        validity = {(r["comparison"], r["name"]): str(r["validity"]) for r in agreement.to_dict("records")}
+    pairs, axes, notes, names, verdicts = {}, {}, {}, {}, {}
     for (effect, name), group in table.groupby(["effect", "name"], sort=False):
         real = pd.to_numeric(group["real"], errors="coerce")
         synth = pd.to_numeric(group["synthetic"], errors="coerce")
@@ -654,14 +660,21 @@ def effects_scatter(effects: pd.DataFrame | str | Path, out_png: str | Path) -> 
             notes[label] = f"r > 0: region larger with higher {name}"
         pairs[label] = (real.to_numpy(), synth.to_numpy())
         names[label] = list(group["region"].astype(str))
+        verdict = validity.get((effect, name))
+        if verdict:  # the reasons are long: the figure says whether, effect_agreement.tsv says why
+            verdicts[label] = (
+                verdict if verdict == VALID else f"{verdict.split(':')[0]} (why: effect_agreement)"
+            )
     if not pairs:
         pairs = {"no synthetic effect measured": ([], [])}
     return agreement_scatter(
         pairs,
         out_png,
-        "Regional effects, synthetic vs real (one point per region; the 3 farthest from agreement named)",
+        "Regional effects, synthetic vs real: one point per region, the 3 farthest from agreement named",
         ("real", "synthetic"),
         panel_axes=axes,
         notes=notes,
         point_names=names,
+        verdicts=verdicts,
+        good=VALID,
     )
