@@ -5,6 +5,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 from morphgen.cohort.starter import check_sheet_against_subpopulations
+from morphgen.models.catalogue import check_family_config
 from morphgen.models.covariates import read_requests, request_ids
 from morphgen.preprocess.derivatives import preprocessed_patterns
 from morphgen.segmentation.base import generated_intensities
@@ -55,14 +56,16 @@ PT_DEMO_IDS = [
 ]
 
 
+# what the workflow asks of the family (morphgen.models.catalogue: known without importing torch)
+FAMILY = check_family_config(MODEL)
 # the settings of the family's prior: a rerun trigger of train_prior
-PRIOR_SETTINGS = MODEL.get("diffusion") if MODEL["family"] == "ldm" else MODEL["prior"]
+PRIOR_SETTINGS = MODEL[FAMILY.prior_section]
 # a family whose prior is conditioned on covariates (model.conditioning) needs the real volumes measured first
-CONDITIONING = MODEL.get("conditioning") or {}
+CONDITIONING = MODEL["conditioning"] if FAMILY.conditioned else {}
 # a conditioned prior is trained once on the whole cohort (seed 004) and each sub-population is sampled through
-# its subjects' covariates, unless model.diffusion.per_subpopulation asks for one prior per sub-population
+# its subjects' covariates, unless the family's prior settings ask for one prior per sub-population
 COHORT_PRIOR = "cohort"
-SHARED_PRIOR = bool(CONDITIONING) and not (MODEL.get("diffusion") or {}).get("per_subpopulation", False)
+SHARED_PRIOR = FAMILY.shares_prior(MODEL)
 PRIORS = [COHORT_PRIOR] if SHARED_PRIOR else SUBPOPS
 # segmentation and SyN run in jobs of this many images, so that no job outgrows a cluster's time limit
 IMAGES_PER_JOB = config["evaluation"].get("images_per_job", 50)

@@ -40,8 +40,17 @@ def available_families() -> list[str]:
 
 
 def get_family(name: str) -> type[ModelFamily]:
-    """The family class registered under ``name``; :class:`ConfigError` listing the known ones if none is."""
-    _load_builtin_families()
+    """The family class registered under ``name``; :class:`ConfigError` listing the known ones if none is.
+
+    A family of the catalogue is imported alone (the others' networks are not loaded)."""
+    import importlib
+
+    from morphgen.models.catalogue import FAMILIES
+
+    if name not in _FAMILIES and name in FAMILIES:
+        importlib.import_module(FAMILIES[name].module)
+    if name not in _FAMILIES:
+        _load_builtin_families()
     try:
         return _FAMILIES[name]
     except KeyError:

@@ -1,0 +1,73 @@
+"""The workflow asks the family (morphgen.models.catalogue) whether it is conditioned, where its prior's
+settings are and whether its prior is for the cohort; the catalogue agrees with the families' classes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO, run_snakemake
+
+from morphgen.errors import ConfigError
+from morphgen.models.catalogue import FAMILIES, check_family_config, family_spec
+
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_the_catalogue_is_known_without_importing_torch():
+    code = "import sys, morphgen.models.catalogue; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_the_catalogue_agrees_with_the_family_class(name):
+    from morphgen.models import available_families, get_family
+
+    cls = get_family(name)
+    assert cls.name == name and cls.conditioned == FAMILIES[name].conditioned
+    assert name in available_families()
+
+
+def test_an_unknown_family_names_the_key_and_the_known_ones():
+    with pytest.raises(ConfigError, match=r"model.family: unknown model family 'gan'; available: ldm, vqvae"):
+        family_spec("gan")
+
+
+def test_a_leftover_conditioning_section_is_refused_for_an_unconditioned_family():
+    model = {**CONFIG["model"], "conditioning": {"covariates": {"age": "age"}}}
+    with pytest.raises(ConfigError, match="model.conditioning is set, but model family 'vqvae_transformer'"):
+        check_family_config(model)
+    assert check_family_config(CONFIG["model"]).name == "vqvae_transformer"
+
+
+def test_a_conditioned_family_needs_its_sections_and_shares_its_prior_unless_asked():
+    ldm = yaml.safe_load((REPO / "configs/demo/ldm.yaml").read_text())["model"]
+    model = {**CONFIG["model"], **ldm}
+    spec = check_family_config(model)
+    assert spec.conditioned and spec.prior_section == "diffusion" and spec.shares_prior(model)
+    split = {**model, "diffusion": {**model["diffusion"], "per_subpopulation": True}}
+    assert not spec.shares_prior(split)
+    with pytest.raises(ConfigError, match="model.conditioning is missing"):
+        check_family_config({k: v for k, v in model.items() if k != "conditioning"})
+    with pytest.raises(ConfigError, match="model.diffusion is missing"):
+        check_family_config({k: v for k, v in model.items() if k != "diffusion"})
+    assert not family_spec("vqvae_transformer").shares_prior(model)
+
+
+def test_snakemake_refuses_a_leftover_conditioning_before_any_job(tmp_path):
+    proc = run_snakemake(
+        tmp_path,
+        "-n",
+        "--configfile",
+        str(REPO / "config.yaml"),
+        "--config",
+        "model={family: vqvae_transformer, conditioning: {covariates: {age: age}}}",
+        "--",
+        "all",
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "model.conditioning is set, but model family 'vqvae_transformer'" in proc.stdout + proc.stderr
