@@ -71,3 +71,9 @@ def test_snakemake_refuses_a_leftover_conditioning_before_any_job(tmp_path):
     )
     assert proc.returncode != 0
     assert "model.conditioning is set, but model family 'vqvae_transformer'" in proc.stdout + proc.stderr
+
+
+def test_model_family_in_the_schema_is_an_enum_of_the_catalogue():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    family = schema["properties"]["model"]["properties"]["family"]
+    assert family["enum"] == sorted(FAMILIES)
