@@ -96,21 +96,15 @@ def test_a_missing_bids_folder_or_participants_file_names_the_key(tmp_path):
         check_sheet_against_subpopulations(bids_input(tmp_path / "bare"), DEFAULT_SUBPOPS)
 
 
+def dry_run_preprocess(workdir: Path, *config_args: str, check: bool = True):
+    """``snakemake -n preprocess`` with config.yaml and ``config_args`` (more config files, --config ...)."""
+    args = ["-n", "--cores", "1", "--configfile", str(REPO / "config.yaml"), *config_args, "--", "preprocess"]
+    return run_snakemake(workdir, *args, check=check)
+
+
 def test_snakemake_refuses_before_any_job(tmp_path):
     bids = write_bids(tmp_path / "bids", cohort_rows(6))
-    proc = run_snakemake(
-        tmp_path,
-        "-n",
-        "--cores",
-        "1",
-        "--configfile",
-        str(REPO / "config.yaml"),
-        "--config",
-        f"input={bids_input(bids)}",
-        "--",
-        "preprocess",
-        check=False,
-    )
+    proc = dry_run_preprocess(tmp_path, "--config", f"input={bids_input(bids)}", check=False)
     assert proc.returncode != 0
     assert "subpopulations.diagnosis.covariate is 'group'" in proc.stderr + proc.stdout
     assert "Job stats" not in proc.stdout  # refused while reading the config, not during the run
@@ -140,17 +134,7 @@ def test_the_starting_config_fits_the_sheet_and_replaces_the_demo_subpopulations
     # used as the README says, on top of config.yaml: its sub-populations replace the demo's as a whole
     path = tmp_path / "mine.yaml"
     path.write_text(text)
-    proc = run_snakemake(
-        tmp_path,
-        "-n",
-        "--cores",
-        "1",
-        "--configfile",
-        str(REPO / "config.yaml"),
-        str(path),
-        "--",
-        "preprocess",
-    )
+    proc = dry_run_preprocess(tmp_path, str(path))
     assert "check_inputs" in proc.stdout
 
 

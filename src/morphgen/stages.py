@@ -86,7 +86,7 @@ def qc_table(inputs_path, row_paths: list[str], qc_cfg: dict | None, out_table) 
 
 
 def usable_subjects(input_cfg: dict, sheet_path, qc_path) -> pd.DataFrame:
-    """The sheet's subjects that passed the input checks (status ok in the QC table)."""
+    """The sheet's subjects with status ok in a QC table (the gated preprocessing table for the split)."""
     subjects = read_input_subjects(input_cfg, sheet_path)
     qc = read_tsv(qc_path)
     ok = set(qc.loc[qc["status"] == "ok", "participant_id"])

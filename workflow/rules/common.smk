@@ -18,8 +18,10 @@ replace_sections(
     ),
 )
 validate(config, schema="../schemas/config.schema.yaml")
-# a sheet without the sub-populations' covariates fails now, naming the key, not after preprocessing
-check_sheet_against_subpopulations(config["input"], config["subpopulations"])
+# a sheet without the sub-populations' covariates fails now, naming the key, not after preprocessing; once,
+# in the main process (each job reads the Snakefile again, with the config already checked)
+if workflow.is_main_process:
+    check_sheet_against_subpopulations(config["input"], config["subpopulations"])
 
 R = config["results"]
 ENV = "../../envs/morphgen.yaml"

@@ -28,7 +28,10 @@ def space_entities(space_cfg: dict) -> str:
 def preprocessed_patterns(root: str, space_cfg: dict) -> dict[str, str]:
     """Paths of one subject's preprocessing outputs below ``root``, with a ``{subject}`` placeholder: the T1w
     image and brain mask (``anat/``), the QC figure (``figures/``) and the QC row."""
-    entities = space_entities(space_cfg)
+    return _patterns(root, space_entities(space_cfg))
+
+
+def _patterns(root: str | Path, entities: str) -> dict[str, str]:
     folder = f"{root}/preprocessed/{{subject}}"
     return {
         "image": f"{folder}/anat/{{subject}}_{entities}_desc-preproc_T1w.nii.gz",
@@ -41,10 +44,8 @@ def preprocessed_patterns(root: str, space_cfg: dict) -> dict[str, str]:
 def find_preprocessed(results: str | Path, subject: str, kind: str = "image") -> Path:
     """The preprocessed image (``kind="image"``) or brain mask (``"mask"``) of ``subject`` in a results
     folder, whatever its grid."""
-    suffix = {"image": "desc-preproc_T1w", "mask": "desc-brain_mask"}[kind]
-    found = sorted(
-        (Path(results) / "preprocessed" / subject / "anat").glob(f"{subject}_space-*_{suffix}.nii.gz")
-    )
+    pattern = Path(_patterns(results, "space-*")[kind].format(subject=subject))
+    found = sorted(pattern.parent.glob(pattern.name))
     if len(found) != 1:
         raise FileNotFoundError(
             f"expected one {kind} of {subject} in {Path(results) / 'preprocessed'}, found {len(found)}"

@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from morphgen.nifti import atomic_output, load_volume
+from morphgen.report.pages import header
 from morphgen.report.tables import (
     TISSUES,
     TRUTH_TISSUES,
@@ -376,10 +377,6 @@ def _loss_panels(columns: list[str]) -> list[tuple[str, str, list[tuple[str, str
         if c not in named:
             panels.append((header(c), "value", [(c, header(c))]))
     return panels
-
-
-def header(column: str) -> str:
-    return column.replace("_", " ")
 
 
 def loss_curves(tsv_path: str | Path, out_png: str | Path, title: str) -> Path:
