@@ -3,13 +3,19 @@ configuration written from it (``morphgen init-config``)."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from morphgen.cohort.sheet import ID_COLUMNS, PATH_COLUMN, _participants, _read_table, read_sheet
+from morphgen.cohort.sheet import (
+    ID_COLUMNS,
+    PATH_COLUMN,
+    _config_path,
+    _participants,
+    _read_table,
+    read_sheet,
+)
 from morphgen.errors import ConfigError
 
 # columns that describe the file or the visit, never a covariate to split on
@@ -26,11 +32,7 @@ def covariate_table(input_cfg: dict, base_dir: str | Path = ".") -> tuple[pd.Dat
     For BIDS: ``participants.tsv`` joined with the first session's row of each ``sub-*_sessions.tsv``.
     """
     source = input_cfg.get("source")
-    key = "bids_dir" if source == "bids" else "sheet"
-    value = input_cfg.get(key)
-    if not value:
-        raise ConfigError(f"input.{key} must be set when input.source is {source!r}")
-    path = Path(os.path.abspath(Path(base_dir) / Path(value).expanduser()))
+    path = _config_path(input_cfg, "bids_dir" if source == "bids" else "sheet", Path(base_dir))
     if source == "sheet":
         return read_sheet(path), str(path)
     if not path.is_dir():
