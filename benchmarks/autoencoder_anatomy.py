@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from memory_plan import merged_config  # noqa: E402
 
 from morphgen.cohort import demo  # noqa: E402
-from morphgen.models.checkpoint import load_autoencoder  # noqa: E402
-from morphgen.models.codecs import codec_of  # noqa: E402
-from morphgen.models.families.autoencoding import AutoencoderFamily  # noqa: E402
+from morphgen.models.autoencoders.checkpoint import load_autoencoder  # noqa: E402
+from morphgen.models.autoencoders.codecs import codec_of  # noqa: E402
+from morphgen.models.autoencoders.family import AutoencoderFamily  # noqa: E402
 from morphgen.models.registry import build_family  # noqa: E402
 from morphgen.nifti import save_volume  # noqa: E402
 from morphgen.preprocess.intensity import scale_to_unit  # noqa: E402

@@ -16,8 +16,8 @@ import time
 
 import torch
 
+from morphgen.models.families.vqvae_transformer.prior import build_prior, sample_tokens
 from morphgen.models.memory import GIB, estimate_prior_training
-from morphgen.models.prior import build_prior, sample_tokens
 
 
 def sync(device: str) -> None:

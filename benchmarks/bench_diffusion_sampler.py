@@ -18,7 +18,13 @@ import torch
 import yaml
 
 from morphgen.models.covariates import covariate_columns
-from morphgen.models.diffusion import TRAIN_STEPS, build_unet, make_scheduler, sample_latents, unet_config
+from morphgen.models.families.ldm.diffusion import (
+    TRAIN_STEPS,
+    build_unet,
+    make_scheduler,
+    sample_latents,
+    unet_config,
+)
 
 PAPER = {
     "channels": [256, 512, 768],

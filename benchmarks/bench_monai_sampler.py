@@ -26,8 +26,8 @@ import torch
 from monai.inferers import VQVAETransformerInferer
 from monai.utils.ordering import Ordering
 
-from morphgen.models.prior import sample_tokens
-from morphgen.models.transformer import CausalTransformer
+from morphgen.models.families.vqvae_transformer.prior import sample_tokens
+from morphgen.models.families.vqvae_transformer.transformer import CausalTransformer
 
 
 class MonaiView(torch.nn.Module):

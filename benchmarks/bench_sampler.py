@@ -14,8 +14,8 @@ import time
 import numpy as np
 import torch
 
-from morphgen.models.prior import sample_tokens
-from morphgen.models.transformer import CausalTransformer
+from morphgen.models.families.vqvae_transformer.prior import sample_tokens
+from morphgen.models.families.vqvae_transformer.transformer import CausalTransformer
 
 
 def time_sampling(

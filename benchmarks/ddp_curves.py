@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import test_distributed as setup  # noqa: E402
 
-from morphgen.models.distributed import run_training  # noqa: E402
+from morphgen.models.registry import run_training  # noqa: E402
 from morphgen.nifti import save_volume  # noqa: E402
 
 

@@ -32,11 +32,11 @@ import torch
 from memory_plan import merged_config
 from sampling_profile import timed_steps
 
-from morphgen.models.autoencoder_training import AutoencoderTrainer
+from morphgen.models.autoencoders.training import AutoencoderTrainer
+from morphgen.models.autoencoders.vqvae import latent_shape
+from morphgen.models.engine.precision import autocast_for
+from morphgen.models.families.vqvae_transformer.prior import build_prior, training_step
 from morphgen.models.memory import GIB
-from morphgen.models.precision import autocast_for
-from morphgen.models.prior import build_prior, training_step
-from morphgen.models.vqvae import latent_shape
 from morphgen.nifti import save_volume
 
 BASE = ["config.yaml", "configs/paper/paper.yaml"]  # as the README runs the paper config
@@ -99,7 +99,8 @@ def isolated_autoencoder_steps(ae_cfg: dict, shape: tuple, steps: int, device: s
 
 
 def prior_steps(prior_cfg: dict, codebook: int, seq_len: int, steps: int, device: str):
-    """Steps of the prior's own update (``morphgen.models.prior.training_step``) at the tier's settings."""
+    """Steps of the prior's own update (``families.vqvae_transformer.prior.training_step``) at the tier's
+    settings."""
     torch.manual_seed(0)
     model = build_prior(codebook, seq_len, prior_cfg).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)

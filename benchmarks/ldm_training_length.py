@@ -24,7 +24,7 @@ import torch
 from memory_plan import merged_config
 
 from morphgen import stages
-from morphgen.models.diffusion import (
+from morphgen.models.families.ldm.diffusion import (
     PREDICTIONS,
     SCHEDULES,
     make_scheduler,
@@ -32,7 +32,7 @@ from morphgen.models.diffusion import (
     sample_latents,
     sampling_covariates,
 )
-from morphgen.models.diffusion_training import load_diffusion
+from morphgen.models.families.ldm.training import load_diffusion
 from morphgen.models.registry import build_family
 from morphgen.preprocess.derivatives import find_preprocessed
 from morphgen.tsv import read_tsv

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import yaml
 
-from morphgen.models.autoencoder_training import AutoencoderTrainer
+from morphgen.models.autoencoders.training import AutoencoderTrainer
 from morphgen.models.memory import GIB, estimate_autoencoder_training, largest_batch
 from morphgen.nifti import save_volume
 

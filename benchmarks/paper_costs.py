@@ -29,8 +29,9 @@ from memory_plan import merged_config
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from morphgen.models.prior import _with_bos, build_prior
-from morphgen.models.vqvae import build_discriminator, build_vqvae, latent_shape, network_config
+from morphgen.models.autoencoders.discriminator import build_discriminator
+from morphgen.models.autoencoders.vqvae import build_vqvae, latent_shape, network_config
+from morphgen.models.families.vqvae_transformer.prior import _with_bos, build_prior
 
 CONFIGS = ["config.yaml", "configs/paper/paper.yaml"]
 
@@ -131,7 +132,7 @@ class OpCounter(TorchDispatchMode):
 
 def ops(steps: int = 96) -> None:
     """aten operations of the cached sampler's token step (network and draw), counted over ``steps`` steps."""
-    from morphgen.models.prior import GUMBEL_BLOCK, _draw, _gumbel_noise
+    from morphgen.models.families.vqvae_transformer.prior import GUMBEL_BLOCK, _draw, _gumbel_noise
 
     ae, prior_cfg, _, seq_len = paper_config()
     torch.set_num_threads(2)
@@ -144,7 +145,7 @@ def ops(steps: int = 96) -> None:
         counter = OpCounter()
         start = time.perf_counter()
         with torch.inference_mode(), counter:
-            for i in range(steps):  # the loop of morphgen.models.prior._sample_batch
+            for i in range(steps):  # the loop of prior._sample_batch
                 if i % GUMBEL_BLOCK == 0:
                     noise = _gumbel_noise(GUMBEL_BLOCK, (batch, model.codebook_size), generator, seq.device)
                 logits = model(seq[:, i : i + 1], cache)[:, -1]

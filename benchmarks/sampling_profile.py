@@ -18,8 +18,8 @@ import torch
 from memory_plan import merged_config
 from torch.profiler import ProfilerActivity, profile
 
-from morphgen.models.precision import autocast_for
-from morphgen.models.prior import _sample_batch, build_prior
+from morphgen.models.engine.precision import autocast_for
+from morphgen.models.families.vqvae_transformer.prior import _sample_batch, build_prior
 
 CONFIGS = ["config.yaml", "configs/paper/paper.yaml", "configs/paper/gpu-24gb.yaml"]
 

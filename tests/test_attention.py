@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from morphgen.models.attention import (
+from morphgen.models.families.vqvae_transformer.attention import (
     CausalSelfAttention,
     FavorState,
     favor_causal,
     favor_logits,
     orthogonal_gaussian_features,
 )
-from morphgen.models.prior import sample_tokens
-from morphgen.models.transformer import CausalTransformer
+from morphgen.models.families.vqvae_transformer.prior import sample_tokens
+from morphgen.models.families.vqvae_transformer.transformer import CausalTransformer
 
 torch.set_num_threads(1)
 

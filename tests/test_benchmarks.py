@@ -9,7 +9,7 @@ import torch
 from monai.inferers import VQVAETransformerInferer
 from monai.utils.ordering import Ordering
 
-from morphgen.models.transformer import CausalTransformer
+from morphgen.models.families.vqvae_transformer.transformer import CausalTransformer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_monai_sampler import MonaiView, TokensOnly, latent_grid  # noqa: E402

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from snakemake.utils import update_config, validate
 
+from morphgen.models.autoencoders.vqvae import network_config
 from morphgen.models.memory import estimate_autoencoder_training, estimate_prior_training, largest_batch
-from morphgen.models.vqvae import network_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"

@@ -9,9 +9,15 @@ import pytest
 import torch
 from test_diffusion_training import CFG, _data
 
-from morphgen.models.data import torch_generator
-from morphgen.models.diffusion import build_unet, diffusion_loss, make_scheduler, sample_latents, unet_config
-from morphgen.models.diffusion_training import load_diffusion, train_diffusion
+from morphgen.models.engine.data import torch_generator
+from morphgen.models.families.ldm.diffusion import (
+    build_unet,
+    diffusion_loss,
+    make_scheduler,
+    sample_latents,
+    unet_config,
+)
+from morphgen.models.families.ldm.training import load_diffusion, train_diffusion
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU, left visible by MORPHGEN_TEST_GPU=1"

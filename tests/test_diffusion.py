@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from morphgen.errors import ConfigError
-from morphgen.models.diffusion import (
+from morphgen.models.families.ldm.diffusion import (
     FORMER_PROCESS,
     SEED_PROCESS,
     build_unet,

@@ -10,8 +10,8 @@ import torch
 from conftest import cpu_exact
 
 from morphgen.errors import ConfigError
-from morphgen.models.diffusion_training import load_diffusion, train_diffusion
-from morphgen.models.preemption import TrainingInterrupted, stop_on_signals
+from morphgen.models.engine.preemption import TrainingInterrupted, stop_on_signals
+from morphgen.models.families.ldm.training import load_diffusion, train_diffusion
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,7 +54,7 @@ def test_training_writes_its_files_and_the_loss_falls(tmp_path):
 
 @cpu_exact
 def test_a_stop_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
-    import morphgen.models.diffusion_training as module
+    import morphgen.models.families.ldm.training as module
 
     x, c = _data(10, 2)  # 3 steps per epoch, the last one short
     vx, vc = _data(3, 3)
@@ -110,7 +110,7 @@ def test_model_pt_keeps_the_noise_process_and_a_changed_one_does_not_resume(tmp_
 
 
 def test_withheld_covariates_are_zeroed_flagged_and_drawn_by_seed(tmp_path, monkeypatch):
-    import morphgen.models.diffusion_training as module
+    import morphgen.models.families.ldm.training as module
 
     seen, real = [], module.diffusion_loss
 

@@ -16,9 +16,10 @@ import torch
 from conftest import TINY_AUTOENCODER, phantom
 
 from morphgen.errors import ConfigError
-from morphgen.models.autoencoder_training import AutoencoderTrainer
-from morphgen.models.distributed import World, run_training, scaled_lr, torchrun_command
-from morphgen.models.preemption import INTERRUPTED_EXIT, TrainingInterrupted, stop_on_signals
+from morphgen.models.autoencoders.training import AutoencoderTrainer
+from morphgen.models.engine.distributed import World, scaled_lr, torchrun_command
+from morphgen.models.engine.preemption import INTERRUPTED_EXIT, TrainingInterrupted, stop_on_signals
+from morphgen.models.registry import run_training
 from morphgen.nifti import save_volume
 from morphgen.space import Grid
 
@@ -135,8 +136,8 @@ def test_sigterm_to_the_launcher_stops_every_process_and_the_rerun_resumes_to_th
     kwargs = fit_kwargs(cohort, tmp_path)
     script = (
         "import json, sys\n"
-        "from morphgen.models.distributed import run_training\n"
-        "from morphgen.models.preemption import INTERRUPTED_EXIT, TrainingInterrupted\n"
+        "from morphgen.models.registry import run_training\n"
+        "from morphgen.models.engine.preemption import INTERRUPTED_EXIT, TrainingInterrupted\n"
         "cfg, kwargs, job = json.loads(sys.argv[1])\n"
         "try:\n"
         "    run_training(cfg, 'fit_autoencoder', kwargs, job)\n"

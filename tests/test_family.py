@@ -14,12 +14,12 @@ from conftest import TINY_AUTOENCODER, phantom
 
 from morphgen.errors import ConfigError
 from morphgen.models import ModelFamily, available_families, build_family, get_family, register_family
-from morphgen.models.checkpoint import load_autoencoder
-from morphgen.models.data import VolumeDataset
-from morphgen.models.families.autoencoding import msssim_kernel_size
-from morphgen.models.families.vqvae_transformer import VQVAETransformerFamily
+from morphgen.models.autoencoders.checkpoint import load_autoencoder
+from morphgen.models.autoencoders.discriminator import discriminator_score
+from morphgen.models.autoencoders.family import msssim_kernel_size
+from morphgen.models.engine.data import VolumeDataset
+from morphgen.models.families.vqvae_transformer.family import VQVAETransformerFamily
 from morphgen.models.registry import _FAMILIES
-from morphgen.models.vqvae import discriminator_score
 from morphgen.nifti import save_volume
 from morphgen.space import Grid
 
@@ -212,8 +212,8 @@ def test_generation_stopped_between_batches_resumes_to_the_same_samples(run, tmp
     """SIGTERM after the first batch (3 of 7): the rerun draws only the other 4 and writes the same files."""
     import signal
 
-    import morphgen.models.families.vqvae_transformer as family_module
-    from morphgen.models.preemption import TrainingInterrupted, request_stop, stop_on_signals
+    import morphgen.models.families.vqvae_transformer.family as family_module
+    from morphgen.models.engine.preemption import TrainingInterrupted, request_stop, stop_on_signals
 
     root, family = run["root"], run["family"]
     args = (root / "ae/model.pt", root / "prior/model.pt", 7, 3)

@@ -7,7 +7,7 @@ import torch
 from conftest import cpu_exact
 
 from morphgen.errors import ConfigError
-from morphgen.models.kl_autoencoder import (
+from morphgen.models.autoencoders.kl_autoencoder import (
     build_autoencoder_kl,
     kl_divergence,
     latent_means,
@@ -115,10 +115,10 @@ def test_kl_training_stopped_mid_epoch_resumes_to_the_same_weights(images, tmp_p
     import os
     import signal
 
-    from morphgen.models.autoencoder_training import AutoencoderTrainer
-    from morphgen.models.checkpoint import load_autoencoder
-    from morphgen.models.codecs import KLCodec
-    from morphgen.models.preemption import TrainingInterrupted, stop_on_signals
+    from morphgen.models.autoencoders.checkpoint import load_autoencoder
+    from morphgen.models.autoencoders.codecs import KLCodec
+    from morphgen.models.autoencoders.training import AutoencoderTrainer
+    from morphgen.models.engine.preemption import TrainingInterrupted, stop_on_signals
     from morphgen.tsv import read_tsv
 
     train, val = images

@@ -12,9 +12,9 @@ from conftest import phantom
 
 from morphgen.errors import ConfigError, SubjectError
 from morphgen.models import build_family
-from morphgen.models.checkpoint import load_autoencoder
-from morphgen.models.diffusion import FORMER_PROCESS, make_scheduler
-from morphgen.models.diffusion_training import load_diffusion
+from morphgen.models.autoencoders.checkpoint import load_autoencoder
+from morphgen.models.families.ldm.diffusion import FORMER_PROCESS, make_scheduler
+from morphgen.models.families.ldm.training import load_diffusion
 from morphgen.nifti import save_volume
 from morphgen.space import Grid
 from morphgen.tsv import read_tsv

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import TINY_AUTOENCODER
 
+from morphgen.models.autoencoders.vqvae import build_vqvae, network_config
 from morphgen.models.memory import (
     GIB,
     MemoryEstimate,
@@ -13,7 +14,6 @@ from morphgen.models.memory import (
     estimate_prior_training,
     largest_batch,
 )
-from morphgen.models.vqvae import build_vqvae, network_config
 
 AE = {**TINY_AUTOENCODER, "channels": [8, 8]}
 SHAPE = (16, 24, 16)

@@ -106,8 +106,8 @@ def _writers():
     import pandas as pd
     from matplotlib import pyplot as plt
 
+    from morphgen.png import save_figure
     from morphgen.preprocess.qc import write_qc_png, write_qc_tsv
-    from morphgen.report.figures import save_figure
     from morphgen.tsv import write_tsv
 
     grid = Grid(4.0, (12, 16, 12))

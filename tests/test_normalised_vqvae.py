@@ -10,12 +10,18 @@ import torch
 from conftest import TINY_AUTOENCODER, phantom
 
 from morphgen.errors import ConfigError
-from morphgen.models.autoencoder_training import AutoencoderTrainer
-from morphgen.models.checkpoint import load_autoencoder
-from morphgen.models.fsq import FSQ
-from morphgen.models.latents import decode_tokens, encode_tokens
-from morphgen.models.normalised_vqvae import NormalisedVQVAE
-from morphgen.models.vqvae import build_vqvae, codebook_size_of, network_config, token_indices
+from morphgen.models.autoencoders.checkpoint import load_autoencoder
+from morphgen.models.autoencoders.fsq import FSQ
+from morphgen.models.autoencoders.normalised_vqvae import NormalisedVQVAE
+from morphgen.models.autoencoders.training import AutoencoderTrainer
+from morphgen.models.autoencoders.vqvae import (
+    build_vqvae,
+    codebook_size_of,
+    decode_tokens,
+    encode_tokens,
+    network_config,
+    token_indices,
+)
 from morphgen.nifti import save_volume
 from morphgen.space import Grid
 

@@ -11,10 +11,15 @@ import pytest
 import torch
 
 from morphgen.errors import ConfigError
-from morphgen.models import prior
-from morphgen.models.preemption import TrainingInterrupted, stop_on_signals
-from morphgen.models.prior import heldout_nll, load_prior, sample_tokens, train_prior
-from morphgen.models.transformer import CausalTransformer
+from morphgen.models.engine.preemption import TrainingInterrupted, stop_on_signals
+from morphgen.models.families.vqvae_transformer import prior
+from morphgen.models.families.vqvae_transformer.prior import (
+    heldout_nll,
+    load_prior,
+    sample_tokens,
+    train_prior,
+)
+from morphgen.models.families.vqvae_transformer.transformer import CausalTransformer
 
 torch.set_num_threads(1)
 

@@ -12,12 +12,12 @@ from conftest import TINY_AUTOENCODER, phantom
 
 from morphgen.errors import ConfigError
 from morphgen.metrics.fid import MedicalNetResNet, TorchFeatures
-from morphgen.models.autoencoder_training import train_autoencoder
-from morphgen.models.checkpoint import AUTOENCODER_FORMAT, load_autoencoder, load_weights_only
-from morphgen.models.prior import load_prior, train_prior
+from morphgen.models.autoencoders.checkpoint import AUTOENCODER_FORMAT, load_autoencoder
+from morphgen.models.autoencoders.training import train_autoencoder
+from morphgen.models.families.vqvae_transformer.prior import load_prior, train_prior
 from morphgen.nifti import save_volume
 from morphgen.space import Grid
-from morphgen.weights import sha256sum
+from morphgen.weights import load_weights_only, sha256sum
 
 torch.set_num_threads(1)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from morphgen.models.generation import GenerationCheckpoint
-from morphgen.models.selection import BestSamples
+from morphgen.models.engine.generation import GenerationCheckpoint
+from morphgen.models.engine.selection import BestSamples
 
 
 def _stream(n, seed=0):

@@ -13,25 +13,22 @@ import torch
 from conftest import TINY_AUTOENCODER, cpu_exact, phantom
 
 from morphgen.errors import ConfigError, SubjectError
-from morphgen.models import autoencoder_training
-from morphgen.models import vqvae as vqvae_module
-from morphgen.models.autoencoder_training import AutoencoderTrainer
-from morphgen.models.checkpoint import load_autoencoder
-from morphgen.models.data import VolumeAugmentation, VolumeDataset
-from morphgen.models.latents import encode_subjects, load_token_sequences
-from morphgen.models.losses import ReconstructionLoss, build_perceptual_loss
-from morphgen.models.vqvae import (
-    build_discriminator,
-    build_vqvae,
-    discriminator_output_shape,
-    network_config,
-    restart_dead_codes,
-)
+from morphgen.models.autoencoders import training as autoencoder_training
+from morphgen.models.autoencoders import vqvae as vqvae_module
+from morphgen.models.autoencoders.checkpoint import load_autoencoder
+from morphgen.models.autoencoders.codecs import VQCodec
+from morphgen.models.autoencoders.discriminator import build_discriminator, discriminator_output_shape
+from morphgen.models.autoencoders.latents import encode_subjects, load_token_sequences
+from morphgen.models.autoencoders.losses import ReconstructionLoss, build_perceptual_loss
+from morphgen.models.autoencoders.training import AutoencoderTrainer
+from morphgen.models.autoencoders.vqvae import build_vqvae, network_config, restart_dead_codes
+from morphgen.models.engine.data import VolumeAugmentation, VolumeDataset
 from morphgen.nifti import save_volume
 from morphgen.space import Grid
 
 torch.set_num_threads(1)
 
+VQ = VQCodec({})
 GRID = Grid(4.0, (16, 24, 16))  # not cubic, so axis order mistakes change shapes
 
 AE_CFG = {
@@ -429,9 +426,11 @@ def test_encode_writes_token_grids_with_unaugmented_copy_zero(cohort, trained_mo
     vqvae, _, network = load_autoencoder(trained_model)
     aug = VolumeAugmentation({"rotate": 0.2, "translate": 2.0})
     images = dict(list(cohort.items())[:3])
-    encode_subjects(vqvae, images, tmp_path / "aug", 2, aug, seed=0, batch_size=2, progress=False)
-    encode_subjects(vqvae, images, tmp_path / "plain", 0, aug, seed=0, progress=False)
-    encode_subjects(vqvae, dict(reversed(images.items())), tmp_path / "again", 2, aug, seed=0, progress=False)
+    encode_subjects(vqvae, images, tmp_path / "aug", 2, aug, seed=0, batch_size=2, progress=False, codec=VQ)
+    encode_subjects(vqvae, images, tmp_path / "plain", 0, aug, seed=0, progress=False, codec=VQ)
+    encode_subjects(
+        vqvae, dict(reversed(images.items())), tmp_path / "again", 2, aug, seed=0, progress=False, codec=VQ
+    )
     for subject, path in images.items():
         tokens = np.load(tmp_path / "aug" / f"{subject}.npy")
         assert tokens.shape == (3, *network["latent_shape"]) and tokens.dtype == np.int16
@@ -455,6 +454,6 @@ def test_encoding_leaves_the_codebook_unchanged(cohort, trained_model, tmp_path)
     vqvae, _, _ = load_autoencoder(trained_model)
     before = copy.deepcopy(vqvae.state_dict())
     encode_subjects(
-        vqvae, dict(list(cohort.items())[:2]), tmp_path, 1, VolumeAugmentation(), 0, progress=False
+        vqvae, dict(list(cohort.items())[:2]), tmp_path, 1, VolumeAugmentation(), 0, progress=False, codec=VQ
     )
     assert all(torch.equal(before[k], v) for k, v in vqvae.state_dict().items())

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from morphgen.models.preemption import INTERRUPTED_EXIT, TrainingInterrupted
+from morphgen.models.engine.preemption import INTERRUPTED_EXIT, TrainingInterrupted
 
 LOG = logging.getLogger("morphgen")
 

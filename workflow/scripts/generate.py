@@ -2,7 +2,7 @@ from pathlib import Path
 
 from morphgen import stages
 from morphgen.models import get_family
-from morphgen.models.preemption import stop_on_signals
+from morphgen.models.engine.preemption import stop_on_signals
 from morphgen.space import Grid
 from morphgen.workflow import logged
 

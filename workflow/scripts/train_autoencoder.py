@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from morphgen import stages
-from morphgen.models.distributed import run_training
+from morphgen.models.registry import run_training
 from morphgen.workflow import logged
 
 with logged(snakemake):

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from morphgen.antsio import ants_seed, from_ants, to_ants
 from morphgen.errors import SubjectError
 from morphgen.nifti import load_volume, save_volume
-from morphgen.report.figures import save_figure
+from morphgen.png import save_figure
 from morphgen.segmentation.base import Segmenter, image_data
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,10 @@ A *model family* is the pair "compression model + generative prior" (here a VQ-V
 later latent diffusion, a metamorphic VAE, a multi-level VQ-VAE). The workflow only ever talks to a family
 through the five methods below and the files they write, so adding a family means:
 
-1. subclass :class:`ModelFamily` in ``morphgen/models/families/<name>.py``;
-2. decorate it with ``@register_family("<name>")`` (``morphgen.models.registry``) and import the module in
-   ``morphgen/models/families/__init__.py``;
+1. subclass :class:`ModelFamily` in ``morphgen/models/families/<name>/family.py`` (the package holds the
+   family's networks and prior too);
+2. decorate it with ``@register_family("<name>")`` (below) and add its line to the catalogue
+   (``morphgen.models.catalogue``), which names the module and says what the workflow needs to know;
 3. read its hyper-parameters from ``config['model']`` (given to ``__init__``; ``config['model']['family']``
    selects the family), raising :class:`morphgen.errors.ConfigError` for missing or inconsistent keys;
 4. honour every file contract stated in the method docstrings: the file names are fixed because the rules
@@ -20,6 +21,7 @@ diffusion model), as long as ``encode`` writes ``<subject>.npy`` and ``fit_prior
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +181,24 @@ class ModelFamily(abc.ABC):
             f"model family {self.name or type(self).__name__} is not conditioned on covariates: "
             "it cannot sample from requested covariates (model.conditioning.requests)"
         )
+
+
+_FAMILIES: dict[str, type[ModelFamily]] = {}
+
+
+def register_family(name: str) -> Callable[[type[ModelFamily]], type[ModelFamily]]:
+    """Class decorator that makes a :class:`ModelFamily` available under ``name``."""
+
+    def decorate(cls: type[ModelFamily]) -> type[ModelFamily]:
+        if not (isinstance(cls, type) and issubclass(cls, ModelFamily)):
+            raise TypeError(f"{cls!r} is not a ModelFamily subclass")
+        known = _FAMILIES.get(name)
+        if known is not None and known is not cls:
+            raise ValueError(
+                f"model family {name!r} is already registered by {known.__module__}.{known.__name__}"
+            )
+        cls.name = name
+        _FAMILIES[name] = cls
+        return cls
+
+    return decorate

@@ -32,10 +32,8 @@ class FamilySpec:
 FAMILIES: dict[str, FamilySpec] = {
     spec.name: spec
     for spec in (
-        FamilySpec("vqvae_transformer", "morphgen.models.families.vqvae_transformer"),
-        FamilySpec(
-            "ldm", "morphgen.models.families.latent_diffusion", conditioned=True, prior_section="diffusion"
-        ),
+        FamilySpec("vqvae_transformer", "morphgen.models.families.vqvae_transformer.family"),
+        FamilySpec("ldm", "morphgen.models.families.ldm.family", conditioned=True, prior_section="diffusion"),
     )
 }
 

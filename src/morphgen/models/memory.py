@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from morphgen.models.vqvae import build_discriminator, build_vqvae, network_config
+from morphgen.models.autoencoders.discriminator import build_discriminator
+from morphgen.models.autoencoders.vqvae import build_vqvae, network_config
 
 GIB = 2**30
 ADAM_COPIES = 4  # weights, gradients, two moments
@@ -114,7 +115,7 @@ def estimate_prior_training(
     On the meta device ``scaled_dot_product_attention`` takes its reference path, which saves the attention
     weights; the fused GPU kernels do not, so this errs high for exact attention.
     """
-    from morphgen.models.prior import build_prior
+    from morphgen.models.families.vqvae_transformer.prior import build_prior
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 

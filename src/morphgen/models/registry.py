@@ -1,36 +1,32 @@
-"""Model families by name: ``config['model']['family']`` picks one."""
+"""Model families by name: ``config['model']['family']`` picks one; the catalogue says which module holds it.
+
+``register_family`` lives with the contract (``models.base``) so that a family never imports this layer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from pathlib import Path
 
 from morphgen.errors import ConfigError
-from morphgen.models.base import ModelFamily
+from morphgen.models.base import _FAMILIES, ModelFamily, register_family
+from morphgen.models.catalogue import FAMILIES
+from morphgen.models.engine.distributed import distributed_settings, launch
+from morphgen.models.engine.preemption import stop_on_signals
 
-_FAMILIES: dict[str, type[ModelFamily]] = {}
-
-
-def register_family(name: str) -> Callable[[type[ModelFamily]], type[ModelFamily]]:
-    """Class decorator that makes a :class:`ModelFamily` available under ``name``."""
-
-    def decorate(cls: type[ModelFamily]) -> type[ModelFamily]:
-        if not (isinstance(cls, type) and issubclass(cls, ModelFamily)):
-            raise TypeError(f"{cls!r} is not a ModelFamily subclass")
-        known = _FAMILIES.get(name)
-        if known is not None and known is not cls:
-            raise ValueError(
-                f"model family {name!r} is already registered by {known.__module__}.{known.__name__}"
-            )
-        cls.name = name
-        _FAMILIES[name] = cls
-        return cls
-
-    return decorate
+__all__ = [
+    "available_families",
+    "build_family",
+    "call_family",
+    "get_family",
+    "register_family",
+    "run_training",
+]
 
 
 def _load_builtin_families() -> None:
-    # importing the package runs the @register_family decorators of the families shipped with morphgen
-    import morphgen.models.families  # noqa: F401
+    # importing a family's module runs its @register_family decorator; the catalogue names every module
+    for spec in FAMILIES.values():
+        importlib.import_module(spec.module)
 
 
 def available_families() -> list[str]:
@@ -43,10 +39,6 @@ def get_family(name: str) -> type[ModelFamily]:
     """The family class registered under ``name``; :class:`ConfigError` listing the known ones if none is.
 
     A family of the catalogue is imported alone (the others' networks are not loaded)."""
-    import importlib
-
-    from morphgen.models.catalogue import FAMILIES
-
     if name not in _FAMILIES and name in FAMILIES:
         importlib.import_module(FAMILIES[name].module)
     if name not in _FAMILIES:
@@ -63,3 +55,22 @@ def build_family(model_cfg: dict) -> ModelFamily:
     if "family" not in model_cfg:
         raise ConfigError("model.family is missing from the configuration")
     return get_family(model_cfg["family"])(model_cfg)
+
+
+def call_family(model_cfg: dict, method: str, progress: bool = True, **kwargs) -> None:
+    """``method`` of the family ``model_cfg`` names, with ``kwargs`` (what each torchrun process runs)."""
+    getattr(build_family(model_cfg), method)(**kwargs, progress=progress)
+
+
+def run_training(model_cfg: dict, method: str, kwargs: dict, job_file: Path) -> None:
+    """A family's training ``method`` in this process, or in ``model.distributed.gpus`` torchrun processes.
+
+    Either way a stop signal ends it with a checkpoint and :class:`TrainingInterrupted`.
+    """
+    gpus, _ = distributed_settings(model_cfg)
+    if gpus == 1:
+        with stop_on_signals():
+            call_family(model_cfg, method, **kwargs)
+        return
+    job = {"model_cfg": model_cfg, "method": method, **kwargs}
+    launch("morphgen.models.registry:call_family", job, gpus, job_file)

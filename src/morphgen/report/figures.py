@@ -12,10 +12,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from morphgen.nifti import atomic_output, load_volume
+from morphgen.nifti import load_volume
+from morphgen.png import save_figure
 from morphgen.report.pages import header
 from morphgen.report.tables import (
     TISSUES,
@@ -42,14 +42,6 @@ TISSUE_NAMES = {
     "ventricles": "ventricles",
     "brain": "brain",
 }
-
-
-def save_figure(fig: Figure, out_png: str | Path, dpi: int = 110) -> Path:
-    """Render ``fig`` with the Agg canvas and write it as PNG atomically."""
-    FigureCanvasAgg(fig)
-    with atomic_output(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
-    return Path(out_png)
 
 
 # ---------------------------------------------------------------------------------------------- samples

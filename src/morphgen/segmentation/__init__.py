@@ -6,13 +6,13 @@ onnxruntime).
 
 from __future__ import annotations
 
+from morphgen.segmentation.backends import make_segmenter
 from morphgen.segmentation.base import (
     CORE_VOLUMES,
     TISSUE_LABELS,
     Segmentation,
     Segmenter,
     derive_brain_mask,
-    make_segmenter,
 )
 from morphgen.segmentation.volumes import segment_files, volumes_row
 

@@ -1,3 +1,4 @@
-"""Families shipped with morphgen; importing this package registers them."""
+"""One package per model family: its networks, its prior, its config schema and its family class.
 
-from morphgen.models.families import latent_diffusion, vqvae_transformer  # noqa: F401
+The catalogue (``morphgen.models.catalogue``) names each family's module; the registry imports it when asked.
+"""

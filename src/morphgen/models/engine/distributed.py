@@ -2,9 +2,9 @@
 
 A rule asks for ``model.distributed.gpus`` GPUs (``resources: gpu=N``: one SLURM job with N GPUs). With
 N > 1 the rule script calls :func:`launch`, which runs ``torchrun --standalone --nproc-per-node N`` on
-``python -m morphgen.models.distributed <job.json>``; every process calls the same training function, which
-finds the process group through :func:`current_world`. Without a GPU the processes use the gloo back-end on
-CPU, which is how the tests run it.
+``python -m morphgen.models.engine.distributed <job.json>``; every process calls the same training function,
+which finds the process group through :func:`current_world`. Without a GPU the processes use the gloo back-end
+on CPU, which is how the tests run it.
 
 Scaling by world size: ``batch_size`` stays what one process (one GPU) holds, so the global batch is
 ``N x batch_size``, and the learning rates grow with it by ``model.distributed.lr_scaling`` (sqrt, the rule
@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from morphgen.errors import ConfigError
-from morphgen.models.preemption import (
+from morphgen.models.engine.preemption import (
     INTERRUPTED_EXIT,
     TrainingInterrupted,
     stop_on_signals,
@@ -141,7 +141,7 @@ def torchrun_command(nproc: int, job_file: Path) -> list[str]:
         "--nnodes=1",
         f"--nproc-per-node={nproc}",
         "-m",
-        "morphgen.models.distributed",
+        "morphgen.models.engine.distributed",
         str(job_file),
     ]
 
@@ -179,27 +179,6 @@ def launch(entry: str, kwargs: dict, nproc: int, job_file: Path) -> None:
             f"distributed training ({nproc} processes, job {job_file}) failed with exit code {code}; "
             "the log above holds each process's error"
         )
-
-
-def call_family(model_cfg: dict, method: str, progress: bool = True, **kwargs) -> None:
-    """``method`` of the family ``model_cfg`` names, with ``kwargs`` (what each torchrun process runs)."""
-    from morphgen.models.registry import build_family
-
-    getattr(build_family(model_cfg), method)(**kwargs, progress=progress)
-
-
-def run_training(model_cfg: dict, method: str, kwargs: dict, job_file: Path) -> None:
-    """A family's training ``method`` in this process, or in ``model.distributed.gpus`` torchrun processes.
-
-    Either way a stop signal ends it with a checkpoint and :class:`TrainingInterrupted`.
-    """
-    gpus, _ = distributed_settings(model_cfg)
-    if gpus == 1:
-        with stop_on_signals():
-            call_family(model_cfg, method, **kwargs)
-        return
-    job = {"model_cfg": model_cfg, "method": method, **kwargs}
-    launch("morphgen.models.distributed:call_family", job, gpus, job_file)
 
 
 def _resolve(entry: str):

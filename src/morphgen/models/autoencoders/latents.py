@@ -12,29 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.networks.nets import VQVAE
 from tqdm import tqdm
 
 from morphgen.errors import SubjectError
-from morphgen.models.data import VolumeAugmentation, VolumeDataset, seed_for
+from morphgen.models.engine.data import VolumeAugmentation, VolumeDataset, seed_for
 from morphgen.nifti import atomic_output
-
-
-@torch.no_grad()
-def encode_tokens(vqvae: VQVAE, images: torch.Tensor) -> torch.Tensor:
-    """Codebook indices (B, h, w, d) of a (B, 1, X, Y, Z) batch; the model must be in eval mode.
-
-    (MONAI's ``index_quantize`` runs the EMA quantiser, which would update the codebook in training mode.)
-    """
-    if vqvae.training:
-        raise RuntimeError("encode_tokens needs the VQ-VAE in eval mode (training mode updates the codebook)")
-    return vqvae.index_quantize(images)
-
-
-@torch.no_grad()
-def decode_tokens(vqvae: VQVAE, tokens: torch.Tensor) -> torch.Tensor:
-    """Images (B, 1, X, Y, Z) decoded from codebook indices (B, h, w, d)."""
-    return vqvae.decode_samples(tokens.long())
 
 
 def encode_subjects(
@@ -46,17 +28,15 @@ def encode_subjects(
     seed: int,
     batch_size: int = 4,
     progress: bool = True,
-    codec=None,
+    *,
+    codec,
 ) -> list[Path]:
     """Write ``out_dir/<subject>.npy`` for every subject; returns the paths written.
 
-    ``codec`` (``morphgen.models.codecs``; default the VQ-VAE's) says what is stored. Copy ``k >= 1`` of a
+    ``codec`` (``autoencoders.codecs``) says what is stored. Copy ``k >= 1`` of a
     subject is augmented with a generator seeded by (seed, subject, k), so it does not depend on which other
     subjects are encoded or in which order.
     """
-    from morphgen.models.codecs import VQCodec
-
-    codec = codec or VQCodec({})
     model.eval()
     subjects = list(images)
     data = VolumeDataset([images[s] for s in subjects], subjects, cache=False, augment=augment)

@@ -1,12 +1,12 @@
 """Latent diffusion conditioned on covariates (Pinaya et al. 2022, seed 004).
 
 * autoencoder: MONAI ``AutoencoderKL`` with the PatchGAN discriminator, trained, encoded and evaluated as
-  every autoencoder family (``families.autoencoding``); latents are the encoder's means, float32
+  every autoencoder family (``autoencoders.family``); latents are the encoder's means, float32
   (copies, channels, h, w, d);
 * prior: a MONAI ``DiffusionModelUNet`` over latents scaled to unit variance, conditioned on the subjects'
   covariates (``model.conditioning.covariates``: age, sex, ventricular and brain volume by default),
   min-max normalised with the training subjects' ranges, which ``model.pt`` keeps
-  (``morphgen.models.diffusion_training``);
+  (``morphgen.models.families.ldm.training``);
 * generation: each sample is conditioned on the covariates of a training subject of the sub-population drawn
   at random, denoised by DDIM (``model.sampling.sampler``, ``steps``: seed 004 uses 50) or DDPM, decoded,
   clipped to [0, 1] and ranked by the mean PatchGAN output, as in the VQ-VAE family.
@@ -23,9 +23,12 @@ import pandas as pd
 import torch
 
 from morphgen.errors import ConfigError, SubjectError
-from morphgen.models.base import REQUESTS_TSV
-from morphgen.models.checkpoint import load_autoencoder
-from morphgen.models.codecs import KLCodec
+from morphgen.models.autoencoders.checkpoint import load_autoencoder
+from morphgen.models.autoencoders.codecs import KLCodec
+from morphgen.models.autoencoders.discriminator import discriminator_score
+from morphgen.models.autoencoders.family import AutoencoderFamily
+from morphgen.models.autoencoders.latents import read_latents
+from morphgen.models.base import REQUESTS_TSV, register_family
 from morphgen.models.covariates import (
     ID,
     OUTSIDE,
@@ -35,14 +38,15 @@ from morphgen.models.covariates import (
     covariate_columns,
     request_table,
 )
-from morphgen.models.data import torch_generator
-from morphgen.models.diffusion import FORMER_PROCESS, make_scheduler, sample_latents, sampling_covariates
-from morphgen.models.families.autoencoding import AutoencoderFamily
-from morphgen.models.generation import checked_counts, generation_checkpoint, write_kept
-from morphgen.models.latents import read_latents
-from morphgen.models.registry import register_family
-from morphgen.models.selection import BestSamples
-from morphgen.models.vqvae import discriminator_score
+from morphgen.models.engine.data import torch_generator
+from morphgen.models.engine.generation import checked_counts, generation_checkpoint, write_kept
+from morphgen.models.engine.selection import BestSamples
+from morphgen.models.families.ldm.diffusion import (
+    FORMER_PROCESS,
+    make_scheduler,
+    sample_latents,
+    sampling_covariates,
+)
 from morphgen.nifti import atomic_output, save_volume
 
 
@@ -79,9 +83,9 @@ class LatentDiffusionFamily(AutoencoderFamily):
         covariates: pd.DataFrame | None = None,
     ) -> None:
         """Train the conditioned diffusion model on every copy of ``latents``; validate on copy 0 of
-        ``val_latents``. Files: those of :func:`morphgen.models.diffusion_training.train_diffusion`; its
+        ``val_latents``. Files: those of :func:`morphgen.models.families.ldm.training.train_diffusion`; its
         ``model.pt`` also keeps the covariate ranges and each training subject's normalised covariates."""
-        from morphgen.models.diffusion_training import train_diffusion
+        from morphgen.models.families.ldm.training import train_diffusion
 
         if covariates is None:
             raise ConfigError(
@@ -113,7 +117,7 @@ class LatentDiffusionFamily(AutoencoderFamily):
 
     # ---- generation ----------------------------------------------------------------------------------------
     def _sampler(self, model_path: Path, prior_path: Path) -> _Sampler:
-        from morphgen.models.diffusion_training import load_diffusion
+        from morphgen.models.families.ldm.training import load_diffusion
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         autoencoder, disc, _ = load_autoencoder(Path(model_path))

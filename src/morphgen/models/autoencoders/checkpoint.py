@@ -1,7 +1,5 @@
-"""Atomic checkpoints and the final autoencoder file, all loadable with ``torch.load(weights_only=True)``.
-
-Everything stored is tensors, numbers, strings, lists and dicts, so no pickled code runs when loading.
-"""
+"""The autoencoder's ``model.pt``: both networks, their config and training info, loadable with
+``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
@@ -11,28 +9,12 @@ import torch
 from monai.networks.nets import PatchDiscriminator
 
 from morphgen.errors import ConfigError
-from morphgen.models.codecs import build_networks
-from morphgen.nifti import atomic_output
+from morphgen.models.autoencoders.codecs import build_networks
+from morphgen.models.engine.checkpoint import save_atomic
 from morphgen.weights import load_weights_only
 
 # bump when the content of model.pt changes in a way older readers cannot handle
 AUTOENCODER_FORMAT = "morphgen-vqvae-1"  # named before the KL autoencoder, whose files share the layout
-
-
-def save_atomic(obj: dict, path: Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path`` and rename it into place."""
-    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)  # through a handle: the archive's inner name is fixed, not the temporary one
-    return Path(path)
-
-
-def rng_state() -> dict:
-    """Torch's CPU random state (the only generator the training loop draws from implicitly)."""
-    return {"torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
 
 
 def save_autoencoder(

@@ -20,9 +20,11 @@ import torch
 from tqdm import tqdm
 
 from morphgen.errors import ConfigError
-from morphgen.models.checkpoint import save_atomic
-from morphgen.models.data import torch_generator
-from morphgen.models.diffusion import (
+from morphgen.models.autoencoders.kl_autoencoder import scale_factor
+from morphgen.models.engine.checkpoint import save_atomic
+from morphgen.models.engine.data import torch_generator
+from morphgen.models.engine.preemption import TrainingInterrupted, stop_requested
+from morphgen.models.families.ldm.diffusion import (
     TRAIN_STEPS,
     build_unet,
     condition_dropout,
@@ -32,8 +34,6 @@ from morphgen.models.diffusion import (
     noise_process,
     unet_config,
 )
-from morphgen.models.kl_autoencoder import scale_factor
-from morphgen.models.preemption import TrainingInterrupted, stop_requested
 from morphgen.tsv import write_tsv
 from morphgen.weights import load_weights_only
 
@@ -98,7 +98,7 @@ def train_diffusion(
 
     ``*_latents``: (n, channels, h, w, d) encoder means; ``*_covariates``: (n, k) normalised covariates.
     ``cfg``: ``config['model']['diffusion']`` (epochs, batch_size, lr, the U-Net's shape, the noise process of
-    :func:`morphgen.models.diffusion.noise_process`, which ``model.pt`` keeps as ``process``, and
+    :func:`morphgen.models.families.ldm.diffusion.noise_process`, which ``model.pt`` keeps as ``process``, and
     ``condition_dropout``, which it also keeps: above 0 the model can be sampled with guidance). ``extra``
     goes into ``model.pt`` as is (the covariate ranges, for instance). Writes ``loss.tsv`` every epoch and
     ``checkpoints/last.pt`` every epoch and on a stop signal (:class:`TrainingInterrupted`); at the end

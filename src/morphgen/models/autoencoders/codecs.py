@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from morphgen.errors import ConfigError
-from morphgen.models import kl_autoencoder, vqvae
-from morphgen.models.vqvae import build_discriminator, discriminator_config
+from morphgen.models.autoencoders import kl_autoencoder, vqvae
+from morphgen.models.autoencoders.discriminator import build_discriminator, discriminator_config
 
 # model.autoencoder.kl_weight: MONAI's brain LDM tutorials use 1e-6 (the KL term sums over the latent grid)
 KL_WEIGHT = 1e-6
@@ -56,7 +56,7 @@ class Codec(abc.ABC):
 
 
 class VQCodec(Codec):
-    """The VQ-VAE of seed 000 (``morphgen.models.vqvae``): EMA codebook, commitment loss."""
+    """The VQ-VAE of seed 000 (``morphgen.models.autoencoders.vqvae``): EMA codebook, commitment loss."""
 
     kind, label, regulariser, has_codebook = "vqvae", "VQ-VAE", "quantisation", True
 
@@ -76,10 +76,8 @@ class VQCodec(Codec):
         return encodings, recon.float(), quantisation
 
     def latents(self, model, images):
-        from morphgen.models.latents import encode_tokens
-
         codebook_size = model.num_embeddings
-        tokens = encode_tokens(model, images).numpy()
+        tokens = vqvae.encode_tokens(model, images).numpy()
         if tokens.min() < 0 or tokens.max() >= codebook_size:
             raise ValueError("token index outside the codebook")
         return tokens.astype(vqvae.token_dtype(codebook_size))
@@ -90,7 +88,7 @@ class VQCodec(Codec):
 
 
 class KLCodec(Codec):
-    """The KL autoencoder of seed 004 (``morphgen.models.kl_autoencoder``): Gaussian latents, KL term."""
+    """The KL autoencoder of seed 004 (``autoencoders.kl_autoencoder``): Gaussian latents, KL term."""
 
     kind, label, regulariser, has_codebook = "kl", "KL autoencoder", "kl", False
 

@@ -5,7 +5,8 @@ beginning-of-sequence (BOS) token, which is only ever an input. A sequence of ``
 ``p(s_1 | BOS) p(s_2 | BOS, s_1) ...``, so inputs occupy positions ``0 .. seq_len`` (``seq_len + 1`` of them).
 
 The paper's Performer (appendix 6.2) is this model with ``attention="favor"``, ``local_heads=8``,
-``local_window=420`` and ``rezero=True``; see :mod:`morphgen.models.attention` for the back-ends.
+``local_window=420`` and ``rezero=True``; see :mod:`.attention` for the
+back-ends.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from morphgen.models.attention import AttentionCache, CausalSelfAttention
+from morphgen.models.families.vqvae_transformer.attention import AttentionCache, CausalSelfAttention
 
 
 class KVCache:

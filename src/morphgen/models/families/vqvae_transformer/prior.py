@@ -31,11 +31,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from morphgen.errors import ConfigError
-from morphgen.models.checkpoint import load_weights_only, save_atomic
-from morphgen.models.precision import autocast_for
-from morphgen.models.preemption import TrainingInterrupted, stop_requested
-from morphgen.models.transformer import CausalTransformer
+from morphgen.models.engine.checkpoint import save_atomic
+from morphgen.models.engine.precision import autocast_for
+from morphgen.models.engine.preemption import TrainingInterrupted, stop_requested
+from morphgen.models.families.vqvae_transformer.transformer import CausalTransformer
 from morphgen.tsv import write_tsv
+from morphgen.weights import load_weights_only
 
 MODEL_FORMAT = "morphgen-prior-v1"
 CHECKPOINT_FORMAT = "morphgen-prior-checkpoint-v1"

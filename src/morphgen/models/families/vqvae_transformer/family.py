@@ -1,9 +1,9 @@
 """VQ-VAE + transformer prior (Tudosiu et al. 2022): the paper's model family.
 
-* autoencoder: MONAI VQVAE with EMA codebook and a PatchGAN discriminator (``morphgen.models.vqvae``),
-  trained, encoded and evaluated as every autoencoder family (``families.autoencoding``);
+* autoencoder: MONAI VQVAE with EMA codebook and a PatchGAN discriminator (``autoencoders.vqvae``),
+  trained, encoded and evaluated as every autoencoder family (``autoencoders.family``);
 * latents: token grids (copies, h, w, d), int16 for codebooks up to 32768 entries;
-* prior: a causal transformer over the C-order flattened tokens (``morphgen.models.prior``);
+* prior: a causal transformer over the C-order flattened tokens (``prior``);
 * generation: sampled tokens are decoded, clipped to [0, 1] and ranked by the mean PatchGAN output.
 """
 
@@ -16,14 +16,15 @@ import pandas as pd
 import torch
 
 from morphgen.errors import ConfigError
-from morphgen.models.checkpoint import load_autoencoder
-from morphgen.models.codecs import VQCodec
-from morphgen.models.families.autoencoding import AutoencoderFamily
-from morphgen.models.generation import checked_counts, generation_checkpoint, write_kept
-from morphgen.models.latents import decode_tokens, load_token_sequences
-from morphgen.models.registry import register_family
-from morphgen.models.selection import BestSamples
-from morphgen.models.vqvae import codebook_size_of, discriminator_score
+from morphgen.models.autoencoders.checkpoint import load_autoencoder
+from morphgen.models.autoencoders.codecs import VQCodec
+from morphgen.models.autoencoders.discriminator import discriminator_score
+from morphgen.models.autoencoders.family import AutoencoderFamily
+from morphgen.models.autoencoders.latents import load_token_sequences
+from morphgen.models.autoencoders.vqvae import codebook_size_of, decode_tokens
+from morphgen.models.base import register_family
+from morphgen.models.engine.generation import checked_counts, generation_checkpoint, write_kept
+from morphgen.models.engine.selection import BestSamples
 
 
 @register_family("vqvae_transformer")
@@ -56,10 +57,10 @@ class VQVAETransformerFamily(AutoencoderFamily):
     ) -> None:
         """Train the transformer on every copy of ``latents``; validate on copy 0 of ``val_latents``.
 
-        Files are those of :func:`morphgen.models.prior.train_prior` (model.pt, checkpoints/last.pt, loss.tsv,
+        Files are those of :func:`.prior.train_prior` (model.pt, checkpoints/last.pt, loss.tsv,
         heldout.tsv).
         """
-        from morphgen.models.prior import train_prior
+        from morphgen.models.families.vqvae_transformer.prior import train_prior
 
         codebook_size = codebook_size_of(self.ae_cfg)
         if not latents or not val_latents:
@@ -108,11 +109,11 @@ class VQVAETransformerFamily(AutoencoderFamily):
         checkpoint_minutes), on the GPU when there is one. The score is the mean raw PatchGAN output
         (least-squares GAN: about 1 for real-looking, 0 for fake-looking); ties keep the earlier sample.
         Memory holds the tokens of ``n_keep`` samples and one batch of volumes; the kept samples are decoded
-        again at the end. Every ``checkpoint_minutes`` and on a stop signal (``models.preemption``) the
+        again at the end. Every ``checkpoint_minutes`` and on a stop signal (``engine.preemption``) the
         scores, kept tokens and sampler state go to ``out_dir/checkpoints/generate.pt``; a rerun with the same
         models and settings resumes there and writes what an uninterrupted run writes.
         """
-        from morphgen.models.prior import load_prior, sample_tokens
+        from morphgen.models.families.vqvae_transformer.prior import load_prior, sample_tokens
 
         n_generate, n_keep = checked_counts(n_generate, n_keep)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -19,9 +19,9 @@ import torch
 
 from morphgen.errors import ConfigError
 from morphgen.models.base import SCORES_TSV, sample_filename
-from morphgen.models.checkpoint import save_atomic
-from morphgen.models.preemption import TrainingInterrupted, stop_requested
-from morphgen.models.selection import BestSamples
+from morphgen.models.engine.checkpoint import save_atomic
+from morphgen.models.engine.preemption import TrainingInterrupted, stop_requested
+from morphgen.models.engine.selection import BestSamples
 from morphgen.nifti import atomic_output, save_volume
 from morphgen.weights import load_weights_only, sha256sum
 

@@ -1,7 +1,7 @@
 """What families whose first stage is an autoencoder share: training, fine-tuning, encoding, reconstruction.
 
-A family names its codec (``morphgen.models.codecs``: a VQ-VAE or a KL autoencoder); the autoencoder trainer,
-the encoding of subjects with seeded augmented copies and the reconstruction metrics are the same for all.
+A family names its codec (``autoencoders.codecs``: a VQ-VAE or a KL autoencoder); the autoencoder trainer, the
+encoding of subjects with seeded augmented copies and the reconstruction metrics are the same for all.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import torch
 from tqdm import tqdm
 
 from morphgen.errors import ConfigError
-from morphgen.models.autoencoder_training import train_autoencoder
+from morphgen.models.autoencoders.checkpoint import load_autoencoder
+from morphgen.models.autoencoders.codecs import Codec, codec_of
+from morphgen.models.autoencoders.latents import encode_subjects
+from morphgen.models.autoencoders.training import train_autoencoder
 from morphgen.models.base import ModelFamily
-from morphgen.models.checkpoint import load_autoencoder
-from morphgen.models.codecs import Codec, codec_of
-from morphgen.models.data import VolumeAugmentation, VolumeDataset
-from morphgen.models.distributed import distributed_settings
-from morphgen.models.latents import encode_subjects
+from morphgen.models.engine.data import VolumeAugmentation, VolumeDataset
+from morphgen.models.engine.distributed import distributed_settings
 from morphgen.nifti import atomic_output, save_volume
 
 # MS-SSIM kernel used when the grid allows it (the largest odd size that MONAI accepts is used otherwise).

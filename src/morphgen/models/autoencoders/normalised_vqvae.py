@@ -13,7 +13,7 @@ import torch
 from monai.networks.layers.vector_quantizer import EMAQuantizer, VectorQuantizer
 from monai.networks.nets.autoencoderkl import Decoder, Encoder
 
-from morphgen.models.fsq import FSQ
+from morphgen.models.autoencoders.fsq import FSQ
 
 
 class NormalisedVQVAE(torch.nn.Module):

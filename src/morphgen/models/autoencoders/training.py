@@ -1,7 +1,7 @@
 """Training an autoencoder with its PatchGAN discriminator: resumable, deterministic on CPU for a given seed.
 
 The autoencoder is a VQ-VAE (seed 000) or a KL autoencoder (seed 004), described by a codec
-(``morphgen.models.codecs``); everything else here is shared.
+(``morphgen.models.autoencoders.codecs``); everything else here is shared.
 
 Determinism: network initialisation comes from ``torch.manual_seed(seed)``; the data order of epoch ``e`` and
 the augmentation of subject ``i`` in epoch ``e`` come from numpy generators seeded with ``(seed, e[, i])``, so
@@ -9,7 +9,7 @@ they do not depend on where a run was interrupted; torch's random state is check
 ``checkpoints/last.pt`` therefore ends with exactly the weights of an uninterrupted one, also when it was
 stopped by a signal in the middle of an epoch (the checkpoint then records the position in the epoch).
 
-Several processes (``morphgen.models.distributed``): each global batch of ``world size x batch_size``
+Several processes (``morphgen.models.engine.distributed``): each global batch of ``world size x batch_size``
 subjects is cut into contiguous shares, one per process; DDP averages the gradients (losses are weighted by
 share size, so the average is the global batch's mean), MONAI's EMA codebook sums its statistics over the
 processes, codebook restarts draw from the gathered encoder outputs, and rank 0 writes every file.
@@ -27,29 +27,25 @@ import torch
 from tqdm import tqdm
 
 from morphgen.errors import ConfigError
-from morphgen.models.base import LAST_CHECKPOINT, LOSS_PNG, LOSS_TSV, MODEL_FILE
-from morphgen.models.checkpoint import (
-    AUTOENCODER_FORMAT,
-    load_weights_only,
-    rng_state,
-    save_atomic,
-    save_autoencoder,
-    set_rng_state,
-)
-from morphgen.models.codecs import Codec, VQCodec
-from morphgen.models.data import VolumeAugmentation, VolumeDataset, seed_for, torch_generator
-from morphgen.models.distributed import current_world, scaled_lr
-from morphgen.models.losses import (
+from morphgen.models.autoencoders.checkpoint import AUTOENCODER_FORMAT, save_autoencoder
+from morphgen.models.autoencoders.codecs import Codec, VQCodec
+from morphgen.models.autoencoders.discriminator import build_discriminator
+from morphgen.models.autoencoders.losses import (
     ReconstructionLoss,
     adversarial_criterion,
     build_perceptual_loss,
     discriminator_loss,
     generator_adversarial_loss,
 )
-from morphgen.models.precision import autocast_for
-from morphgen.models.preemption import TrainingInterrupted, stop_requested
-from morphgen.models.vqvae import build_discriminator, restart_dead_codes, set_mean_image, token_indices
+from morphgen.models.autoencoders.vqvae import restart_dead_codes, set_mean_image, token_indices
+from morphgen.models.base import LAST_CHECKPOINT, LOSS_PNG, LOSS_TSV, MODEL_FILE
+from morphgen.models.engine.checkpoint import rng_state, save_atomic, set_rng_state
+from morphgen.models.engine.data import VolumeAugmentation, VolumeDataset, seed_for, torch_generator
+from morphgen.models.engine.distributed import current_world, scaled_lr
+from morphgen.models.engine.precision import autocast_for
+from morphgen.models.engine.preemption import TrainingInterrupted, stop_requested
 from morphgen.nifti import atomic_output
+from morphgen.weights import load_weights_only
 
 CHECKPOINT_FORMAT = "morphgen-vqvae-checkpoint-1"
 # Codebook entries whose EMA usage (tokens per step) falls below this are restarted on encoder outputs;

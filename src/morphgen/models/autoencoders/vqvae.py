@@ -1,4 +1,4 @@
-"""The VQ-VAE and its PatchGAN discriminator (MONAI networks), built from a plain-dict network config.
+"""The VQ-VAE (MONAI VQVAE or the normalised network, EMA codebook or FSQ), built from a plain-dict network
 
 The network config is stored inside every checkpoint and ``model.pt`` so that a model rebuilds without
 config.yaml. Each level of ``channels`` is one stride-2, kernel-4 convolution (transposed in the decoder), as
@@ -11,13 +11,14 @@ import math
 
 import numpy as np
 import torch
-from monai.networks.nets import VQVAE, PatchDiscriminator
+from monai.networks.nets import VQVAE
 from monai.networks.nets.vqvae import VQVAEResidualUnit
 from torch.utils.checkpoint import checkpoint
 
 from morphgen.errors import ConfigError
-from morphgen.models.fsq import check_levels
-from morphgen.models.normalised_vqvae import NormalisedVQVAE
+from morphgen.models.autoencoders.discriminator import discriminator_config
+from morphgen.models.autoencoders.fsq import check_levels
+from morphgen.models.autoencoders.normalised_vqvae import NormalisedVQVAE
 
 NETWORK_KEYS = (
     "channels",
@@ -34,7 +35,6 @@ NETWORK_KEYS = (
 # stride, kernel, dilation, padding (+ output padding): halves / doubles an even side exactly
 DOWNSAMPLE = (2, 4, 1, 1)
 UPSAMPLE = (2, 4, 1, 1, 0)
-DISC_KERNEL = 4
 # activations of the VQ-VAE (paper: ReLU). With ReLU the demo's deeper encoder levels died (78-97% of channels
 # never positive), so the codes stopped depending on the image; a leaky ReLU keeps every unit's gradient.
 ACTIVATIONS = {"relu": ("relu", {}), "leakyrelu": ("leakyrelu", {"negative_slope": 0.1})}
@@ -120,20 +120,6 @@ def codebook_size_of(ae_cfg: dict) -> int:
     return int(ae_cfg["codebook_size"])
 
 
-def discriminator_config(ae_cfg: dict, image_shape: tuple[int, ...] | list[int]) -> dict:
-    """The PatchGAN's part of a network config (every autoencoder kind has one); its patches must fit."""
-    missing = [k for k in ("disc_channels", "disc_layers") if k not in ae_cfg]
-    if missing:
-        raise ConfigError(f"model.autoencoder: missing keys {missing}")
-    cfg = {"disc_channels": int(ae_cfg["disc_channels"]), "disc_layers": int(ae_cfg["disc_layers"])}
-    if min(discriminator_output_shape(image_shape, cfg["disc_layers"])) < 1:
-        raise ConfigError(
-            f"model.autoencoder.disc_layers: {cfg['disc_layers']} layers shrink a {list(image_shape)} image "
-            f"to nothing; use fewer"
-        )
-    return cfg
-
-
 def _per_level(value: int | list[int], levels: int, key: str) -> int | list[int]:
     """An int (same at every level) or one int per level."""
     if isinstance(value, (list, tuple)):
@@ -153,18 +139,6 @@ def latent_shape(image_shape: list[int] | tuple[int, ...], levels: int) -> list[
             f"{list(image_shape)} divisible by {factor}"
         )
     return [s // factor for s in image_shape]
-
-
-def discriminator_output_shape(image_shape: list[int] | tuple[int, ...], layers: int) -> list[int]:
-    """Patch grid of MONAI's PatchDiscriminator (kernel 4, padding 1): strides 2 x ``layers``, then 1, 1."""
-    strides = [2] * layers + [
-        1,
-        1,
-    ]  # initial conv + layers - 1 stride-2 convs, last layer and final conv stride 1
-    side = list(image_shape)
-    for stride in strides:
-        side = [math.floor((s + 2 - DISC_KERNEL) / stride) + 1 for s in side]
-    return side
 
 
 class UnitSphere(torch.nn.Module):
@@ -258,24 +232,6 @@ def _monai_vqvae(net: dict) -> VQVAE:
     return model
 
 
-def build_discriminator(net: dict) -> PatchDiscriminator:
-    """MONAI PatchDiscriminator (3D, least-squares GAN, raw outputs) described by a network config."""
-    return PatchDiscriminator(
-        spatial_dims=3,
-        channels=net["disc_channels"],
-        in_channels=1,
-        out_channels=1,
-        num_layers_d=net["disc_layers"],
-        kernel_size=DISC_KERNEL,
-    )
-
-
-def discriminator_score(disc: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Mean PatchGAN output per image (B,): higher means more real-looking."""
-    logits = disc(images)[-1]
-    return logits.flatten(1).mean(1)
-
-
 def token_dtype(codebook_size: int) -> type:
     """Smallest signed integer type that holds every token index."""
     return np.int16 if codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
@@ -337,3 +293,20 @@ def encode(vqvae: VQVAE, images: torch.Tensor, recompute: bool = False) -> torch
 def decode(vqvae: VQVAE, quantised: torch.Tensor, recompute: bool = False) -> torch.Tensor:
     """``vqvae.decode``, with activation checkpointing per block when ``recompute``."""
     return _through(vqvae.decoder.blocks, quantised, recompute)
+
+
+@torch.no_grad()
+def encode_tokens(vqvae: VQVAE, images: torch.Tensor) -> torch.Tensor:
+    """Codebook indices (B, h, w, d) of a (B, 1, X, Y, Z) batch; the model must be in eval mode.
+
+    (MONAI's ``index_quantize`` runs the EMA quantiser, which would update the codebook in training mode.)
+    """
+    if vqvae.training:
+        raise RuntimeError("encode_tokens needs the VQ-VAE in eval mode (training mode updates the codebook)")
+    return vqvae.index_quantize(images)
+
+
+@torch.no_grad()
+def decode_tokens(vqvae: VQVAE, tokens: torch.Tensor) -> torch.Tensor:
+    """Images (B, 1, X, Y, Z) decoded from codebook indices (B, h, w, d)."""
+    return vqvae.decode_samples(tokens.long())
