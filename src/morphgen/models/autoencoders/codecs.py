@@ -2,14 +2,19 @@
 
 A codec describes one kind of autoencoder: how its network config is made from ``config['model']
 ['autoencoder']`` (stored in every checkpoint, so a model rebuilds without config.yaml), how it is built, and
-its training forward pass, which returns the encoder outputs, the reconstruction and the latent regulariser
-(the VQ-VAE's commitment loss, the KL autoencoder's weighted KL divergence). Both are trained with the same
-PatchGAN discriminator, reconstruction losses, resumption, pre-emption and several processes.
+its training forward pass, which returns the encoder outputs, the reconstruction and its own named loss terms
+(the VQ-VAE's commitment loss, the KL autoencoder's weighted KL divergence, the metamorphic autoencoder's KL
+and deformation penalties), each a column of loss.tsv. All are trained with the same PatchGAN discriminator,
+reconstruction losses, resumption, pre-emption and several processes.
+
+A codec outside this module registers itself with :func:`register_codec` and names its module in its
+network config (``module``), so that a stored model finds its codec without the caller importing it.
 """
 
 from __future__ import annotations
 
 import abc
+import importlib
 
 import numpy as np
 import torch
@@ -27,7 +32,7 @@ class Codec(abc.ABC):
 
     kind: str = ""
     label: str = ""  # for progress bars and messages
-    regulariser: str = ""  # the loss column of the latent regulariser
+    terms: tuple[str, ...] = ()  # the names of the loss terms :meth:`reconstruct` adds (loss.tsv columns)
     has_codebook: bool = False  # codebook use is tracked and dead codes restarted
 
     def __init__(self, ae_cfg: dict):
@@ -43,8 +48,19 @@ class Codec(abc.ABC):
     @abc.abstractmethod
     def reconstruct(
         self, model: torch.nn.Module, images: torch.Tensor, autocast, recompute: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training forward pass: (encoder outputs, reconstruction in float32, regulariser in float32)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Training forward pass: (encoder outputs, reconstruction in float32, loss terms): the terms are
+        float32 scalars named as :attr:`terms`, each already weighted; the trainer adds them to the loss."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before (0-based) ``epoch`` is trained and validated (for terms that vary by epoch)."""
+        return None
+
+    def initialise(self, model: torch.nn.Module, network: dict, train_data, world) -> None:
+        """Before the first step of a training from scratch (not fine-tuning): buffers that depend on the
+        training images (``train_data``, an ``engine.data.VolumeDataset``), equal on every process of
+        ``world``."""
+        return None
 
     @abc.abstractmethod
     def latents(self, model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
@@ -58,7 +74,7 @@ class Codec(abc.ABC):
 class VQCodec(Codec):
     """The VQ-VAE of seed 000 (``morphgen.models.autoencoders.vqvae``): EMA codebook, commitment loss."""
 
-    kind, label, regulariser, has_codebook = "vqvae", "VQ-VAE", "quantisation", True
+    kind, label, terms, has_codebook = "vqvae", "VQ-VAE", ("quantisation",), True
 
     def network_config(self, image_shape):
         return vqvae.network_config(self.ae_cfg, image_shape)
@@ -73,7 +89,17 @@ class VQCodec(Codec):
         quantised, quantisation = model.quantize(encodings)
         with autocast():
             recon = vqvae.decode(model, quantised, recompute)
-        return encodings, recon.float(), quantisation
+        return encodings, recon.float(), {"quantisation": quantisation}
+
+    def initialise(self, model, network, train_data, world):
+        if not network.get("subtract_mean"):
+            return
+        with torch.no_grad():  # each process sums its share of the images
+            total = torch.zeros((1, *train_data.shape))
+            for i in world.share(len(train_data)):
+                total += train_data.get(i)
+            device = next(model.parameters()).device
+            vqvae.set_mean_image(model, world.all_reduce(total.to(device)) / len(train_data))
 
     def latents(self, model, images):
         codebook_size = model.num_embeddings
@@ -90,7 +116,7 @@ class VQCodec(Codec):
 class KLCodec(Codec):
     """The KL autoencoder of seed 004 (``autoencoders.kl_autoencoder``): Gaussian latents, KL term."""
 
-    kind, label, regulariser, has_codebook = "kl", "KL autoencoder", "kl", False
+    kind, label, terms, has_codebook = "kl", "KL autoencoder", ("kl",), False
 
     def network_config(self, image_shape):
         return {
@@ -107,7 +133,7 @@ class KLCodec(Codec):
         with autocast():
             recon, z_mu, z_sigma = model(images)
         weight = float(self.ae_cfg.get("kl_weight", KL_WEIGHT))
-        return z_mu.float(), recon.float(), weight * kl_autoencoder.kl_divergence(z_mu, z_sigma)
+        return z_mu.float(), recon.float(), {"kl": weight * kl_autoencoder.kl_divergence(z_mu, z_sigma)}
 
     def latents(self, model, images):
         means = kl_autoencoder.latent_means(model, images).float().numpy()
@@ -120,12 +146,28 @@ class KLCodec(Codec):
         return model.decode(kl_autoencoder.latent_means(model, images))
 
 
-CODECS = {codec.kind: codec for codec in (VQCodec, KLCodec)}
+CODECS: dict[str, type[Codec]] = {}
+
+
+def register_codec(cls: type[Codec]) -> type[Codec]:
+    """Class decorator: the codec of network configs whose ``kind`` is ``cls.kind``."""
+    known = CODECS.get(cls.kind)
+    if known is not None and known is not cls:
+        raise ValueError(f"autoencoder kind {cls.kind!r} is already registered by {known.__module__}")
+    CODECS[cls.kind] = cls
+    return cls
+
+
+register_codec(VQCodec)
+register_codec(KLCodec)
 
 
 def codec_of(network: dict, ae_cfg: dict | None = None) -> Codec:
-    """The codec of a stored network config (one without ``kind`` is a VQ-VAE)."""
+    """The codec of a stored network config (one without ``kind`` is a VQ-VAE; ``module`` is imported to
+    register a codec defined elsewhere)."""
     kind = network.get("kind", VQCodec.kind)
+    if kind not in CODECS and network.get("module"):
+        importlib.import_module(network["module"])
     if kind not in CODECS:
         raise ConfigError(f"unknown autoencoder kind {kind!r}; known: {sorted(CODECS)}")
     return CODECS[kind](ae_cfg or {})

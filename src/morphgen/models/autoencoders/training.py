@@ -37,7 +37,7 @@ from morphgen.models.autoencoders.losses import (
     discriminator_loss,
     generator_adversarial_loss,
 )
-from morphgen.models.autoencoders.vqvae import restart_dead_codes, set_mean_image, token_indices
+from morphgen.models.autoencoders.vqvae import restart_dead_codes, token_indices
 from morphgen.models.base import LAST_CHECKPOINT, LOSS_PNG, LOSS_TSV, MODEL_FILE
 from morphgen.models.engine.checkpoint import rng_state, save_atomic, set_rng_state
 from morphgen.models.engine.data import VolumeAugmentation, VolumeDataset, seed_for, torch_generator
@@ -51,6 +51,7 @@ CHECKPOINT_FORMAT = "morphgen-vqvae-checkpoint-1"
 # Codebook entries whose EMA usage (tokens per step) falls below this are restarted on encoder outputs;
 # model.autoencoder.dead_code_threshold overrides it, 0 turns restarts off (MONAI / the paper as published).
 DEAD_CODE_THRESHOLD = 0.01
+OPTIMISERS = ("adam", "adamw")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class TrainingSettings:
     activation_checkpointing: bool = False
     patience: int = 0  # early stopping: epochs without a better validation loss before stopping (0: off)
     grad_clip: float = 0.0  # largest gradient norm of the autoencoder's update (0: no clipping, the paper)
+    optimizer: str = "adam"  # adam (seeds 000, 004) | adamw (seed 001)
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
 
     @classmethod
     def from_config(cls, ae_cfg: dict) -> TrainingSettings:
@@ -90,6 +93,8 @@ class TrainingSettings:
                 activation_checkpointing=bool(ae_cfg.get("activation_checkpointing", False)),
                 patience=int(ae_cfg.get("patience", 0) or 0),
                 grad_clip=float(ae_cfg.get("grad_clip", 0.0) or 0.0),
+                optimizer=str(ae_cfg.get("optimizer", "adam")),
+                weight_decay=float(ae_cfg.get("weight_decay", 0.0) or 0.0),
             )
         except KeyError as exc:
             raise ConfigError(f"model.autoencoder.{exc.args[0]} is missing from the configuration") from None
@@ -97,9 +102,23 @@ class TrainingSettings:
             raise ConfigError("model.autoencoder: epochs and batch_size must be at least 1")
         if settings.grad_clip < 0:
             raise ConfigError(f"model.autoencoder.grad_clip must be >= 0, got {settings.grad_clip}")
+        if settings.optimizer not in OPTIMISERS:
+            raise ConfigError(
+                f"model.autoencoder.optimizer must be one of {sorted(OPTIMISERS)}, got {settings.optimizer!r}"
+            )
+        if settings.weight_decay < 0:
+            raise ConfigError(f"model.autoencoder.weight_decay must be >= 0, got {settings.weight_decay}")
+        if settings.weight_decay and settings.optimizer != "adamw":
+            raise ConfigError("model.autoencoder.weight_decay needs optimizer: adamw (Adam's would be L2)")
         if not 0 < settings.lr_decay <= 1:
             raise ConfigError(f"model.autoencoder.lr_decay must lie in (0, 1], got {settings.lr_decay}")
         return settings
+
+    def optimiser(self, parameters, lr: float) -> torch.optim.Optimizer:
+        """The autoencoder's optimiser."""
+        if self.optimizer == "adamw":
+            return torch.optim.AdamW(parameters, lr=lr, weight_decay=self.weight_decay)
+        return torch.optim.Adam(parameters, lr=lr)
 
     def adversarial_on(self, epoch: int) -> bool:
         """Whether the GAN terms are used in (0-based) ``epoch``: after the reconstruction-only warm-up."""
@@ -152,13 +171,8 @@ class AutoencoderTrainer:
         self.init_from = None if init_from is None else Path(init_from)
         if self.init_from is not None:  # a pre-trained model keeps the mean image it learnt with
             self._load_pretrained(self.init_from)
-        elif self.network.get("subtract_mean"):
-            with torch.no_grad():  # each process sums its share of the images
-                total = torch.zeros((1, *self.train_data.shape))
-                for i in self.world.share(len(self.train_data)):
-                    total += self.train_data.get(i)
-                mean = self.world.all_reduce(total.to(self.device)) / len(self.train_data)
-                set_mean_image(self.autoencoder, mean)
+        else:  # the mean image of a VQ-VAE, the template of a metamorphic autoencoder
+            self.codec.initialise(self.autoencoder, self.network, self.train_data, self.world)
         if self.settings.patience and self.val_data is None:
             raise ConfigError("early stopping (patience) needs validation images")
         self.recon_loss = ReconstructionLoss(
@@ -169,7 +183,7 @@ class AutoencoderTrainer:
         self.trainable = [p for p in self.autoencoder.parameters() if p.requires_grad]
         lr = scaled_lr(self.settings.lr, self.world.size, lr_scaling)
         disc_lr = scaled_lr(self.settings.disc_lr, self.world.size, lr_scaling)
-        self.opt_g = torch.optim.Adam(self.trainable, lr=lr)
+        self.opt_g = self.settings.optimiser(self.trainable, lr)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=disc_lr)
         self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=self.settings.lr_decay)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=self.settings.lr_decay)
@@ -315,6 +329,7 @@ class AutoencoderTrainer:
         entries used and restarted. On a stop signal: checkpoint after the current step and raise
         :class:`TrainingInterrupted`."""
         epoch = self.epoch
+        self.codec.start_epoch(epoch)
         adversarial = self.settings.adversarial_on(epoch)
         self.autoencoder.train()
         self.disc.train()
@@ -337,10 +352,10 @@ class AutoencoderTrainer:
             images = self.train_data.batch(indices, rngs).to(self.device)
 
             self.opt_g.zero_grad(set_to_none=True)
-            encodings, recon, regulariser = self.reconstructor(images)
+            encodings, recon, regularisers = self.reconstructor(images)
             loss_g, terms = self.recon_loss(recon, images)
-            loss_g = loss_g + regulariser
-            terms[self.codec.regulariser] = regulariser
+            loss_g = loss_g + sum(regularisers.values())
+            terms.update(regularisers)
             if adversarial:
                 gen_adv = generator_adversarial_loss(self.adv_criterion, self._critic(recon))
                 loss_g = loss_g + self.settings.adversarial_weight * gen_adv
@@ -407,16 +422,17 @@ class AutoencoderTrainer:
         if self.val_data is None:
             return {}
         self.autoencoder.eval()
-        keys = ("l1", "spectral", "perceptual", self.codec.regulariser, "total")
+        self.codec.start_epoch(self.epoch)  # validated as the epoch just trained
+        keys = ("l1", "spectral", "perceptual", *self.codec.terms, "total")
         sums = torch.zeros(len(keys), dtype=torch.float64)
         share = self.world.share(len(self.val_data))
         size = self.settings.batch_size
         for start in range(share.start, share.stop, size):
             images = self.val_data.batch(range(start, min(share.stop, start + size))).to(self.device)
-            _, recon, regulariser = self.codec.reconstruct(self.autoencoder, images, self.autocast)
+            _, recon, regularisers = self.codec.reconstruct(self.autoencoder, images, self.autocast)
             total, terms = self.recon_loss(recon, images)
-            terms[self.codec.regulariser] = regulariser
-            terms["total"] = total + regulariser
+            terms.update(regularisers)
+            terms["total"] = total + sum(regularisers.values())
             values = [float(terms.get(k, math.nan)) * len(images) for k in keys]
             sums += torch.tensor(values, dtype=sums.dtype)
         self.autoencoder.train()
@@ -505,7 +521,7 @@ class _Reconstructor(torch.nn.Module):
         self.codec, self.autocast, self.recompute = codec, autocast, recompute
         self.autoencoder = autoencoder
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         return self.codec.reconstruct(self.autoencoder, images, self.autocast, self.recompute)
 
 
@@ -537,6 +553,10 @@ LOSS_COLUMNS = (
 def write_loss_table(history: list[dict[str, float]], path: Path) -> None:
     """loss.tsv: one row per epoch; terms that were not computed (no GAN yet, no val set) are ``nan``."""
     columns = [c for c in LOSS_COLUMNS if any(c in row for row in history) or c in ("epoch", "step")]
+    # a codec's own terms (train, then validation) before the timing
+    own = [c for row in history for c in row if c not in LOSS_COLUMNS]
+    own = sorted(dict.fromkeys(own), key=lambda c: c.startswith("val_"))
+    columns = columns[:-1] + own + columns[-1:] if columns[-1] == "seconds" else columns + own
     lines = ["\t".join(columns)]
     for row in history:
         cells = []
