@@ -32,7 +32,10 @@ def test_the_catalogue_agrees_with_the_family_class(name):
 
 
 def test_an_unknown_family_names_the_key_and_the_known_ones():
-    with pytest.raises(ConfigError, match=r"model.family: unknown model family 'gan'; available: ldm, vqvae"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model.family: unknown model family 'gan'; available: ldm, m3ae, vqvae_transformer",
+    ):
         family_spec("gan")
 
 

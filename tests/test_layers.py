@@ -15,7 +15,19 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # lowest first; a module may import from its own layer and those below it
 LAYERS = [
-    {"morphgen", "errors", "nifti", "tsv", "space", "resample", "antsio", "weights", "png", "templates"},
+    {
+        "morphgen",
+        "errors",
+        "nifti",
+        "tsv",
+        "space",
+        "resample",
+        "antsio",
+        "weights",
+        "png",
+        "fields",
+        "templates",
+    },
     {"segmentation", "preprocess", "split"},
     {"cohort", "metrics", "models"},
     {"report"},

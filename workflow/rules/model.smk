@@ -125,6 +125,12 @@ rule generate:
     output:
         samples=expand(f"{R}/samples/{{{{subpop}}}}/{{sample}}.nii.gz", sample=SAMPLE_IDS),
         scores=f"{R}/samples/{{subpop}}/scores.tsv",
+        # a family's maps of each sample (M3AE: its volume relative to the template)
+        maps=expand(
+            f"{R}/samples/{{{{subpop}}}}/{{map}}/{{sample}}.nii.gz",
+            map=FAMILY.sample_maps,
+            sample=SAMPLE_IDS,
+        ),
     params:
         sampling={k: v for k, v in SAMPLING.items() if k != "checkpoint_minutes"},  # not a result
         n_keep=N_KEEP,

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from morphgen.fields import jacobian_determinant
+
 # scales (mm, sd of the Gaussian smoothing) and relative amplitudes of the velocity components
 WARP_SCALES_MM = (8.0, 16.0, 32.0)
 WARP_WEIGHTS = (0.5, 1.0, 1.0)
@@ -106,16 +108,6 @@ def resample_field(
     return np.stack(
         [ndi.map_coordinates(c, coords, order=1, mode="nearest").astype(np.float32) for c in field]
     )
-
-
-def jacobian_determinant(displacement_mm: np.ndarray, spacing: float) -> np.ndarray:
-    """det(I + du/dx) of the map x -> x + u(x) at every voxel (central differences)."""
-    grads = [np.gradient(displacement_mm[k], spacing) for k in range(3)]
-    jac = np.empty((*displacement_mm.shape[1:], 3, 3), dtype=np.float64)
-    for i in range(3):
-        for j in range(3):
-            jac[..., i, j] = grads[i][j] + (1.0 if i == j else 0.0)
-    return np.linalg.det(jac)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ class FamilySpec:
     conditioned: bool = False
     #: the section of config['model'] that holds the prior's settings (a rerun trigger of train_prior)
     prior_section: str = "prior"
+    #: maps written beside each kept sample, as ``samples/<subpop>/<map>/<sample>.nii.gz``
+    sample_maps: tuple[str, ...] = ()
 
     def shares_prior(self, model_cfg: dict) -> bool:
         """Whether one prior learns the whole cohort and each sub-population is sampled through its subjects'
@@ -34,6 +36,12 @@ FAMILIES: dict[str, FamilySpec] = {
     for spec in (
         FamilySpec("vqvae_transformer", "morphgen.models.families.vqvae_transformer.family"),
         FamilySpec("ldm", "morphgen.models.families.ldm.family", conditioned=True, prior_section="diffusion"),
+        FamilySpec(
+            "m3ae",
+            "morphgen.models.families.m3ae.family",
+            prior_section="latent_prior",
+            sample_maps=("jacobian",),
+        ),
     )
 }
 
