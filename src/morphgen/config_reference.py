@@ -105,7 +105,11 @@ def _cell(text: str) -> str:
 
 def config_reference(schema_path: str | Path, config_path: str | Path) -> str:
     """The markdown of docs/configuration.md."""
+    from morphgen.models.catalogue import FAMILIES
+
     schema = yaml.safe_load(Path(schema_path).read_text())
+    # the families are the catalogue's (a family added there is checked while the config is read)
+    schema["properties"]["model"]["properties"]["family"]["enum"] = sorted(FAMILIES)
     allowed = schema_keys(schema)
     documented = documented_keys(Path(config_path).read_text())
     required = set(schema.get("required", []))

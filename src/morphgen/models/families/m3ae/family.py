@@ -52,11 +52,10 @@ def load_gaussian_prior(path: Path) -> tuple[Gaussian, dict]:
     return Gaussian(blob["mean"].numpy(), blob["cov"].numpy()), blob
 
 
-@register_family("m3ae")
-class MetamorphicFamily(AutoencoderFamily):
-    """Seed 001's model, from ``config['model']``: autoencoder, latent_prior, sampling."""
-
-    codec_class = MetamorphicCodec
+class GaussianLatentFamily(AutoencoderFamily):
+    """A variational autoencoder with a Gaussian over each sub-population's encoded means, from
+    ``config['model']``: autoencoder, latent_prior, sampling. Subclasses give the codec and may write more
+    beside the model (:meth:`after_training`) and beside each sample (:meth:`sample_decoder`)."""
 
     def __init__(self, model_cfg: dict):
         super().__init__(model_cfg)
@@ -74,25 +73,24 @@ class MetamorphicFamily(AutoencoderFamily):
 
     def fit_autoencoder(self, train_images, val_images, out_dir, progress=True):
         super().fit_autoencoder(train_images, val_images, out_dir, progress)
-        self._write_template(Path(out_dir), train_images)
+        self.after_training(Path(out_dir), train_images)
 
     def finetune_autoencoder(self, pretrained, train_images, val_images, out_dir, settings, progress=True):
         super().finetune_autoencoder(pretrained, train_images, val_images, out_dir, settings, progress)
-        self._write_template(Path(out_dir), train_images)
+        self.after_training(Path(out_dir), train_images)
 
-    @staticmethod
-    def _write_template(out_dir: Path, train_images: list[Path]) -> None:
-        """``template.nii.gz`` beside model.pt: the image every sample is a deformation of."""
-        import nibabel as nib
+    def after_training(self, out_dir: Path, train_images: list[Path]) -> None:
+        """Files written beside ``model.pt`` once it is trained (none here)."""
 
-        model, _, _ = load_autoencoder(out_dir / MODEL_FILE)
-        affine = nib.load(str(train_images[0])).affine
-        save_volume(
-            out_dir / "template.nii.gz",
-            model.template[0, 0].numpy(),
-            affine,
-            description="morphgen M3AE template",
-        )
+    def sample_decoder(self, model, device, out_dir: Path, affine: np.ndarray):
+        """The decoder of kept samples: a batch of codes to images in [0, 1] (B, 1, ...), on the CPU; it may
+        write maps of each sample, called on the kept samples in rank order."""
+
+        @torch.no_grad()
+        def decode(codes: torch.Tensor) -> torch.Tensor:
+            return model.decode(codes.to(device)).clamp(0.0, 1.0).cpu()
+
+        return decode
 
     # ---- prior ---------------------------------------------------------------------------------------------
     def fit_prior(
@@ -154,8 +152,8 @@ class MetamorphicFamily(AutoencoderFamily):
         covariates: pd.DataFrame | None = None,
     ) -> None:
         """Draw z, decode, keep the ``n_keep`` most probable under the sub-population's Gaussian, write them
-        and their relative-volume maps (``out_dir/jacobian/sample-0000.nii.gz`` ...). Resumable as every
-        family's generation (``model.sampling.checkpoint_minutes``)."""
+        (and what :meth:`sample_decoder` writes: M³AE's ``out_dir/jacobian/sample-0000.nii.gz`` ...).
+        Resumable as every family's generation (``model.sampling.checkpoint_minutes``)."""
         n_generate, n_keep = checked_counts(n_generate, n_keep)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model, _, network = load_autoencoder(Path(model_path))
@@ -180,7 +178,7 @@ class MetamorphicFamily(AutoencoderFamily):
         out_dir = Path(out_dir)
         from tqdm import tqdm
 
-        with tqdm(total=n_generate, initial=best.count, desc="M3AE samples", disable=not progress) as bar:
+        with tqdm(total=n_generate, initial=best.count, desc="samples", disable=not progress) as bar:
             while best.count < n_generate:
                 size = min(batch_size, n_generate - best.count)
                 noise = torch.randn((size, fitted.dim), generator=generator, dtype=torch.float64)
@@ -191,6 +189,32 @@ class MetamorphicFamily(AutoencoderFamily):
                 if best.count < n_generate:
                     resume.save_if_due(best, generator, of=n_generate)
 
+        decode = self.sample_decoder(model, device, out_dir, affine)
+        write_kept(best, decode, out_dir, affine, batch_size, f"morphgen synthetic ({self.name})")
+        resume.finish()
+
+
+@register_family("m3ae")
+class MetamorphicFamily(GaussianLatentFamily):
+    """Seed 001's model: the metamorphic autoencoder; its template is written beside ``model.pt`` and each
+    sample's volume relative to the template beside the sample."""
+
+    codec_class = MetamorphicCodec
+
+    def after_training(self, out_dir: Path, train_images: list[Path]) -> None:
+        """``template.nii.gz`` beside model.pt: the image every sample is a deformation of."""
+        import nibabel as nib
+
+        model, _, _ = load_autoencoder(out_dir / MODEL_FILE)
+        affine = nib.load(str(train_images[0])).affine
+        save_volume(
+            out_dir / "template.nii.gz",
+            model.template[0, 0].numpy(),
+            affine,
+            description="morphgen M3AE template",
+        )
+
+    def sample_decoder(self, model, device, out_dir: Path, affine: np.ndarray):
         written = [0]
 
         @torch.no_grad()
@@ -209,5 +233,4 @@ class MetamorphicFamily(AutoencoderFamily):
                 written[0] += 1
             return images.clamp(0.0, 1.0).cpu()
 
-        write_kept(best, decode, out_dir, affine, batch_size, "morphgen synthetic (M3AE)")
-        resume.finish()
+        return decode
