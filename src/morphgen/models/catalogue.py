@@ -42,6 +42,7 @@ FAMILIES: dict[str, FamilySpec] = {
             prior_section="latent_prior",
             sample_maps=("jacobian",),
         ),
+        FamilySpec("beta_vae", "morphgen.models.families.beta_vae.family", prior_section="latent_prior"),
     )
 }
 
