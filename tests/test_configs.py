@@ -65,3 +65,19 @@ def test_every_rule_that_asks_for_a_gpu_goes_to_the_gpu_partition():
     gpu_rules = sorted(r for r, gpu in rules.items() if gpu)
     assert {"train_autoencoder", "generate", "sample_conditioned"} <= set(gpu_rules)
     assert [r for r in gpu_rules if profile.get(r, {}).get("slurm_partition") != "gpu"] == []
+
+
+def test_the_m3ae_paper_configuration_has_the_papers_network():
+    """Seed 001, appendix B: 80 x 96 x 80 down to 5 x 6 x 5 with 128 channels (19,200 features), z of 512."""
+    from morphgen.models.catalogue import check_family_config
+    from morphgen.models.families.m3ae.codec import MetamorphicCodec
+
+    config = merged("config.yaml", "configs/paper/m3ae.yaml")
+    validate(config, str(SCHEMA))
+    check_family_config(config["model"])
+    codec = MetamorphicCodec(config["model"]["autoencoder"])
+    model = codec.build(codec.network_config(tuple(config["space"]["shape"])))
+    assert model.encoder.fc.in_features == 19_200 and model.encoder.fc.out_features == 2 * 512
+    assert model.velocity.fc.in_features == 256 and model.intensity.fc.out_features == 19_200
+    assert codec.level_weights(4)["intensity"] == [0.6, 1.2, 1.2, 2.4] and codec.beta == 6.0
+    assert config["model"]["sampling"]["oversample"] == 1
