@@ -81,11 +81,12 @@ def test_a_stop_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(tmp_pat
         assert torch.equal(a[key], b[key]), key
     assert (tmp_path / "straight/loss.tsv").read_text() == (tmp_path / "resumed/loss.tsv").read_text()
 
-    # a checkpoint of other data is refused, not silently resumed
+    # a checkpoint of other data is set aside, not silently resumed
     (tmp_path / "other/checkpoints").mkdir(parents=True)
     os.link(tmp_path / "resumed/checkpoints/last.pt", tmp_path / "other/checkpoints/last.pt")
-    with pytest.raises(ConfigError, match="other latents"):
+    with pytest.warns(UserWarning, match="of another diffusion run .*set aside"):
         train_diffusion(x[:-1], c[:-1], vx, vc, CFG, tmp_path / "other", seed=1, progress=False)
+    assert (tmp_path / "other/checkpoints/last.stale.pt").exists()
 
 
 def test_mismatched_inputs_are_refused(tmp_path):
@@ -105,7 +106,7 @@ def test_model_pt_keeps_the_noise_process_and_a_changed_one_does_not_resume(tmp_
     _, saved = load_diffusion(path)
     assert saved["process"] == {"schedule": "scaled_linear_beta", "prediction": "v_prediction"}
     epsilon = {**cfg, "prediction": "epsilon"}
-    with pytest.raises(ConfigError, match="other latents, settings or seed"):
+    with pytest.warns(UserWarning, match="of another diffusion run"):
         train_diffusion(x, c, x[:2], c[:2], epsilon, tmp_path, seed=0, progress=False)
 
 

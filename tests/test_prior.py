@@ -12,6 +12,7 @@ import torch
 
 from morphgen.errors import ConfigError
 from morphgen.models.engine.preemption import TrainingInterrupted, stop_on_signals
+from morphgen.models.engine.resume import RunCheckpoint
 from morphgen.models.families.vqvae_transformer import prior
 from morphgen.models.families.vqvae_transformer.prior import (
     heldout_nll,
@@ -201,20 +202,20 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatc
     train, val = _tiny_data()
     train_prior(train, val, CODEBOOK, TINY_CFG, tmp_path / "whole", seed=4, progress=False)
 
-    real_save = prior.save_atomic
+    real_save = RunCheckpoint.save
     saved_epochs = []
 
-    def killed_after_two_epochs(state, path):
-        real_save(state, path)
-        saved_epochs.append(state["epoch"])  # only checkpoints are saved before the kill
+    def killed_after_two_epochs(self, state):
+        real_save(self, state)
+        saved_epochs.append(state["epoch"])
         if len(saved_epochs) == 2:
             raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(prior, "save_atomic", killed_after_two_epochs)
+    monkeypatch.setattr(RunCheckpoint, "save", killed_after_two_epochs)
     with pytest.raises(KeyboardInterrupt):
         train_prior(train, val, CODEBOOK, TINY_CFG, tmp_path / "resumed", seed=4, progress=False)
     assert not (tmp_path / "resumed" / "model.pt").exists()
-    monkeypatch.setattr(prior, "save_atomic", real_save)
+    monkeypatch.setattr(RunCheckpoint, "save", real_save)
 
     trained_epochs = []
     real_permutation = prior._epoch_permutation
@@ -270,12 +271,13 @@ def test_sigterm_mid_epoch_checkpoints_there_and_the_rerun_ends_with_identical_w
         assert (tmp_path / "whole" / name).read_text() == (tmp_path / "resumed" / name).read_text()
 
 
-def test_checkpoint_from_other_settings_is_ignored(tmp_path):
+def test_checkpoint_from_other_settings_is_set_aside(tmp_path):
     train, val = _tiny_data()
     cfg = {**TINY_CFG, "epochs": 1}
     train_prior(train, val, CODEBOOK, cfg, tmp_path / "reused", seed=1, progress=False)
-    with pytest.warns(UserWarning, match="ignoring"):
+    with pytest.warns(UserWarning, match="of another prior run .*set aside as last.stale.pt"):
         train_prior(train, val, CODEBOOK, cfg, tmp_path / "reused", seed=2, progress=False)
+    assert (tmp_path / "reused/checkpoints/last.stale.pt").exists()  # nothing is lost
     train_prior(train, val, CODEBOOK, cfg, tmp_path / "fresh", seed=2, progress=False)
     _assert_same(
         torch.load(tmp_path / "fresh" / "model.pt", weights_only=True),

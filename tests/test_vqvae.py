@@ -251,12 +251,18 @@ def test_resumed_training_ends_with_the_weights_of_an_uninterrupted_run(cohort, 
     assert first[col] == "nan" and second[col] != "nan"
 
 
-def test_checkpoint_from_another_configuration_is_refused(cohort, tmp_path):
+def test_checkpoint_from_another_configuration_is_set_aside(cohort, tmp_path):
     train, val = split(cohort)
     AutoencoderTrainer(train, val, {**AE_CFG, "epochs": 1}, tmp_path, seed=0).fit(progress=False)
-    changed = AutoencoderTrainer(train, val, {**AE_CFG, "codebook_size": 8}, tmp_path, seed=0)
-    with pytest.raises(ConfigError, match="another network configuration"):
+    changed = AutoencoderTrainer(train, val, {**AE_CFG, "codebook_size": 8, "epochs": 1}, tmp_path, seed=0)
+    with pytest.warns(UserWarning, match="of another autoencoder run \\(another network\\): set aside"):
         changed.fit(progress=False)
+    assert (tmp_path / "checkpoints/last.stale.pt").exists()  # nothing is lost
+    cfg = {**AE_CFG, "codebook_size": 8, "epochs": 1}
+    AutoencoderTrainer(train, val, cfg, tmp_path / "fresh", seed=0).fit(progress=False)
+    a, b = (torch.load(p / "model.pt", weights_only=True) for p in (tmp_path, tmp_path / "fresh"))
+    for key, value in a["autoencoder"].items():  # started afresh: the same as a run that had no checkpoint
+        assert torch.equal(value, b["autoencoder"][key]), key
 
 
 def test_model_pt_loads_weights_only_and_reproduces_outputs(cohort, tmp_path):

@@ -38,12 +38,12 @@ from morphgen.models.autoencoders.losses import (
     generator_adversarial_loss,
 )
 from morphgen.models.autoencoders.vqvae import restart_dead_codes, token_indices
-from morphgen.models.base import LAST_CHECKPOINT, LOSS_PNG, LOSS_TSV, MODEL_FILE
-from morphgen.models.engine.checkpoint import rng_state, save_atomic, set_rng_state
+from morphgen.models.base import LOSS_PNG, LOSS_TSV, MODEL_FILE
 from morphgen.models.engine.data import VolumeAugmentation, VolumeDataset, seed_for, torch_generator
 from morphgen.models.engine.distributed import current_world, scaled_lr
 from morphgen.models.engine.precision import autocast_for
-from morphgen.models.engine.preemption import TrainingInterrupted, stop_requested
+from morphgen.models.engine.preemption import stop_requested
+from morphgen.models.engine.resume import RunCheckpoint, random_state, set_random_state
 from morphgen.nifti import atomic_output
 from morphgen.weights import load_weights_only
 
@@ -210,12 +210,17 @@ class AutoencoderTrainer:
 
     # ---- checkpoints -------------------------------------------------------------------------------------
     @property
+    def run(self) -> RunCheckpoint:
+        """What a resumption must share with this run: the network, the seed and the global batch."""
+        fingerprint = {"network": self.network, "seed": self.seed, "global_batch": self.global_batch}
+        return RunCheckpoint(self.out_dir, CHECKPOINT_FORMAT, fingerprint, "autoencoder")
+
+    @property
     def checkpoint_path(self) -> Path:
-        return self.out_dir / LAST_CHECKPOINT
+        return self.run.path
 
     def state(self) -> dict:
         return {
-            "format": CHECKPOINT_FORMAT,
             "network": self.network,
             "seed": self.seed,
             "epoch": self.epoch,
@@ -226,7 +231,7 @@ class AutoencoderTrainer:
             "opt_d": self.opt_d.state_dict(),
             "sched_g": self.sched_g.state_dict(),
             "sched_d": self.sched_d.state_dict(),
-            "rng": rng_state(),
+            "rng": random_state(self.device),
             "history": self.history,
             "best": self.best,
             "stale_epochs": self.stale_epochs,
@@ -249,33 +254,19 @@ class AutoencoderTrainer:
         self.disc.load_state_dict(blob["discriminator"])
 
     def resume(self) -> bool:
-        """Load ``checkpoints/last.pt`` if it exists; refuse one made with another network or seed."""
-        path = self.checkpoint_path
-        if not path.exists():
+        """Load ``checkpoints/last.pt`` if it is of this run (one of another is set aside, see
+        ``engine.resume``)."""
+        state = self.run.load(set_aside=self.world.is_main)
+        self.world.barrier()
+        if state is None:
             return False
-        state = load_weights_only(path, "checkpoint")  # optimisers and modules move it to the device
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ConfigError(
-                f"checkpoint {path} has format {state.get('format')!r}; delete it to start again"
-            )
-        if state["network"] != self.network or state["seed"] != self.seed:
-            raise ConfigError(
-                f"checkpoint {path} was made with another network configuration or seed; delete it to start "
-                "again with the current configuration"
-            )
-        if state.get("global_batch", self.global_batch) != self.global_batch:
-            raise ConfigError(
-                f"checkpoint {path} was made with a global batch of {state['global_batch']}, this run has "
-                f"{self.world.size} process(es) x {self.settings.batch_size} = {self.global_batch}; resume "
-                "with the same model.distributed.gpus and batch_size, or delete it to start again"
-            )
         self.autoencoder.load_state_dict(state["autoencoder"])
         self.disc.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.sched_g.load_state_dict(state["sched_g"])
         self.sched_d.load_state_dict(state["sched_d"])
-        set_rng_state(state["rng"])
+        set_random_state(state["rng"], self.device)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
         self.best = state.get("best", self.best)
@@ -315,9 +306,9 @@ class AutoencoderTrainer:
         if self.codec.has_codebook:
             position["used"] = self._codes_used(position)
         if self.world.is_main:
-            save_atomic(self.state(), self.checkpoint_path)
+            self.run.save(self.state())
         self.world.barrier()
-        raise TrainingInterrupted(self.checkpoint_path, self.epoch, self.step, signum)
+        self.run.stop(None, self.epoch, self.step, signum)
 
     def _codes_used(self, position: dict) -> torch.Tensor:
         """The codebook entries any process used so far in the epoch (bool, on CPU)."""
@@ -485,7 +476,7 @@ class AutoencoderTrainer:
                 if self.settings.patience:
                     self._track_best(val["total"])
                 if self.world.is_main:
-                    save_atomic(self.state(), self.checkpoint_path)
+                    self.run.save(self.state())
                     write_loss_table(self.history, self.out_dir / LOSS_TSV)
                     plot_losses(self.history, self.out_dir / LOSS_PNG)
                 self.world.barrier()

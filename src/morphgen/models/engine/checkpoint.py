@@ -1,4 +1,4 @@
-"""Atomic checkpoints and random state, loadable with ``torch.load(weights_only=True)``.
+"""Atomic checkpoints, loadable with ``torch.load(weights_only=True)``.
 
 Everything stored is tensors, numbers, strings, lists and dicts, so no pickled code runs when loading.
 """
@@ -17,12 +17,3 @@ def save_atomic(obj: dict, path: Path) -> Path:
     with atomic_output(path) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)  # through a handle: the archive's inner name is fixed, not the temporary one
     return Path(path)
-
-
-def rng_state() -> dict:
-    """Torch's CPU random state (the only generator the training loop draws from implicitly)."""
-    return {"torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])

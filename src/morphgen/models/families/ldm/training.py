@@ -23,7 +23,8 @@ from morphgen.errors import ConfigError
 from morphgen.models.autoencoders.kl_autoencoder import scale_factor
 from morphgen.models.engine.checkpoint import save_atomic
 from morphgen.models.engine.data import torch_generator
-from morphgen.models.engine.preemption import TrainingInterrupted, stop_requested
+from morphgen.models.engine.preemption import stop_requested
+from morphgen.models.engine.resume import RunCheckpoint
 from morphgen.models.families.ldm.diffusion import (
     TRAIN_STEPS,
     build_unet,
@@ -132,26 +133,19 @@ def train_diffusion(
     if dropout > 0:
         val_c = guidance_input(val_c)  # validated conditioned
 
-    checkpoint_path = out_dir / "checkpoints" / "last.pt"
     arrays = [train_latents, train_covariates, val_latents, val_covariates]
     fingerprint = _fingerprint(arrays, {**cfg, **process}, seed)  # the process: defaults may change
+    run = RunCheckpoint(out_dir, CHECKPOINT_FORMAT, fingerprint, "diffusion")
     epoch, step, history, position = 0, 0, [], None
-    if checkpoint_path.exists():
-        state = load_weights_only(checkpoint_path, "diffusion checkpoint")
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != fingerprint:
-            raise ConfigError(
-                f"checkpoint {checkpoint_path} was made with other latents, settings or seed; delete it to "
-                "start again"
-            )
+    state = run.load()
+    if state is not None:
         unet.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         epoch, step, position = int(state["epoch"]), int(state["step"]), state["position"]
         history = [list(row) for row in state["history"]]
 
-    def save_checkpoint(position: dict | None) -> None:
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "fingerprint": fingerprint,
+    def current(position: dict | None) -> dict:
+        return {
             "epoch": epoch,
             "step": step,
             "position": position,
@@ -159,7 +153,6 @@ def train_diffusion(
             "optimiser": optimiser.state_dict(),
             "history": history,
         }
-        save_atomic(state, checkpoint_path)
 
     steps_per_epoch = math.ceil(len(x) / batch_size)
     bar = tqdm(
@@ -186,14 +179,13 @@ def train_diffusion(
                 bar.update(1)
                 signum = stop_requested()
                 if signum is not None:
-                    save_checkpoint({"next": start + batch_size, "total": total})
-                    raise TrainingInterrupted(checkpoint_path, epoch, step, signum)
+                    run.stop(current({"next": start + batch_size, "total": total}), epoch, step, signum)
             epoch += 1
             val = validation_mse(unet, scheduler, val_x, val_c, seed, batch_size)
             history.append([epoch, step, total / len(x), val])
             bar.set_postfix(train=f"{total / len(x):.4f}", val=f"{val:.4f}")
             write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
-            save_checkpoint(None)
+            run.save(current(None))
 
     # held out: the denoising error against that of estimating no noise at all (the noise's mean square)
     model_mse = history[-1][3]  # the last epoch's validation: the same noise, timesteps and weights

@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import math
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,7 +32,8 @@ from tqdm.auto import tqdm
 from morphgen.errors import ConfigError
 from morphgen.models.engine.checkpoint import save_atomic
 from morphgen.models.engine.precision import autocast_for
-from morphgen.models.engine.preemption import TrainingInterrupted, stop_requested
+from morphgen.models.engine.preemption import stop_requested
+from morphgen.models.engine.resume import RunCheckpoint, random_state, set_random_state
 from morphgen.models.families.vqvae_transformer.transformer import CausalTransformer
 from morphgen.tsv import write_tsv
 from morphgen.weights import load_weights_only
@@ -261,48 +261,33 @@ def _train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(total_steps, warmup))
     grad_clip = float(cfg.get("grad_clip", DEFAULT_GRAD_CLIP))
 
-    fingerprint = _fingerprint(train, val, codebook_size, cfg, seed)
-    checkpoint_path = out_dir / "checkpoints" / "last.pt"
+    run = RunCheckpoint(
+        out_dir, CHECKPOINT_FORMAT, _fingerprint(train, val, codebook_size, cfg, seed), "prior"
+    )
     history: list[list] = []
     start_epoch = 0
     position = None  # where in start_epoch a stopped run got: next batch start, loss sum, token count
-    if checkpoint_path.exists():
-        checkpoint = load_weights_only(checkpoint_path, "prior checkpoint")
-        if checkpoint.get("format") == CHECKPOINT_FORMAT and checkpoint.get("fingerprint") == fingerprint:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            start_epoch = int(checkpoint["epoch"])
-            position = checkpoint.get("position")
-            history = [list(row) for row in checkpoint["history"]]
-            torch.set_rng_state(checkpoint["rng"]["torch"].cpu())
-            if device.type == "cuda" and "cuda" in checkpoint["rng"]:
-                torch.cuda.set_rng_state(checkpoint["rng"]["cuda"].cpu(), device)
-        else:
-            warnings.warn(
-                f"ignoring {checkpoint_path}: made with other data, settings or seed; training from scratch",
-                stacklevel=3,
-            )
+    checkpoint = run.load()
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        start_epoch = int(checkpoint["epoch"])
+        position = checkpoint.get("position")
+        history = [list(row) for row in checkpoint["history"]]
+        set_random_state(checkpoint["rng"], device)
 
-    def save_checkpoint(epochs_done: int, position: dict | None = None) -> None:
-        rng = {"torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        save_atomic(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "fingerprint": fingerprint,
-                "epoch": epochs_done,
-                "position": position,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng,
-                "history": history,
-                "hparams": model.hparams(),
-            },
-            checkpoint_path,
-        )
+    def state(epochs_done: int, position: dict | None = None) -> dict:
+        return {
+            "epoch": epochs_done,
+            "position": position,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": random_state(device),
+            "history": history,
+            "hparams": model.hparams(),
+        }
 
     codes = torch.as_tensor(train, dtype=torch.long)
     epoch_bar = tqdm(
@@ -333,14 +318,14 @@ def _train(
             count += batch.numel()
             signum = stop_requested()
             if signum is not None:
-                save_checkpoint(epoch, {"next": i + batch_size, "total": total, "count": count})
-                raise TrainingInterrupted(checkpoint_path, epoch, scheduler.last_epoch, signum)
+                where = {"next": i + batch_size, "total": total, "count": count}
+                run.stop(state(epoch, where), epoch, scheduler.last_epoch, signum)
         val_nll = heldout_nll(model, val, batch_size)
         history.append([epoch + 1, total / count, val_nll])
         epoch_bar.set_postfix(train=f"{total / count:.3f}", val=f"{val_nll:.3f}")
 
         write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
-        save_checkpoint(epoch + 1)
+        run.save(state(epoch + 1))
 
     model_nll = heldout_nll(model, val, batch_size)
     baseline = unigram_nll(train, val, codebook_size)
