@@ -145,12 +145,19 @@ def main() -> None:
     varying = float("nan")
     if latents.dtype.kind == "i":  # tokens: the share of positions that are not the same for every subject
         varying = float(np.mean(np.any(latents != latents[:1], axis=0)))
+    # continuous latents: their spread across subjects (a collapsed VAE has ~0 against a posterior sd near 1)
+    spread = (
+        float("nan")
+        if latents.dtype.kind == "i"
+        else float(np.median(latents.reshape(len(latents), -1).std(0)))
+    )
     segmenter = make_segmenter(config["segmentation"])
     table = agreement(volumes(segmenter, test), volumes(segmenter, recon_paths))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     summary = {
         "train_seconds": round(seconds, 1),
         "latent_positions_varying": varying,
+        "latent_sd_across_subjects": spread,
         "settings": args.set,
         "warp_mm": args.warp_mm,
     }

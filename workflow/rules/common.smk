@@ -107,6 +107,7 @@ TABLE_PAGES = {
     "volumetry_truth": (f"{R}/tables/volumetry_truth.tsv", "truth", "Demo truth", "Measured volumes against the simulated truth"),
     "reconstruction_volumes": (f"{R}/tables/reconstruction_volumes.tsv", "reconstruction_volumes", "Autoencoder", "Volumes of the reconstructions against the real images"),
     "conditioning": (f"{R}/tables/conditioning.tsv", "conditioning", "Conditioning", "Asked against measured volumes"),
+    "families": (f"{R}/tables/families.tsv", "families", "Families", "Every family run on this cohort, side by side"),
 }
 # a run's pages: the demo's truth table and the conditioning check exist only in their kinds of run
 REPORT_PAGES = {
@@ -312,6 +313,7 @@ def all_outputs(wildcards):
         f"{R}/tables/vbm.tsv",
         f"{R}/tables/memorisation.tsv",
         f"{R}/tables/memorisation_summary.tsv",
+        f"{R}/tables/families.tsv",
     ]
     outputs.append(f"{R}/figures/vbm")
     outputs += expand(f"{R}/figures/samples_{{subpop}}.png", subpop=SUBPOPS)

@@ -290,3 +290,49 @@ rule table_pages:
         ENV
     script:
         "../scripts/table_pages.py"
+
+
+rule run_summary:
+    """This run's row of the family comparison: what its own tables say of the anatomy, the image metrics
+    and the time of its model rules."""
+    input:
+        reconstruction=rules.reconstruction_volumes.output.table,
+        effects=rules.table2_volumes.output.effects,
+        fidelity=rules.table1_fidelity.output.table,
+        memorisation=rules.memorisation.output.summary,
+    output:
+        table=f"{R}/tables/run_summary.tsv",
+    params:
+        family=MODEL["family"],
+    log:
+        log_for("run_summary"),
+    benchmark:
+        benchmark_for("run_summary")
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/run_summary.py"
+
+
+rule family_comparison:
+    """Every family run on this cohort side by side: this run and those of evaluation.compare_runs."""
+    input:
+        own=rules.run_summary.output.table,
+    output:
+        table=f"{R}/tables/families.tsv",
+    params:
+        others=config["evaluation"].get("compare_runs") or [],
+    log:
+        log_for("family_comparison"),
+    benchmark:
+        benchmark_for("family_comparison")
+    resources:
+        mem_mb=500,
+        runtime=5,
+    conda:
+        ENV
+    script:
+        "../scripts/family_comparison.py"
