@@ -1,13 +1,12 @@
-from morphgen.report.figures import sample_grid
+from morphgen.report.figures import kept_scores, sample_grid
 from morphgen.tsv import read_tsv
 from morphgen.workflow import logged
 
 with logged(snakemake):
-    scores = read_tsv(snakemake.input.scores)
-    kept = scores[scores["kept"].astype(bool)]
+    samples = list(snakemake.input.samples)
     sample_grid(
-        list(snakemake.input.samples),
+        samples,
         snakemake.output.figure,
         title=f"{snakemake.wildcards.subpop}: kept synthetic samples",
-        scores=list(kept["score"]),
+        scores=kept_scores(read_tsv(snakemake.input.scores), samples),
     )

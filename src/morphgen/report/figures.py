@@ -93,6 +93,17 @@ def _patient_side(convention: str) -> str:
     return "right on the viewer's left" if convention == "radiological" else "left on the viewer's left"
 
 
+def kept_scores(scores: pd.DataFrame, samples: Sequence[str | Path]) -> list[float]:
+    """The score of each kept sample file, in the order of ``samples`` (``scores.tsv`` lists the samples in
+    the order they were drawn, the files are named by rank)."""
+    kept = scores[scores["kept"].astype(bool)].set_index("file")
+    names = [Path(p).name for p in samples]
+    missing = [n for n in names if n not in kept.index]
+    if missing:
+        raise ValueError(f"scores.tsv has no kept row for {', '.join(missing)}")
+    return [float(kept.loc[name, "score"]) for name in names]
+
+
 def sample_grid(
     images: Sequence[str | Path | np.ndarray] | np.ndarray,
     out_png: str | Path,
