@@ -11,7 +11,7 @@ import yaml
 from conftest import REPO, run_snakemake
 
 from morphgen.errors import ConfigError
-from morphgen.models.catalogue import FAMILIES, check_family_config, family_spec
+from morphgen.models.catalogue import FAMILIES, check_family_config, family_schema, family_spec
 
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 
@@ -83,3 +83,67 @@ def test_the_configuration_reference_lists_the_catalogues_families():
     reference = config_reference(REPO / "workflow/schemas/config.schema.yaml", REPO / "config.yaml")
     row = next(line for line in reference.splitlines() if line.startswith("| `model.family` |"))
     assert row.split(" | ")[2] == r" \| ".join(f"`{name}`" for name in sorted(FAMILIES))
+
+
+def _sources(*names: str) -> tuple[dict, list[dict]]:
+    from snakemake.utils import update_config
+
+    config, sources = {}, []
+    for name in names:
+        source = yaml.safe_load((REPO / name).read_text()) or {}
+        sources.append(source)
+        update_config(config, source)
+    return config, sources
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("config.yaml",),
+        ("config.yaml", "configs/demo/ldm.yaml"),
+        ("config.yaml", "configs/demo/m3ae.yaml"),
+        ("config.yaml", "configs/demo/m3ae.yaml", "configs/demo/beta_vae.yaml"),
+        ("config.yaml", "configs/demo/finetune.yaml"),
+        ("config.yaml", "configs/paper/paper.yaml", "configs/paper/gpu-40gb.yaml"),
+        ("config.yaml", "configs/paper/m3ae.yaml"),
+        (
+            "config.yaml",
+            "tests/data/config_e2e.yaml",
+            "configs/demo/ldm.yaml",
+            "tests/data/config_ldm_tiny.yaml",
+        ),
+    ],
+)
+def test_every_shipped_configuration_fits_its_familys_schema(names):
+    from morphgen.models.catalogue import check_family_sections
+
+    config, sources = _sources(*names)
+    checked = check_family_sections(config["model"], sources)
+    family = checked["family"]
+    for section, schema in family_schema(family).items():
+        assert set(checked.get(section, {})) <= set(schema["properties"]), section
+
+
+def test_keys_of_the_default_family_are_dropped_where_another_family_inherits_them():
+    from morphgen.models.catalogue import check_family_sections
+
+    config, sources = _sources("config.yaml", "configs/demo/ldm.yaml")
+    checked = check_family_sections(config["model"], sources)
+    assert "codebook_size" in config["model"]["autoencoder"] and "codebook_size" not in checked["autoencoder"]
+    assert checked["autoencoder"]["lr"] == config["model"]["autoencoder"]["lr"]  # the trainer's: inherited
+    assert checked["autoencoder"]["kl_weight"] == 1.0e-6
+
+
+def test_a_key_the_family_does_not_read_is_refused_where_its_file_writes_it():
+    from morphgen.models.catalogue import check_family_sections
+
+    config, sources = _sources("config.yaml", "configs/demo/ldm.yaml")
+    typo = {"model": {"family": "ldm", "autoencoder": {"kl_wieght": 1.0}}}
+    with pytest.raises(ConfigError, match=r"model.autoencoder.kl_wieght: .* \(no model family reads it\)"):
+        check_family_sections({**config["model"], "autoencoder": {"kl_wieght": 1.0}}, [*sources, typo])
+    other = {"model": {"family": "ldm", "autoencoder": {"codebook_size": 64}}}
+    model = {**config["model"], "autoencoder": {**config["model"]["autoencoder"], "codebook_size": 64}}
+    with pytest.raises(ConfigError, match=r"model.autoencoder.codebook_size: .*a key of vqvae_transformer"):
+        check_family_sections(model, [*sources, other])
+    with pytest.raises(ConfigError, match=r"model.diffusion.prediction: 'noise' is not one of"):
+        check_family_sections({**config["model"], "diffusion": {"prediction": "noise"}}, sources)

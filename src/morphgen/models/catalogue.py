@@ -79,3 +79,67 @@ def check_family_config(model_cfg: dict) -> FamilySpec:
             f"model.{spec.prior_section} is missing: the settings of family {spec.name!r}'s prior"
         )
     return spec
+
+
+def family_schema(name: str) -> dict[str, dict]:
+    """Section -> JSON schema of that section of ``config['model']`` for family ``name``, from the
+    ``schema.yaml`` in its folder (``trainer: true`` adds the shared autoencoder trainer's keys); each schema
+    refuses keys it does not list."""
+    from importlib.resources import files
+
+    import yaml
+
+    spec = family_spec(name)
+    package = spec.module.rpartition(".")[0]
+    raw = yaml.safe_load((files(package) / "schema.yaml").read_text()) or {}
+    trainer = yaml.safe_load((files("morphgen.models.autoencoders") / "trainer.schema.yaml").read_text())
+    sections = {}
+    for section, entry in raw.items():
+        properties = {**(trainer if entry.get("trainer") else {}), **(entry.get("properties") or {})}
+        sections[section] = {"type": "object", "properties": properties, "additionalProperties": False}
+    return sections
+
+
+def check_family_sections(model_cfg: dict, sources: list[dict]) -> dict:
+    """``model_cfg`` with the sections of its family's schema checked; returns a copy.
+
+    A configuration file changes only the keys it names, so an overlay for another family inherits
+    config.yaml's keys of the default one (its codebook, its transformer). A key the family does not read is
+    therefore dropped when another family reads it and no file for this family (``sources``, the command
+    line's config files: those whose ``model.family`` is this one) wrote it. It is refused, naming the key,
+    when no family reads it (a misspelling) or when a file for this family wrote it. The values left must fit
+    the schema."""
+    import jsonschema
+
+    spec = family_spec(model_cfg.get("family", ""))
+    own = family_schema(spec.name)
+    others = {name: family_schema(name) for name in FAMILIES if name != spec.name}
+    checked = dict(model_cfg)
+    for section, schema in own.items():
+        values = model_cfg.get(section)
+        if not isinstance(values, dict):
+            continue
+        known = schema["properties"]
+        written = set()
+        for source in sources:
+            model = (source or {}).get("model") or {}
+            if model.get("family") == spec.name and isinstance(model.get(section), dict):
+                written |= set(model[section])
+        kept = {}
+        for key, value in values.items():
+            if key in known:
+                kept[key] = value
+                continue
+            readers = sorted(n for n, s in others.items() if key in s.get(section, {}).get("properties", {}))
+            if not readers or key in written:
+                whose = f"a key of {', '.join(readers)}" if readers else "no model family reads it"
+                raise ConfigError(
+                    f"model.{section}.{key}: model family {spec.name!r} does not read it ({whose}); "
+                    f"its keys: {', '.join(sorted(known))}"
+                )
+        error = next(iter(jsonschema.Draft202012Validator(schema).iter_errors(kept)), None)
+        if error is not None:
+            where = ".".join(str(p) for p in error.absolute_path)
+            raise ConfigError(f"model.{section}.{where}: {error.message}")
+        checked[section] = kept
+    return checked
