@@ -215,6 +215,8 @@ def test_forcerun_redoes_only_the_stage_and_its_dependents(e2e_run):
         "segment_reconstructions",
         "gather_reconstruction_volumes",
         "table_pages",  # the tables' pages in the report
+        "run_summary",  # the run's row of the family comparison, and the comparison
+        "family_comparison",
         "all",
     }, out
 
