@@ -74,6 +74,16 @@ def test_snakemake_refuses_a_leftover_conditioning_before_any_job(tmp_path):
     assert "model.conditioning is set, but model family 'vqvae_transformer'" in proc.stdout + proc.stderr
 
 
+def test_snakemake_refuses_a_misspelt_key_of_the_family_before_any_job(tmp_path):
+    overlay = tmp_path / "typo.yaml"
+    overlay.write_text("model:\n  family: ldm\n  autoencoder:\n    kl_wieght: 1.0\n")
+    ldm = REPO / "configs/demo/ldm.yaml"
+    args = ["-n", "--configfile", str(REPO / "config.yaml"), str(ldm), str(overlay)]
+    proc = run_snakemake(tmp_path, *args, "--", "all", check=False)
+    assert proc.returncode != 0
+    assert "model.autoencoder.kl_wieght: model family 'ldm' does not read it" in proc.stdout + proc.stderr
+
+
 def test_the_configuration_reference_lists_the_catalogues_families():
     """A family is added by its catalogue line alone: the schema leaves model.family to the catalogue."""
     from morphgen.config_reference import config_reference

@@ -5,18 +5,19 @@ import pandas as pd
 from snakemake.utils import validate
 
 from morphgen.cohort.starter import check_sheet_against_subpopulations
-from morphgen.models.catalogue import check_family_config
+from morphgen.models.catalogue import check_family_config, check_family_sections
 from morphgen.models.covariates import read_requests, request_ids
 from morphgen.preprocess.derivatives import preprocessed_patterns
 from morphgen.segmentation.base import generated_intensities
 from morphgen.workflow import batches, command_line_config, replace_sections
 
-replace_sections(
-    config,
-    command_line_config(
-        workflow.config_settings.configfiles, workflow.config_settings.config
-    ),
+CONFIG_SOURCES = command_line_config(
+    workflow.config_settings.configfiles, workflow.config_settings.config
 )
+replace_sections(config, CONFIG_SOURCES)
+# the family's own sections, by the schema.yaml in its folder: an overlay for another family inherits the
+# default family's keys (dropped here); a key the family does not read, written for it, is refused
+config["model"] = check_family_sections(config["model"], CONFIG_SOURCES)
 validate(config, schema="../schemas/config.schema.yaml")
 # a sheet without the sub-populations' covariates fails now, naming the key, not after preprocessing; once,
 # in the main process (each job reads the Snakefile again, with the config already checked)
