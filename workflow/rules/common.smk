@@ -108,6 +108,7 @@ TABLE_PAGES = {
     "volumetry_truth": (f"{R}/tables/volumetry_truth.tsv", "truth", "Demo truth", "Measured volumes against the simulated truth"),
     "reconstruction_volumes": (f"{R}/tables/reconstruction_volumes.tsv", "reconstruction_volumes", "Autoencoder", "Volumes of the reconstructions against the real images"),
     "conditioning": (f"{R}/tables/conditioning.tsv", "conditioning", "Conditioning", "Asked against measured volumes"),
+    "run_summary": (f"{R}/tables/run_summary.tsv", "families", "Families", "This run's row of the family comparison"),
     "families": (f"{R}/tables/families.tsv", "families", "Families", "Every family run on this cohort, side by side"),
 }
 # a run's pages: the demo's truth table and the conditioning check exist only in their kinds of run
