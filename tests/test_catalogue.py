@@ -3,6 +3,7 @@ settings are and whether its prior is for the cohort; the catalogue agrees with 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -93,6 +94,30 @@ def test_the_configuration_reference_lists_the_catalogues_families():
     reference = config_reference(REPO / "workflow/schemas/config.schema.yaml", REPO / "config.yaml")
     row = next(line for line in reference.splitlines() if line.startswith("| `model.family` |"))
     assert row.split(" | ")[2] == r" \| ".join(f"`{name}`" for name in sorted(FAMILIES))
+
+
+def test_the_configuration_reference_describes_every_key_of_every_family():
+    """Each family's own keys are a row of its section of the reference, with what the key does: a key added
+    to a family's schema.yaml without a description (and not commented in config.yaml) fails here."""
+    from morphgen.config_reference import config_reference
+    from morphgen.models.catalogue import family_schema
+
+    reference = config_reference(REPO / "workflow/schemas/config.schema.yaml", REPO / "config.yaml")
+    families = reference.split("\n## Model families\n", 1)[1]
+    trainer_keys = yaml.safe_load((REPO / "src/morphgen/models/autoencoders/trainer.schema.yaml").read_text())
+    for name in FAMILIES:
+        section = families.split(f"### `{name}`", 1)[1].split("\n### ", 1)[0]
+        lines = [line for line in section.splitlines() if line.startswith("| `")]
+        rows = {line.split(" | ")[0].strip("| `"): line for line in lines}
+        for part, schema in family_schema(name).items():
+            for key in schema["properties"]:
+                path = f"model.{part}.{key}"
+                if part == "autoencoder" and key in trainer_keys:  # listed once for all families
+                    assert path not in rows and f"`{key}`" in families.split("\n### ", 1)[0]
+                    continue
+                assert path in rows, f"{name}: {path} is not in the reference"
+                cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", rows[path])[1:-1]]
+                assert len(cells) == 3 and cells[2], f"{name}: {path} has no description"
 
 
 def _sources(*names: str) -> tuple[dict, list[dict]]:

@@ -106,6 +106,38 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").strip()
 
 
+def family_sections(documented: dict[str, tuple[str, str]]) -> list[str]:
+    """The markdown of each family's own keys (the ``schema.yaml`` in its folder), after the shared trainer's:
+    what a family reads beyond ``config.yaml``'s default family, with its description, or config.yaml's
+    comment where the default family reads the same key."""
+    from importlib.resources import files
+
+    from morphgen.models.catalogue import FAMILIES, family_schema
+
+    trainer = yaml.safe_load((files("morphgen.models.autoencoders") / "trainer.schema.yaml").read_text())
+    out = [
+        "\n## Model families\n",
+        "`model.family` picks one; the keys below are those of its sections of `model`, checked by",
+        "the `schema.yaml` in `src/morphgen/models/families/<name>/`. Every family with an autoencoder also",
+        "reads the shared trainer's keys of `model.autoencoder`: "
+        + ", ".join(f"`{key}`" for key in trainer)
+        + " (their meaning is in the `model` table above).",
+    ]
+    for name, spec in FAMILIES.items():
+        out.append(f"\n### `{name}`\n")
+        if spec.summary:
+            out.append(f"{spec.summary[0].upper()}{spec.summary[1:]}.\n")
+        out.append("| key | allowed | what it does |\n| --- | --- | --- |")
+        for section, schema in family_schema(name).items():
+            for key, node in schema["properties"].items():
+                if section == "autoencoder" and key in trainer:
+                    continue
+                path = f"model.{section}.{key}"
+                description = node.get("description") or documented.get(path, ("", ""))[1]
+                out.append(f"| `{path}` | {_cell(_allowed(node))} | {_cell(description)} |")
+    return out
+
+
 def config_reference(schema_path: str | Path, config_path: str | Path) -> str:
     """The markdown of docs/configuration.md."""
     from morphgen.models.catalogue import FAMILIES
@@ -114,6 +146,14 @@ def config_reference(schema_path: str | Path, config_path: str | Path) -> str:
     # the families are the catalogue's (a family added there is checked while the config is read)
     schema["properties"]["model"]["properties"]["family"]["enum"] = sorted(FAMILIES)
     allowed = schema_keys(schema)
+    # the default family's sections of model are checked by its own schema.yaml: their keys as it allows them
+    from morphgen.models.catalogue import family_schema
+
+    default_family = yaml.safe_load(Path(config_path).read_text())["model"]["family"]
+    for section, section_schema in family_schema(default_family).items():
+        for key, node in section_schema["properties"].items():
+            path = f"model.{section}.{key}"
+            allowed[path] = {**node, **allowed.get(path, {})}  # the config schema's words first
     documented = documented_keys(Path(config_path).read_text())
     required = set(schema.get("required", []))
     # keys of config.yaml under a user-named entry (subpopulations.age.covariate) read as <name>
@@ -145,4 +185,5 @@ def config_reference(schema_path: str | Path, config_path: str | Path) -> str:
         for path, default, what, description in entries:
             shown = f"`{_cell(default)}`" if default else ""
             out.append(f"| `{path}` | {shown} | {_cell(what)} | {_cell(description)} |")
+    out.extend(family_sections(documented))
     return "\n".join(out) + "\n"

@@ -21,6 +21,8 @@ class FamilySpec:
     prior_section: str = "prior"
     #: maps written beside each kept sample, as ``samples/<subpop>/<map>/<sample>.nii.gz``
     sample_maps: tuple[str, ...] = ()
+    #: one line for the configuration reference: which system it is
+    summary: str = ""
 
     def shares_prior(self, model_cfg: dict) -> bool:
         """Whether one prior learns the whole cohort and each sub-population is sampled through its subjects'
@@ -34,15 +36,31 @@ class FamilySpec:
 FAMILIES: dict[str, FamilySpec] = {
     spec.name: spec
     for spec in (
-        FamilySpec("vqvae_transformer", "morphgen.models.families.vqvae_transformer.family"),
-        FamilySpec("ldm", "morphgen.models.families.ldm.family", conditioned=True, prior_section="diffusion"),
+        FamilySpec(
+            "vqvae_transformer",
+            "morphgen.models.families.vqvae_transformer.family",
+            summary="seed 000: a 3D VQ-VAE and a transformer prior per sub-population",
+        ),
+        FamilySpec(
+            "ldm",
+            "morphgen.models.families.ldm.family",
+            conditioned=True,
+            prior_section="diffusion",
+            summary="seed 004: a KL autoencoder and a latent diffusion model conditioned on covariates",
+        ),
         FamilySpec(
             "m3ae",
             "morphgen.models.families.m3ae.family",
             prior_section="latent_prior",
             sample_maps=("jacobian",),
+            summary="seed 001: a template deformed and repainted at four scales from one latent vector",
         ),
-        FamilySpec("beta_vae", "morphgen.models.families.beta_vae.family", prior_section="latent_prior"),
+        FamilySpec(
+            "beta_vae",
+            "morphgen.models.families.beta_vae.family",
+            prior_section="latent_prior",
+            summary="seed 001's baseline: the same encoder with a voxel decoder",
+        ),
     )
 }
 
