@@ -162,7 +162,7 @@ def run_readme_command(command: str, clone: Path) -> None:
         proc = _run(["make", "-n", *args], clone)
         assert proc.returncode == 0, f"`{command}`: {proc.stderr[-3000:]}"
         # the recipe's Snakemake calls: dry-run the plain ones (a line with a shell substitution is not one)
-        for line in proc.stdout.splitlines():
+        for line in re.sub(r"\\\n\s*", " ", proc.stdout).splitlines():  # continued lines joined
             recipe = shlex.split(line) if line.startswith(".venv/bin/snakemake ") and "$" not in line else []
             if recipe and "-n" not in recipe:
                 _dry_run_snakemake(recipe[1:], clone, f"{command} -> {line}")
