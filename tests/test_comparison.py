@@ -66,6 +66,14 @@ def test_a_runs_row_comes_from_its_own_tables(tmp_path):
     assert "synthetic_n" not in row and "synthetic_msssim_sd" not in row
     assert row["memorised_samples"] == 1
     assert row["train_prior_s"] == 15.5 and math.isnan(row["generate_s"])  # every job of a rule, summed
+    assert "recon_dice_gm" not in row  # a run without the Dice table
+
+
+def test_a_runs_row_has_the_mean_tissue_dice(tmp_path):
+    run = fake_run(tmp_path / "a", 0.93, 1.2, [1.0])
+    dice = pd.DataFrame({"subject": ["sub-01", "sub-02", "mean", "min"], "dice_gm": [0.8, 0.6, 0.7, 0.6]})
+    write_tsv(dice, run / "tables/reconstruction_dice.tsv")
+    assert run_summary(run, "m3ae")["recon_dice_gm"] == pytest.approx(0.7)
 
 
 def test_runs_side_by_side_and_the_missing_ones_named(tmp_path):

@@ -130,6 +130,9 @@ def test_end_to_end_outputs_are_sane(e2e_run):
     assert list(recon["tissue"]) == ["gm", "wm", "csf", "ventricles"] and (recon["n"] == n_test).all()
     assert (recon["mape_percent"] >= recon["bias_percent"].abs() - 1e-9).all()
     assert recon["verdict"].str.match(r"^(carries|does not carry: .+)$").all() and "slope" in recon
+    dice = pd.read_csv(R / "tables/reconstruction_dice.tsv", sep="\t").set_index("subject")
+    assert len(dice) == n_test + 2 and {"mean", "min"} <= set(dice.index)  # each test subject, the summaries
+    assert dice[["dice_csf", "dice_gm", "dice_wm"]].apply(lambda c: c.between(0, 1)).all().all()
     # every effect says whether it is a finding
     valid = r"^(valid|not a finding: .+)$"
     for table in ("table2_volumes", "subgroup_effects", "region_effects", "effect_agreement", "vbm"):
@@ -214,6 +217,7 @@ def test_forcerun_redoes_only_the_stage_and_its_dependents(e2e_run):
         "gather_synthetic_regions",
         "segment_reconstructions",
         "gather_reconstruction_volumes",
+        "reconstruction_dice",  # the real label maps and the reconstructions' both change
         "table_pages",  # the tables' pages in the report
         "run_summary",  # the run's row of the family comparison, and the comparison
         "family_comparison",

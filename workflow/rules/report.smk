@@ -141,6 +141,27 @@ rule reconstruction_volumes:
         "../scripts/reconstruction_volumes.py"
 
 
+rule reconstruction_dice:
+    """Are the reconstructions' tissues where the real ones are? Dice per tissue of each test subject's
+    label map and its reconstruction's."""
+    input:
+        real=batch_files(f"{R}/segmentation/real/batch-{{batch}}"),
+        reconstructed=batch_files(f"{R}/segmentation/reconstructions/batch-{{batch}}", "test"),
+    output:
+        table=f"{R}/tables/reconstruction_dice.tsv",
+    log:
+        log_for("reconstruction_dice"),
+    benchmark:
+        benchmark_for("reconstruction_dice")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/reconstruction_dice.py"
+
+
 rule sample_grid:
     """Three planes of each kept sample of a sub-population, with its discriminator score."""
     input:
@@ -297,6 +318,7 @@ rule run_summary:
     and the time of its model rules."""
     input:
         reconstruction=rules.reconstruction_volumes.output.table,
+        dice=rules.reconstruction_dice.output.table,
         effects=rules.table2_volumes.output.effects,
         fidelity=rules.table1_fidelity.output.table,
         memorisation=rules.memorisation.output.summary,

@@ -46,6 +46,11 @@ def run_summary(results: str | Path, family: str, effect_tissue: str = "ventricl
                 row[f"recon_{tissue}_slope"] = float(by_tissue.loc[tissue, "slope"])
                 if "verdict" in by_tissue.columns:
                     row[f"recon_{tissue}_verdict"] = by_tissue.loc[tissue, "verdict"]
+    dice = _read(tables / "reconstruction_dice.tsv")
+    if dice is not None and "subject" in dice.columns:
+        mean = dice[dice["subject"].astype(str) == "mean"]
+        for column in (c for c in dice.columns if c.startswith("dice_")):
+            row[f"recon_{column}"] = float(mean[column].iloc[0]) if len(mean) else float("nan")
     effects = _read(tables / "subgroup_effects.tsv")
     if effects is not None:
         for _, e in effects[effects["tissue"] == effect_tissue].iterrows():

@@ -62,6 +62,15 @@ def label_path(out_label_dir: str | Path, subject_id: str) -> Path:
     return Path(out_label_dir) / f"{subject_id}_dseg.nii.gz"
 
 
+def label_maps(folders) -> dict[str, Path]:
+    """Subject -> label map, of every :func:`label_path` file in ``folders`` (those segment_files wrote)."""
+    maps = {}
+    for folder in [folders] if isinstance(folders, (str, Path)) else folders:
+        for path in sorted(Path(folder).glob("*_dseg.nii.gz")):
+            maps[path.name.removesuffix("_dseg.nii.gz")] = path
+    return maps
+
+
 def probability_path(out_label_dir: str | Path, subject_id: str, tissue: str) -> Path:
     """Where :func:`segment_files` writes a subject's ``csf``/``gm``/``wm`` probability map (BIDS probseg)."""
     return Path(out_label_dir) / f"{subject_id}_label-{tissue.upper()}_probseg.nii.gz"
