@@ -223,6 +223,34 @@ def test_the_template_is_the_training_medoid(run):
     np.testing.assert_array_equal(written.get_fdata(dtype=np.float32), model.template[0, 0].numpy())
 
 
+def test_fine_tuning_starts_from_the_pretrained_model_and_keeps_its_template(run, tmp_path):
+    """The demo's route to an M3AE that carries the subject: pre-trained elsewhere, fine-tuned here with early
+    stopping. The template is part of the model: the pre-training cohort's medoid stays."""
+    root, images, subjects = run["root"], run["images"], run["subjects"]
+    family = run["family"]
+    family.finetune_autoencoder(
+        root / "ae/model.pt",
+        [images[s] for s in subjects[4:]],
+        [images[s] for s in subjects[:1]],
+        tmp_path / "tuned",
+        {"epochs": 2, "patience": 1, "lr": 1e-3},
+        progress=False,
+    )
+    pretrained, _, _ = load_autoencoder(root / "ae/model.pt")
+    tuned, _, _ = load_autoencoder(tmp_path / "tuned/model.pt")
+    torch.testing.assert_close(tuned.template, pretrained.template, rtol=0, atol=0)
+    changed = [
+        name
+        for name, weight in tuned.state_dict().items()
+        if not torch.equal(weight, pretrained.state_dict()[name])
+    ]
+    assert changed and "template" not in changed  # the networks learnt; the template did not move
+    rows = read_tsv(tmp_path / "tuned/loss.tsv")
+    assert 1 <= len(rows) <= 2 and "val_kl" in rows.columns
+    written = load_volume(tmp_path / "tuned/template.nii.gz").get_fdata(dtype=np.float32)
+    np.testing.assert_array_equal(written, pretrained.template[0, 0].numpy())
+
+
 def test_latents_are_the_encoder_means(run):
     root, images = run["root"], run["images"]
     latent = np.load(root / "latents/sub-00.npy")
