@@ -139,6 +139,8 @@ def _sources(*names: str) -> tuple[dict, list[dict]]:
         ("config.yaml", "configs/demo/m3ae.yaml"),
         ("config.yaml", "configs/demo/m3ae.yaml", "configs/demo/beta_vae.yaml"),
         ("config.yaml", "configs/demo/finetune.yaml"),
+        ("config.yaml", "configs/demo/pretrained.yaml"),
+        ("config.yaml", "configs/demo/pretrained.yaml", "configs/demo/pretrain.yaml"),
         ("config.yaml", "configs/paper/paper.yaml", "configs/paper/gpu-40gb.yaml"),
         ("config.yaml", "configs/paper/m3ae.yaml"),
         (

@@ -52,6 +52,15 @@ def test_a_shipped_autoencoder_takes_the_place_of_pretraining(tmp_path):
     args[3:3] = [str(bad)]
     proc = _snakemake(tmp_path, *args, "-n", check=False)
     assert proc.returncode != 0 and "sha256" in proc.stdout + proc.stderr
+    # a configured file that is not there yet (the demo's before `make demo-pretrain`): say how to make it
+    absent = tmp_path / "absent.yaml"
+    checkpoint = {"path": str(tmp_path / "not-yet.pt"), "sha256": "ab" * 32}
+    absent.write_text(yaml.safe_dump({"pretraining": {"enabled": True, "checkpoint": checkpoint}}))
+    args = _config_args(tmp_path / "r")
+    args[3:3] = [str(absent)]
+    proc = _snakemake(tmp_path, *args, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "not-yet.pt does not exist" in out and "make demo-pretrain" in out
 
 
 @pytest.mark.slow

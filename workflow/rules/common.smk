@@ -5,6 +5,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 from morphgen.cohort.starter import check_sheet_against_subpopulations
+from morphgen.errors import ConfigError
 from morphgen.models.catalogue import check_family_config, check_family_sections
 from morphgen.models.covariates import read_requests, request_ids
 from morphgen.preprocess.derivatives import preprocessed_patterns
@@ -48,6 +49,11 @@ PRETRAIN = bool(PRETRAINING.get("enabled", False))
 PT = f"{R}/pretraining"
 # a shipped pre-trained autoencoder (pretraining.checkpoint) takes the place of pre-training on cohort A
 SHIPPED_AUTOENCODER = PRETRAINING.get("checkpoint") if PRETRAIN else None
+if SHIPPED_AUTOENCODER and not Path(SHIPPED_AUTOENCODER["path"]).exists():
+    raise ConfigError(
+        f"pretraining.checkpoint.path: {SHIPPED_AUTOENCODER['path']} does not exist. Train it first (the "
+        "demo's: make demo-pretrain), or set pretraining.checkpoint: null to pre-train on cohort A in this run"
+    )
 PRETRAINED_MODEL = (
     SHIPPED_AUTOENCODER["path"]
     if SHIPPED_AUTOENCODER
