@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from monai.inferers import VQVAETransformerInferer
 from monai.utils.ordering import Ordering
@@ -102,3 +103,28 @@ def test_demo_diversity_measures_msssim_and_the_designed_effects(monkeypatch, ca
         results[warp] = json.loads(capsys.readouterr().out)
     assert results["4"]["msssim_mean"] < results["0"]["msssim_mean"] < 1.0
     assert results["4"]["ventricles_sd_ml"] > 0 and "hippocampus_d_ad_vs_cn" in results["4"]
+
+
+def test_reconstruction_probe_measures_how_much_of_each_subject_is_reproduced():
+    """An identity autoencoder reproduces every subject (r 1, size 1, L1 0); one halfway to the mean image
+    reproduces each subject's difference from the mean at half its size, in the right direction."""
+    import numpy as np
+    from reconstruction_probe import probe
+
+    rng = np.random.default_rng(0)
+    images = (0.5 + 0.2 * rng.random((5, 8, 8, 8))).astype(np.float32)
+    mean = torch.from_numpy(images.mean(0))
+
+    class Towards:
+        def __init__(self, weight: float):
+            self.weight = weight
+
+        def reconstruction(self, model, x):
+            return self.weight * x + (1 - self.weight) * mean
+
+    same = probe(None, Towards(1.0), images)
+    assert same["l1_reconstruction"] < 1e-7 and same["deviation_size_median"] == pytest.approx(1, abs=1e-5)
+    halfway = probe(None, Towards(0.5), images)
+    assert halfway["deviation_r_median"] == pytest.approx(1, abs=1e-5)
+    assert halfway["deviation_size_median"] == pytest.approx(0.5, abs=1e-5)
+    assert halfway["l1_reconstruction"] == pytest.approx(halfway["l1_mean_image"] / 2, rel=1e-4)
