@@ -6,9 +6,8 @@ BIN := $(VENV)/bin
 CORES ?= 2
 # the rules that write tables and figures from intermediate outputs: `make paper` redoes exactly these
 PAPER_RULES := table1_fidelity table2_volumes volumetry_truth reconstruction_volumes reconstruction_dice \
-	region_effects vbm \
-	memorisation sample_grid loss_figure conditioning_check conditioning_grid run_summary family_comparison \
-	table_pages
+	region_effects vbm memorisation sample_grid loss_figure conditioning_check conditioning_grid run_summary \
+	family_comparison table_pages
 
 .PHONY: install demo demo-pretrain test lint paper clean
 

@@ -110,11 +110,9 @@ def family_sections(documented: dict[str, tuple[str, str]]) -> list[str]:
     """The markdown of each family's own keys (the ``schema.yaml`` in its folder), after the shared trainer's:
     what a family reads beyond ``config.yaml``'s default family, with its description, or config.yaml's
     comment where the default family reads the same key."""
-    from importlib.resources import files
+    from morphgen.models.catalogue import FAMILIES, family_schema, trainer_schema
 
-    from morphgen.models.catalogue import FAMILIES, family_schema
-
-    trainer = yaml.safe_load((files("morphgen.models.autoencoders") / "trainer.schema.yaml").read_text())
+    trainer = trainer_schema()
     out = [
         "\n## Model families\n",
         "`model.family` picks one; the keys below are those of its sections of `model`, checked by",
@@ -140,21 +138,20 @@ def family_sections(documented: dict[str, tuple[str, str]]) -> list[str]:
 
 def config_reference(schema_path: str | Path, config_path: str | Path) -> str:
     """The markdown of docs/configuration.md."""
-    from morphgen.models.catalogue import FAMILIES
+    from morphgen.models.catalogue import FAMILIES, family_schema
 
     schema = yaml.safe_load(Path(schema_path).read_text())
+    config_text = Path(config_path).read_text()
     # the families are the catalogue's (a family added there is checked while the config is read)
     schema["properties"]["model"]["properties"]["family"]["enum"] = sorted(FAMILIES)
     allowed = schema_keys(schema)
     # the default family's sections of model are checked by its own schema.yaml: their keys as it allows them
-    from morphgen.models.catalogue import family_schema
-
-    default_family = yaml.safe_load(Path(config_path).read_text())["model"]["family"]
+    default_family = yaml.safe_load(config_text)["model"]["family"]
     for section, section_schema in family_schema(default_family).items():
         for key, node in section_schema["properties"].items():
             path = f"model.{section}.{key}"
             allowed[path] = {**node, **allowed.get(path, {})}  # the config schema's words first
-    documented = documented_keys(Path(config_path).read_text())
+    documented = documented_keys(config_text)
     required = set(schema.get("required", []))
     # keys of config.yaml under a user-named entry (subpopulations.age.covariate) read as <name>
     named = {k.split(".", 1)[0] for k in allowed if ".<name>" in k}

@@ -99,6 +99,15 @@ def check_family_config(model_cfg: dict) -> FamilySpec:
     return spec
 
 
+def trainer_schema() -> dict[str, dict]:
+    """Key -> JSON schema of each key of ``model.autoencoder`` that the shared autoencoder trainer reads."""
+    from importlib.resources import files
+
+    import yaml
+
+    return yaml.safe_load((files("morphgen.models.autoencoders") / "trainer.schema.yaml").read_text())
+
+
 def family_schema(name: str) -> dict[str, dict]:
     """Section -> JSON schema of that section of ``config['model']`` for family ``name``, from the
     ``schema.yaml`` in its folder (``trainer: true`` adds the shared autoencoder trainer's keys); each schema
@@ -110,7 +119,7 @@ def family_schema(name: str) -> dict[str, dict]:
     spec = family_spec(name)
     package = spec.module.rpartition(".")[0]
     raw = yaml.safe_load((files(package) / "schema.yaml").read_text()) or {}
-    trainer = yaml.safe_load((files("morphgen.models.autoencoders") / "trainer.schema.yaml").read_text())
+    trainer = trainer_schema()
     sections = {}
     for section, entry in raw.items():
         properties = {**(trainer if entry.get("trainer") else {}), **(entry.get("properties") or {})}

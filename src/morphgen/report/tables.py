@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from morphgen.errors import SubjectError
 from morphgen.metrics.fid import DEFAULT_FRACTIONS, FeatureExtractor, fid_columns, unmeasured_fid_columns
 from morphgen.metrics.fidelity import (
     as_image_stack,
@@ -34,6 +35,7 @@ from morphgen.metrics.fidelity import (
 from morphgen.metrics.gradient_ssim import pairwise_four_g_r_ssim
 from morphgen.metrics.stats import bonferroni_threshold, compare_groups
 from morphgen.models.covariates import VARY
+from morphgen.nifti import load_volume
 from morphgen.report.validity import DEFAULT_THRESHOLDS, add_verdicts, truth_verdict
 from morphgen.tsv import ID_COLUMNS, NA_REP, id_column, read_tsv, write_tsv  # noqa: F401 (re-exported)
 
@@ -389,13 +391,11 @@ def reconstruction_check(
 
 def reconstruction_dice(
     real_labels: Mapping[str, str | Path], reconstructed_labels: Mapping[str, str | Path]
-):
+) -> pd.DataFrame:
     """Tissue overlap of each reconstructed subject with its real image (subject -> label map file, both):
     one row per subject with ``dice_<tissue>``, then the rows ``mean`` and ``min``. A reconstruction can have
     the right volumes in the wrong place; Dice shows where (seed 003: 0.84-0.94 for WM, GM and CSF)."""
-    from morphgen.errors import SubjectError
-    from morphgen.metrics.overlap import dice_rows
-    from morphgen.nifti import load_volume
+    from morphgen.metrics.overlap import dice_rows  # MONAI: imported when this table is made
 
     missing = sorted(set(reconstructed_labels) - set(real_labels))
     if missing:
