@@ -76,6 +76,18 @@ def test_a_runs_row_has_the_mean_tissue_dice(tmp_path):
     assert run_summary(run, "m3ae")["recon_dice_gm"] == pytest.approx(0.7)
 
 
+def test_a_runs_row_has_the_reconstructions_fidelity_and_vbm(tmp_path):
+    run = fake_run(tmp_path / "a", 0.93, 1.2, [1.0])
+    assert "recon_msssim_mean" not in run_summary(run, "m3ae")
+    fidelity = pd.DataFrame({"msssim_mean": [0.97], "log_bmmd2": [-7.5], "mae_mean": [0.02]})
+    write_tsv(fidelity, run / "tables/reconstruction_fidelity.tsv")
+    vbm = pd.DataFrame({"significant_voxels": [40], "bonferroni_voxels": [3], "max_abs_t": [9.0]})
+    write_tsv(vbm, run / "tables/reconstruction_vbm.tsv")
+    row = run_summary(run, "m3ae")
+    assert row["recon_msssim_mean"] == 0.97 and row["recon_log_bmmd2"] == -7.5 and "recon_mae_mean" not in row
+    assert row["recon_vbm_significant_voxels"] == 40 and row["recon_vbm_bonferroni_voxels"] == 3
+
+
 def test_runs_side_by_side_and_the_missing_ones_named(tmp_path):
     rows = []
     for name, r in (("a", 0.5), ("b", 0.9)):

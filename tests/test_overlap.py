@@ -1,4 +1,5 @@
-"""Tissue Dice of a reconstruction against its real image, on label maps of known geometry."""
+"""Reconstructions against their originals: tissue Dice on label maps of known geometry, and MS-SSIM and
+log bMMD² of images with a known change."""
 
 import nibabel as nib
 import numpy as np
@@ -51,3 +52,53 @@ def test_the_table_pairs_each_reconstruction_with_its_own_subject(tmp_path):
     nib.save(nib.Nifti1Image(_cubes(0)[:20], affine), label_path(real_dir, "sub-04"))
     with pytest.raises(SubjectError, match="sub-04.*not on the grid"):
         reconstruction_dice(label_maps(real_dir), label_maps(recon_dir))
+
+
+def test_paired_bmmd2_is_the_squared_change_the_autoencoder_makes():
+    from morphgen.metrics.fidelity import paired_bmmd2
+
+    rng = np.random.default_rng(0)
+    originals = rng.uniform(0, 1, (6, 8, 8, 8))
+    assert paired_bmmd2(originals, originals.copy(), 3, 0, n_batches=20)[0] == 0.0
+    # every voxel of every subject brighter by c: every batch's mean image moves by c, so bMMD² is c²
+    mean, sd = paired_bmmd2(originals, originals + 0.1, 3, 0, n_batches=20)
+    assert mean == pytest.approx(0.01, rel=1e-9) and sd == pytest.approx(0.0, abs=1e-12)
+    # subjects swapped: the set is the same, but each reconstruction is another subject's
+    swapped = paired_bmmd2(originals, originals[::-1], 2, 0, n_batches=50)[0]
+    assert swapped > 0.01
+    with pytest.raises(ValueError, match="do not pair"):
+        paired_bmmd2(originals, originals[:-1], 3, 0)
+
+
+def test_reconstruction_fidelity_table(tmp_path):
+    import pandas as pd
+
+    from morphgen.nifti import save_volume
+    from morphgen.report.tables import reconstruction_fidelity
+
+    rng = np.random.default_rng(1)
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    originals, reconstructions = {}, {}
+    for k in range(6):
+        subject = f"sub-{k:02d}"
+        image = rng.uniform(0.2, 0.8, (8, 8, 8)).astype(np.float32)
+        originals[subject] = save_volume(tmp_path / "o" / f"{subject}.nii.gz", image, affine)
+        reconstructions[subject] = save_volume(tmp_path / "r" / f"{subject}.nii.gz", image + 0.05, affine)
+    per_subject = pd.DataFrame(
+        {
+            "subject": [*originals, "mean"],
+            "mae": [0.05] * 6 + [0.05],
+            "psnr": [26.0] * 6 + [26.0],
+            "msssim": [0.9, 0.92, 0.94, 0.96, 0.98, 1.0, 0.95],
+        }
+    )
+    row = reconstruction_fidelity(originals, reconstructions, per_subject, 4, 0, n_batches=10).iloc[0]
+    assert row["n_subjects"] == 6 and row["batch_size"] == 4
+    assert row["log_bmmd2"] == pytest.approx(np.log(0.05**2), abs=1e-4)
+    assert row["msssim_mean"] == pytest.approx(0.95) and row["msssim_min"] == pytest.approx(0.9)
+    # two halves of 3 originals: batches of 3, and the subjects differ by far more than 0.05
+    assert row["real_log_bmmd2"] > row["log_bmmd2"]
+    with pytest.raises(SubjectError, match="sub-09"):
+        reconstruction_fidelity(
+            originals, {**reconstructions, "sub-09": reconstructions["sub-00"]}, per_subject, 4, 0
+        )

@@ -333,3 +333,66 @@ def test_contrast_vbm_correlates_real_and_synthetic_t_maps(tmp_path):
     assert math.isnan(few["t_map_correlation"]) and math.isnan(few["synthetic_significant_voxels"])
     with pytest.raises(ValueError, match="two real images"):
         contrast_vbm(real_a[:1], real_b, kept_a, kept_b, template, tmp_path / "x", tmp_path / "x.png")
+
+
+def test_paired_t_map_equals_scipy_at_every_voxel():
+    rng = np.random.default_rng(11)
+    shape = (4, 5, 6)
+    a = rng.normal(0.0, 1.0, (7,) + shape)
+    b = a + rng.normal(0.2, 0.5, (7,) + shape) * rng.uniform(0.2, 3.0, shape)  # the pairs are correlated
+    mask = rng.random(shape) > 0.3
+    t, p = vbm.paired_t_map(list(a), b, mask)
+    ref = stats.ttest_rel(a, b, axis=0)
+    np.testing.assert_allclose(t[mask], ref.statistic[mask], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(p[mask], ref.pvalue[mask], rtol=1e-8, atol=1e-14)
+    assert np.all(t[~mask] == 0) and np.all(p[~mask] == 1)
+    # a paired test differs from the two-sample one on the same maps: the subjects' spread cancels
+    assert np.abs(t[mask]).mean() > np.abs(vbm.welch_t_map(a, b, mask)[0][mask]).mean()
+    # identical pairs at a voxel: no change there, t 0 and p 1 (not NaN)
+    b[:, 0, 0, 0] = a[:, 0, 0, 0]
+    t, p = vbm.paired_t_map(a, b)
+    assert t[0, 0, 0] == 0 and p[0, 0, 0] == 1
+    with pytest.raises(ValueError, match="same subjects"):
+        vbm.paired_t_map(a, b[:-1])
+
+
+def test_paired_vbm_is_empty_for_faithful_reconstructions_and_finds_a_lost_blob(tmp_path):
+    """Originals: the phantom's GM with subject-specific noise. Faithful reconstructions keep it up to a
+    small independent error; lossy ones also lose the GM blob at BLOB_IJK in every subject."""
+    from morphgen.metrics.morphometry import paired_vbm
+
+    rng = np.random.default_rng(3)
+    template = _template()
+    with_blob = _phantom_fractions(blob=True)["gm"]
+    without = _phantom_fractions(blob=False)["gm"]
+    brain = _t1(_phantom_fractions(blob=False)) > 0.1
+    originals, faithful, lossy = {}, {}, {}
+    for k in range(8):
+        subject = f"sub-{k:02d}"
+        own = 0.15 * ndi.gaussian_filter(rng.standard_normal(GRID.shape), 1.0) * brain
+        gm = np.clip(with_blob * rng.uniform(0.9, 1.1) + own, 0.0, 1.0)
+        error = 0.01 * ndi.gaussian_filter(rng.standard_normal(GRID.shape), 1.0) * brain
+        originals[subject] = save_volume(tmp_path / "o" / f"{subject}_mwp1.nii.gz", gm, GRID.affine)
+        faithful[subject] = save_volume(
+            tmp_path / "f" / f"{subject}_mwp1.nii.gz", np.clip(gm + error, 0, 1), GRID.affine
+        )
+        blob = with_blob - without  # the blob's GM fraction
+        lossy[subject] = save_volume(
+            tmp_path / "l" / f"{subject}_mwp1.nii.gz", np.clip(gm - blob + error, 0, 1), GRID.affine
+        )
+    kept = paired_vbm(originals, faithful, template, tmp_path / "kept", tmp_path / "kept.png")
+    lost = paired_vbm(originals, lossy, template, tmp_path / "lost", tmp_path / "lost.png")
+    assert kept["n_subjects"] == 8 and kept["bonferroni_voxels"] == 0
+    assert kept["significant_voxels"] <= 0.01 * kept["mask_voxels"]  # p < 0.001 by chance, about 0.1%
+    assert abs(kept["gm_change_pct"]) < 0.5
+    assert lost["bonferroni_voxels"] > 10 and lost["gm_change_pct"] < -0.5
+    t = nib.load(tmp_path / "lost" / "t.nii.gz").get_fdata()
+    p = nib.load(tmp_path / "lost" / "p.nii.gz").get_fdata()
+    found = np.argwhere(p < 0.05 / lost["mask_voxels"])
+    distance = np.linalg.norm(found - np.asarray(BLOB_IJK), axis=1)
+    assert t[BLOB_IJK] < 0 and distance.max() < BLOB_RADIUS + 4  # where the blob was, and nowhere else
+    np.testing.assert_allclose(nib.load(tmp_path / "lost" / "t.nii.gz").affine, GRID.affine, atol=1e-6)
+    assert (tmp_path / "lost.png").stat().st_size > 5000
+    extra = {**faithful, "sub-99": faithful["sub-00"]}
+    with pytest.raises(SubjectError, match="sub-99"):
+        paired_vbm(originals, extra, template, tmp_path / "x", tmp_path / "x.png")

@@ -142,6 +142,13 @@ def test_end_to_end_outputs_are_sane(e2e_run):
     dice = pd.read_csv(R / "tables/reconstruction_dice.tsv", sep="\t").set_index("subject")
     assert len(dice) == n_test + 2 and {"mean", "min"} <= set(dice.index)  # each test subject, the summaries
     assert dice[["dice_csf", "dice_gm", "dice_wm"]].apply(lambda c: c.between(0, 1)).all().all()
+    fidelity = pd.read_csv(R / "tables/reconstruction_fidelity.tsv", sep="\t").iloc[0]
+    assert fidelity["n_subjects"] == n_test and 0 < fidelity["msssim_min"] <= fidelity["msssim_mean"] <= 1
+    assert np.isfinite(fidelity[["log_bmmd2", "real_log_bmmd2"]].astype(float)).all()
+    recon_vbm = pd.read_csv(R / "tables/reconstruction_vbm.tsv", sep="\t").iloc[0]
+    assert recon_vbm["n_subjects"] == n_test and recon_vbm["mask_voxels"] > 1000
+    assert 0 <= recon_vbm["bonferroni_voxels"] <= recon_vbm["significant_voxels"] <= recon_vbm["mask_voxels"]
+    np.testing.assert_allclose(nib.load(R / "vbm_reconstruction/t.nii.gz").affine, grid.affine, atol=1e-4)
     # every effect says whether it is a finding
     valid = r"^(valid|not a finding: .+)$"
     for table in ("table2_volumes", "subgroup_effects", "region_effects", "effect_agreement", "vbm"):
@@ -155,6 +162,7 @@ def test_end_to_end_outputs_are_sane(e2e_run):
         "loss_prior.png",
         "volumetry_truth.png",
         "reconstruction_volumes.png",
+        "reconstruction_vbm.png",
     ]:
         assert (R / "figures" / png).stat().st_size > 1000
     assert len(list((R / "figures").glob("samples_*.png"))) == 4
@@ -227,6 +235,8 @@ def test_forcerun_redoes_only_the_stage_and_its_dependents(e2e_run):
         "segment_reconstructions",
         "gather_reconstruction_volumes",
         "reconstruction_dice",  # the real label maps and the reconstructions' both change
+        "normalise_reconstructions",  # the reconstructions' grey matter, and their VBM against the originals
+        "reconstruction_vbm",
         "table_pages",  # the tables' pages in the report
         "run_summary",  # the run's row of the family comparison, and the comparison
         "family_comparison",

@@ -251,8 +251,11 @@ def normalise(
     segmentation: dict,
     out_dir,
     out_regions,
+    subjects=None,
 ):
-    """Images registered to the MNI template (Jacobian, modulated GM maps) and their regional volumes."""
+    """Images registered to the MNI template (Jacobian, modulated GM maps) and their regional volumes.
+
+    ``subjects``: the batch's subjects when ``images`` is a folder holding more (the reconstructions)."""
     from morphgen.metrics.morphometry import normalise_files
     from morphgen.segmentation import atlas
     from morphgen.segmentation.volumes import probability_path
@@ -272,6 +275,8 @@ def normalise(
         fractions = atlas.region_fractions(chosen, template.affine, template.shape[:3])
         tissue_of = {name: chosen.tissue(name) for name in fractions}
     by_id = image_map(images)
+    if subjects is not None:
+        by_id = pick(by_id, list(subjects), str(images))
     tissue_maps = {
         i: {t: p for t in ("gm", "wm", "csf") if (p := probability_path(segmentation_dir, i, t)).exists()}
         for i in by_id
@@ -405,6 +410,46 @@ def vbm(
         pairs = contrasts_of(subpop_cfg)
         table["validity"] = [validity.of(pairs[n], ["gm"]) for n in table["name"]]
     write_tsv(table, out_table)
+
+
+def reconstruction_vbm(real_dirs, reconstruction_dirs, space, vbm_cfg, alpha, out_dir, out_table, out_figure):
+    """VBM of each test subject's reconstruction against its original (folders of :func:`normalise` maps)."""
+    from morphgen.metrics.morphometry import paired_vbm
+    from morphgen.space import Grid
+    from morphgen.templates import mni_t1
+
+    reconstructed = modulated_maps(reconstruction_dirs)
+    originals = {i: p for i, p in modulated_maps(real_dirs).items() if i in reconstructed}
+    row = paired_vbm(
+        originals,
+        reconstructed,
+        mni_t1(Grid.from_config(space)),
+        out_dir,
+        out_figure,
+        fwhm_mm=float(vbm_cfg.get("fwhm_mm", 8.0)),
+        mask_threshold=float(vbm_cfg.get("mask_threshold", 0.05)),
+        p_threshold=float(vbm_cfg.get("p_threshold", 0.001)),
+        alpha=float(alpha),
+    )
+    write_tsv(pd.DataFrame([row]), out_table)
+
+
+def reconstruction_fidelity(
+    originals, reconstructions, per_subject_tsv, evaluation: dict, seed: int, out_table
+):
+    """Seed 003's reconstruction fidelity (MS-SSIM, log bMMD²) of the test reconstructions."""
+    from morphgen.report.tables import reconstruction_fidelity as fidelity_table
+
+    reconstructed = image_map(reconstructions)
+    table = fidelity_table(
+        pick(image_map(originals), sorted(reconstructed), "the preprocessed test images"),
+        reconstructed,
+        read_tsv(per_subject_tsv),
+        int(evaluation.get("mmd_batch_size", 4)),
+        int(seed),
+    )
+    write_tsv(table, out_table)
+    return table
 
 
 def modulated_maps(folders) -> dict[str, Path]:

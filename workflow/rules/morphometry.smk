@@ -79,6 +79,34 @@ rule normalise_synthetic:
         "../scripts/normalise.py"
 
 
+rule normalise_reconstructions:
+    """The same for one batch of the autoencoder's test reconstructions."""
+    input:
+        images=rules.reconstruction.output.images,
+        segmentation=rules.segment_reconstructions.output.labels,
+        volumes=rules.segment_reconstructions.output.volumes,
+    output:
+        maps=directory(f"{R}/normalised/reconstructions/batch-{{batch}}"),
+        regions=f"{R}/volumes/regions/reconstructions/batch-{{batch}}.tsv",
+    params:
+        space=config["space"],
+        evaluation=config["evaluation"],
+        segmentation=config["segmentation"],
+        subjects=lambda wc: subject_batches("test")[wc.batch],
+    log:
+        log_for("normalise_reconstructions", "batch"),
+    benchmark:
+        benchmark_for("normalise_reconstructions", "batch")
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=6 * 60,
+    conda:
+        ENV
+    script:
+        "../scripts/normalise.py"
+
+
 rule gather_synthetic_regions:
     """One table of a sub-population's sample regional volumes, from its batches."""
     input:
@@ -173,3 +201,35 @@ rule vbm:
         ENV
     script:
         "../scripts/vbm.py"
+
+
+rule reconstruction_vbm:
+    """Grey-matter VBM of each test subject's reconstruction against its original (paired): near empty when
+    the autoencoder keeps the anatomy."""
+    input:
+        real=batch_files(f"{R}/normalised/real/batch-{{batch}}"),
+        reconstructions=batch_files(f"{R}/normalised/reconstructions/batch-{{batch}}", "test"),
+    output:
+        maps=directory(f"{R}/vbm_reconstruction"),
+        table=f"{R}/tables/reconstruction_vbm.tsv",
+        figure=report(
+            f"{R}/figures/reconstruction_vbm.png",
+            caption="../report/reconstruction_vbm_figure.rst",
+            category="Figures",
+            subcategory="VBM",
+        ),
+    params:
+        space=config["space"],
+        vbm=config["evaluation"].get("vbm", {}),
+        alpha=config["evaluation"]["alpha"],
+    log:
+        log_for("reconstruction_vbm"),
+    benchmark:
+        benchmark_for("reconstruction_vbm")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/reconstruction_vbm.py"

@@ -162,6 +162,31 @@ rule reconstruction_dice:
         "../scripts/reconstruction_dice.py"
 
 
+rule reconstruction_fidelity:
+    """Seed 003's reconstruction table: MS-SSIM and log bMMD² of the test reconstructions against their
+    originals, beside the log bMMD² between two halves of the originals."""
+    input:
+        originals=preprocessed_images("test"),
+        reconstructions=rules.reconstruction.output.images,
+        per_subject=rules.reconstruction.output.table,
+    output:
+        table=f"{R}/tables/reconstruction_fidelity.tsv",
+    params:
+        evaluation=config["evaluation"],
+        seed=config["split"]["seed"],
+    log:
+        log_for("reconstruction_fidelity"),
+    benchmark:
+        benchmark_for("reconstruction_fidelity")
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/reconstruction_fidelity.py"
+
+
 rule sample_grid:
     """Three planes of each kept sample of a sub-population, with its discriminator score."""
     input:
@@ -319,6 +344,8 @@ rule run_summary:
     input:
         reconstruction=rules.reconstruction_volumes.output.table,
         dice=rules.reconstruction_dice.output.table,
+        fidelity_reconstruction=rules.reconstruction_fidelity.output.table,
+        vbm_reconstruction=rules.reconstruction_vbm.output.table,
         effects=rules.table2_volumes.output.effects,
         fidelity=rules.table1_fidelity.output.table,
         memorisation=rules.memorisation.output.summary,

@@ -13,4 +13,5 @@ with logged(snakemake):
             snakemake.params.segmentation,
             maps,
             snakemake.output.regions,
+            subjects=snakemake.params.get("subjects"),
         )

@@ -2,7 +2,8 @@
 that seeds 000-004 are judged by the same numbers.
 
 A run's summary holds what decides whether a model keeps the anatomy: whether its autoencoder carries each
-tissue (reconstructed against real volumes: r, slope, verdict), whether its samples keep the designed
+tissue (reconstructed against real volumes: r, slope, verdict; tissue Dice, MS-SSIM, log bMMD² and the
+voxels of the reconstructions' VBM against their originals), whether its samples keep the designed
 effects (real and synthetic Cohen's d of each contrast for the ventricles), the image metrics of Table 1
 (averaged over sub-populations), the samples flagged by the memorisation audit, and the time of its model
 rules.
@@ -51,6 +52,16 @@ def run_summary(results: str | Path, family: str, effect_tissue: str = "ventricl
         mean = dice[dice["subject"].astype(str) == "mean"]
         for column in (c for c in dice.columns if c.startswith("dice_")):
             row[f"recon_{column}"] = float(mean[column].iloc[0]) if len(mean) else float("nan")
+    fidelity = _read(tables / "reconstruction_fidelity.tsv")
+    if fidelity is not None and len(fidelity):
+        for column in ("msssim_mean", "log_bmmd2"):
+            if column in fidelity.columns:
+                row[f"recon_{column}"] = float(fidelity[column].iloc[0])
+    vbm = _read(tables / "reconstruction_vbm.tsv")
+    if vbm is not None and len(vbm):
+        for column in ("significant_voxels", "bonferroni_voxels"):
+            if column in vbm.columns:
+                row[f"recon_vbm_{column}"] = int(vbm[column].iloc[0])
     effects = _read(tables / "subgroup_effects.tsv")
     if effects is not None:
         for _, e in effects[effects["tissue"] == effect_tissue].iterrows():

@@ -8,6 +8,7 @@
 - :func:`truth_check` — measured vs known volumes of the simulated demo cohort.
 - :func:`reconstruction_check` — volumes of the autoencoder's reconstructions vs those of the real images.
 - :func:`reconstruction_dice` — tissue Dice between each real image's label map and its reconstruction's.
+- :func:`reconstruction_fidelity` — MS-SSIM and log bMMD² of the reconstructions against their originals.
 
 Volume tables have an id column (``participant_id``, or ``sample_id`` / ``sample`` / ``id`` for synthetic
 samples) and ``<tissue>_ml`` columns.
@@ -28,9 +29,11 @@ from morphgen.metrics.fid import DEFAULT_FRACTIONS, FeatureExtractor, fid_column
 from morphgen.metrics.fidelity import (
     as_image_stack,
     bmmd2,
+    paired_bmmd2,
     pairwise_msssim,
     real_baseline_bmmd2,
     split_halves,
+    stack_volumes,
 )
 from morphgen.metrics.gradient_ssim import pairwise_four_g_r_ssim
 from morphgen.metrics.stats import bonferroni_threshold, compare_groups
@@ -422,6 +425,63 @@ def reconstruction_dice(
         {"subject": "min", **df[columns].min().to_dict()},
     ]
     return pd.concat([df, pd.DataFrame(summary)], ignore_index=True)
+
+
+def reconstruction_fidelity(
+    originals: Mapping[str, str | Path],
+    reconstructions: Mapping[str, str | Path],
+    per_subject: pd.DataFrame,
+    batch_size: int,
+    seed: int,
+    *,
+    n_batches: int = 100,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Seed 003's reconstruction table, one row: MS-SSIM (of ``per_subject``, the family's
+    ``reconstruction.tsv``), and the natural log of the bMMD² of reconstructions against their originals
+    (:func:`paired_bmmd2`) beside that of two halves of the originals, which differ by their subjects.
+
+    ``originals`` and ``reconstructions`` map subject -> image file; every reconstructed subject needs an
+    original. Batches hold ``batch_size`` subjects, fewer when there are not that many.
+    """
+    missing = sorted(set(reconstructions) - set(originals))
+    if missing:
+        raise SubjectError(
+            missing[0], reconstructions[missing[0]], "reconstructed, but it has no original image"
+        )
+    subjects = sorted(reconstructions)
+    if len(subjects) < 2:
+        raise ValueError(f"reconstruction fidelity needs at least 2 reconstructions, got {len(subjects)}")
+    x = stack_volumes([originals[s] for s in subjects], subjects)
+    y = stack_volumes([reconstructions[s] for s in subjects], subjects)
+    if x.shape != y.shape:
+        raise ValueError(f"reconstructions {y.shape[1:]} are not on the originals' grid {x.shape[1:]}")
+    batch = min(int(batch_size), len(subjects))
+    mean, sd = paired_bmmd2(x, y, batch, seed, n_batches=n_batches, progress=progress)
+    half = len(subjects) // 2
+    real_mean, _ = real_baseline_bmmd2(x, min(batch, half), seed, n_batches=n_batches, progress=progress)
+    rows = per_subject[per_subject["subject"].astype(str) != "mean"]
+    rows = rows[rows["subject"].astype(str).isin(subjects)]
+
+    def log_of(value: float) -> float:
+        return float(np.log(value)) if value > 0 else float("-inf")
+
+    return pd.DataFrame(
+        [
+            {
+                "n_subjects": len(subjects),
+                "mae_mean": float(rows["mae"].mean()),
+                "psnr_mean": float(rows["psnr"].mean()),
+                "msssim_mean": float(rows["msssim"].mean()),
+                "msssim_min": float(rows["msssim"].min()),
+                "log_bmmd2": log_of(mean),
+                "bmmd2_mean": mean,
+                "bmmd2_sd": sd,
+                "real_log_bmmd2": log_of(real_mean),
+                "batch_size": batch,
+            }
+        ]
+    )
 
 
 def truth_pairs(participants: pd.DataFrame, measured: pd.DataFrame, tissues: Sequence[str]) -> dict:
