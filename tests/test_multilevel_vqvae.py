@@ -97,4 +97,3 @@ def test_restarts_revive_the_dead_codes_of_each_level():
     after = [len(torch.unique(t)) for t in model.tokens(images)]
     assert after[0] > 1 and after[1] > 1
     assert restart_dead_codes_per_level(model, encodings, 0.5, torch.Generator().manual_seed(0)) == [0, 0]
-
