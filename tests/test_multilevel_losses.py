@@ -9,6 +9,7 @@ import scipy.fft
 import torch
 from scipy.special import k1
 
+from morphgen.models.engine.schedules import sgdr_factor
 from morphgen.models.families.multilevel_vqvae.dct import dct3, dct_matrix, idct3
 from morphgen.models.families.multilevel_vqvae.losses import (
     AdaptiveDCTLoss,
@@ -16,7 +17,6 @@ from morphgen.models.families.multilevel_vqvae.losses import (
     log_partition,
     robust_rho,
 )
-from morphgen.models.families.multilevel_vqvae.schedule import sgdr_factor
 
 
 def test_the_3d_dct_is_orthonormal_equals_scipy_and_inverts():
@@ -116,3 +116,37 @@ def test_sgdr_follows_tensorflows_cosine_decay_restarts():
     assert sgdr_factor(300, 100, 1.0, 0.5) == pytest.approx(0.125)
     with pytest.raises(ValueError, match="at least one step"):
         sgdr_factor(0, 0)
+
+
+def test_the_autoencoder_trainer_follows_sgdr_when_asked():
+    from morphgen.errors import ConfigError
+    from morphgen.models.autoencoders.training import TrainingSettings
+
+    base = {
+        "epochs": 1,
+        "batch_size": 1,
+        "lr": 0.01,
+        "lr_decay": 0.9,
+        "disc_lr": 0.0,
+        "l1_weight": 1.0,
+        "fft_weight": 0.0,
+        "adversarial_weight": 0.0,
+        "adversarial_start_epoch": 0,
+    }
+    sgdr = {"first_steps": 4, "t_mul": 2.0, "m_mul": 0.5, "alpha": 0.01}
+    settings = TrainingSettings.from_config({**base, "lr_schedule": "sgdr", "sgdr": sgdr})
+    optimiser = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    scheduler = settings.scheduler(optimiser)
+    lrs = []
+    for _ in range(12):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimiser.step()
+        scheduler.step()
+    assert lrs == pytest.approx([0.01 * sgdr_factor(s, **sgdr) for s in range(12)])
+    assert lrs[4] == pytest.approx(0.01 * (0.99 * 0.5 + 0.01))  # the first restart, at half height
+    exponential = TrainingSettings.from_config(base).scheduler(optimiser)  # the default: lr_decay per step
+    assert isinstance(exponential, torch.optim.lr_scheduler.ExponentialLR) and exponential.gamma == 0.9
+    with pytest.raises(ConfigError, match="model.autoencoder.lr_schedule"):
+        TrainingSettings.from_config({**base, "lr_schedule": "cosine"})
+    with pytest.raises(ConfigError, match="model.autoencoder.sgdr needs first_steps"):
+        TrainingSettings.from_config({**base, "lr_schedule": "sgdr", "sgdr": {"t_mul": 2.0}})

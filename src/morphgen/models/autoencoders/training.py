@@ -44,6 +44,7 @@ from morphgen.models.engine.distributed import current_world, scaled_lr
 from morphgen.models.engine.precision import autocast_for
 from morphgen.models.engine.preemption import stop_requested
 from morphgen.models.engine.resume import RunCheckpoint, random_state, set_random_state
+from morphgen.models.engine.schedules import SGDR_KEYS, sgdr_lambda
 from morphgen.nifti import atomic_output
 from morphgen.weights import load_weights_only
 
@@ -52,6 +53,7 @@ CHECKPOINT_FORMAT = "morphgen-vqvae-checkpoint-1"
 # model.autoencoder.dead_code_threshold overrides it, 0 turns restarts off (MONAI / the paper as published).
 DEAD_CODE_THRESHOLD = 0.01
 OPTIMISERS = ("adam", "adamw")
+SCHEDULES = ("exponential", "sgdr")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class TrainingSettings:
     grad_clip: float = 0.0  # largest gradient norm of the autoencoder's update (0: no clipping, the paper)
     optimizer: str = "adam"  # adam (seeds 000, 004) | adamw (seed 001)
     weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    lr_schedule: str = "exponential"  # exponential (lr_decay per step) | sgdr (seed 003, keys in sgdr)
+    sgdr: dict | None = None  # first_steps, t_mul, m_mul, alpha of TF's cosine_decay_restarts
 
     @classmethod
     def from_config(cls, ae_cfg: dict) -> TrainingSettings:
@@ -95,6 +99,8 @@ class TrainingSettings:
                 grad_clip=float(ae_cfg.get("grad_clip", 0.0) or 0.0),
                 optimizer=str(ae_cfg.get("optimizer", "adam")),
                 weight_decay=float(ae_cfg.get("weight_decay", 0.0) or 0.0),
+                lr_schedule=str(ae_cfg.get("lr_schedule", "exponential")),
+                sgdr=dict(ae_cfg.get("sgdr") or {}),
             )
         except KeyError as exc:
             raise ConfigError(f"model.autoencoder.{exc.args[0]} is missing from the configuration") from None
@@ -112,7 +118,25 @@ class TrainingSettings:
             raise ConfigError("model.autoencoder.weight_decay needs optimizer: adamw (Adam's would be L2)")
         if not 0 < settings.lr_decay <= 1:
             raise ConfigError(f"model.autoencoder.lr_decay must lie in (0, 1], got {settings.lr_decay}")
+        if settings.lr_schedule not in SCHEDULES:
+            raise ConfigError(
+                f"model.autoencoder.lr_schedule must be one of {list(SCHEDULES)}, "
+                f"got {settings.lr_schedule!r}"
+            )
+        if settings.lr_schedule == "sgdr":
+            unknown = set(settings.sgdr) - set(SGDR_KEYS)
+            if unknown or "first_steps" not in settings.sgdr:
+                raise ConfigError(
+                    f"model.autoencoder.sgdr needs first_steps and takes only {list(SGDR_KEYS)}"
+                    + (f"; unknown: {sorted(unknown)}" if unknown else "")
+                )
         return settings
+
+    def scheduler(self, optimiser: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        """The learning-rate schedule of ``optimiser``, stepped once per update."""
+        if self.lr_schedule == "sgdr":
+            return torch.optim.lr_scheduler.LambdaLR(optimiser, sgdr_lambda(**self.sgdr))
+        return torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=self.lr_decay)
 
     def optimiser(self, parameters, lr: float) -> torch.optim.Optimizer:
         """The autoencoder's optimiser."""
@@ -185,8 +209,8 @@ class AutoencoderTrainer:
         disc_lr = scaled_lr(self.settings.disc_lr, self.world.size, lr_scaling)
         self.opt_g = self.settings.optimiser(self.trainable, lr)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=disc_lr)
-        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(self.opt_g, gamma=self.settings.lr_decay)
-        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=self.settings.lr_decay)
+        self.sched_g = self.settings.scheduler(self.opt_g)
+        self.sched_d = self.settings.scheduler(self.opt_d)
         self.autocast = autocast_for(self.settings.precision, self.device)
         self.best = {"val_total": math.inf, "epoch": 0}  # early stopping: the best epoch and its weights
         self.stale_epochs = 0

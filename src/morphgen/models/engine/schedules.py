@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+SGDR_KEYS = ("first_steps", "t_mul", "m_mul", "alpha")
+
 
 def sgdr_factor(
     step: int, first_steps: int, t_mul: float = 2.0, m_mul: float = 1.0, alpha: float = 0.0
