@@ -97,3 +97,104 @@ def test_restarts_revive_the_dead_codes_of_each_level():
     after = [len(torch.unique(t)) for t in model.tokens(images)]
     assert after[0] > 1 and after[1] > 1
     assert restart_dead_codes_per_level(model, encodings, 0.5, torch.Generator().manual_seed(0)) == [0, 0]
+
+
+ML_CFG = {
+    "channels": [4, 8, 8],
+    "levels": [
+        {"stage": 2, "embedding_dim": 4, "num_embeddings": 16},
+        {"stage": 0, "embedding_dim": 2, "num_embeddings": 16},
+    ],
+    "first_channels": 2,
+    "reconstruction_loss": "adaptive",
+    "dead_code_threshold": 0.5,  # high, so that restarts happen in these few steps
+    "epochs": 2,
+    "batch_size": 2,
+    "lr": 1e-3,
+    "lr_decay": 1.0,
+    "lr_schedule": "sgdr",
+    "sgdr": {"first_steps": 3, "t_mul": 1.25, "m_mul": 0.95, "alpha": 1e-3},
+    "disc_lr": 5e-4,
+    "disc_channels": 4,
+    "disc_layers": 2,
+    "l1_weight": 0.0,  # the family's own reconstruction term only
+    "fft_weight": 0.0,
+    "adversarial_weight": 0.01,
+    "adversarial_start_epoch": 1,
+    "perceptual": {"weights": None},
+}
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    import numpy as np
+    from conftest import phantom
+
+    from morphgen.nifti import save_volume
+    from morphgen.space import Grid
+
+    grid, root = Grid(4.0, (16, 24, 16)), tmp_path_factory.mktemp("multilevel_cohort")
+    rng = np.random.default_rng(5)
+    paths = [save_volume(root / f"sub-{i}.nii.gz", phantom(rng, grid.shape), grid.affine) for i in range(5)]
+    return paths[:4], paths[4:]
+
+
+def test_the_shared_trainer_trains_it_restarts_each_level_and_resumes_exactly(
+    phantoms, tmp_path, monkeypatch
+):
+    """Through the shared trainer: the adaptive loss's shape and scale are learnt and kept in the model, each
+    level's dead codes restart, and a run stopped mid-epoch ends with the uninterrupted run's weights."""
+    import os
+    import signal
+
+    import nibabel as nib
+    from conftest import GPU_TESTS
+
+    from morphgen.models.autoencoders.checkpoint import load_autoencoder
+    from morphgen.models.autoencoders.codecs import codec_of
+    from morphgen.models.autoencoders.training import AutoencoderTrainer
+    from morphgen.models.engine.preemption import TrainingInterrupted, stop_on_signals
+    from morphgen.models.families.multilevel_vqvae.codec import MultiLevelCodec
+    from morphgen.tsv import read_tsv
+
+    train, val = phantoms
+
+    def trainer(out):
+        return AutoencoderTrainer(train, val, ML_CFG, tmp_path / out, seed=2, codec=MultiLevelCodec(ML_CFG))
+
+    straight = trainer("straight").fit(progress=False)
+    rows = read_tsv(tmp_path / "straight/loss.tsv")
+    assert {"reconstruction", "quantisation", "val_reconstruction", "codes_restarted"} <= set(rows.columns)
+    assert rows["codes_restarted"].sum() > 0 and "codes_used" not in rows.columns
+    model, _, network = load_autoencoder(straight)
+    assert network["kind"] == "multilevel_vqvae" and network["latent_shapes"] == [[2, 3, 2], [8, 12, 8]]
+    alpha = model.dct_loss.alpha().detach()
+    assert not torch.allclose(alpha, torch.ones_like(alpha), atol=1e-4)  # learnt, and in the saved model
+    codec = codec_of(network, ML_CFG)
+    images = torch.stack([torch.from_numpy(nib.load(p).get_fdata()).float() for p in val])[:, None]
+    sequence = codec.latents(model.eval(), images)
+    assert sequence.shape == (1, 12 + 768) and sequence.dtype.kind == "i"
+    assert codec.reconstruction(model, images).shape == images.shape
+    if GPU_TESTS:
+        return
+    real, calls = AutoencoderTrainer._stop_now, []
+
+    def signal_in_third_step(self):  # epoch 2, step 1: the GAN has begun
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self)
+
+    monkeypatch.setattr(AutoencoderTrainer, "_stop_now", signal_in_third_step)
+    with stop_on_signals(), pytest.raises(TrainingInterrupted, match="SIGTERM in epoch 2"):
+        trainer("resumed").fit(progress=False)
+    monkeypatch.setattr(AutoencoderTrainer, "_stop_now", real)
+    torch.manual_seed(999)
+    resumed = trainer("resumed").fit(progress=False)
+    a, b = (torch.load(p, weights_only=True) for p in (straight, resumed))
+    for part in ("autoencoder", "discriminator"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), f"{part}.{key}"
+    straight_rows, resumed_rows = (read_tsv(tmp_path / d / "loss.tsv") for d in ("straight", "resumed"))
+    assert list(resumed_rows.columns) == list(straight_rows.columns)
+    assert list(resumed_rows["codes_restarted"]) == list(straight_rows["codes_restarted"])

@@ -34,6 +34,7 @@ class Codec(abc.ABC):
     label: str = ""  # for progress bars and messages
     terms: tuple[str, ...] = ()  # the names of the loss terms :meth:`reconstruct` adds (loss.tsv columns)
     has_codebook: bool = False  # codebook use is tracked and dead codes restarted
+    restarts_codes: bool = False  # its own codebooks: :meth:`restart_codes` after every update
 
     def __init__(self, ae_cfg: dict):
         self.ae_cfg = ae_cfg
@@ -61,6 +62,12 @@ class Codec(abc.ABC):
         training images (``train_data``, an ``engine.data.VolumeDataset``), equal on every process of
         ``world``."""
         return None
+
+    def restart_codes(self, model: torch.nn.Module, encodings, world, generator: torch.Generator) -> int:
+        """After an update (with :attr:`restarts_codes`): move the codes of the codec's own codebooks that
+        fell out of use onto encoder outputs of the step (``encodings``, as :meth:`reconstruct` returned
+        them; each process's, gathered through ``world``), drawing with ``generator``; the number moved."""
+        return 0
 
     @abc.abstractmethod
     def latents(self, model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:

@@ -354,6 +354,8 @@ class AutoencoderTrainer:
             if self.codec.has_codebook:
                 used = torch.zeros(self.network["codebook_size"], dtype=torch.bool)
                 self.position.update(used=used, restarts=0)
+            elif self.codec.restarts_codes:
+                self.position.update(restarts=0)
         position = self.position
         sums: dict[str, float] = position["sums"]
         for b in range(position["batch"], len(batches)):
@@ -384,6 +386,11 @@ class AutoencoderTrainer:
             self.sched_g.step()
             if self.codec.has_codebook:
                 self._track_codes(encodings, position)
+            elif self.codec.restarts_codes and self.settings.dead_code_threshold > 0:
+                generator = torch_generator(self.seed, "restart", self.step)
+                position["restarts"] += self.codec.restart_codes(
+                    self.autoencoder, encodings, self.world, generator
+                )
 
             if adversarial:
                 self.opt_d.zero_grad(set_to_none=True)
@@ -409,6 +416,8 @@ class AutoencoderTrainer:
                 self._interrupt(signum)
         means = {key: total / len(batches) for key, total in self.world.sum_values(sums, self.device).items()}
         self.position = None
+        if self.codec.restarts_codes:
+            return {**means, "codes_restarted": position["restarts"]}
         if not self.codec.has_codebook:
             return means
         used = self._codes_used(position)
