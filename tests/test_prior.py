@@ -103,6 +103,21 @@ def test_top_k_one_is_greedy_decoding():
         np.testing.assert_array_equal(sampled, greedy)
 
 
+def test_each_position_draws_only_from_its_token_range():
+    """A multi-level sequence: the first 10 positions hold one level's values (0-3), the rest another's."""
+    model = peaky_model()
+    ranges = np.array([(0, 4)] * 10 + [(4, 16)] * 30)
+    kwargs = dict(n=6, batch_size=4, seed=3, progress=False, token_ranges=ranges)
+    cached = np.concatenate(list(sample_tokens(model, use_cache=True, **kwargs)))
+    uncached = np.concatenate(list(sample_tokens(model, use_cache=False, **kwargs)))
+    np.testing.assert_array_equal(cached, uncached)
+    assert cached[:, :10].max() < 4 and cached[:, 10:].min() >= 4 and cached[:, 10:].max() < 16
+    free = np.concatenate(list(sample_tokens(model, n=6, batch_size=4, seed=3, progress=False)))
+    assert (free[:, :10] >= 4).any()  # without the ranges this model draws other values there
+    with pytest.raises(ValueError, match="token_ranges"):
+        next(sample_tokens(model, n=1, batch_size=1, progress=False, token_ranges=ranges[:5]))
+
+
 def test_float32_model_samples_and_cache_agrees_to_rounding():
     # exact token equality is demanded in float64 above; in float32 the two paths differ by rounding only
     model = peaky_model(dtype=torch.float32)

@@ -61,6 +61,11 @@ FAMILIES: dict[str, FamilySpec] = {
             prior_section="latent_prior",
             summary="seed 001's baseline: the same encoder with a voxel decoder",
         ),
+        FamilySpec(
+            "multilevel_vqvae",
+            "morphgen.models.families.multilevel_vqvae.family",
+            summary="seed 003: a multi-level VQ-VAE with the adaptive 3D-DCT loss; our coarse-to-fine prior",
+        ),
     )
 }
 

@@ -87,8 +87,14 @@ def read_latents(
     return arrays, subjects
 
 
-def load_token_sequences(paths: list[Path], copies: str = "all") -> np.ndarray:
+def load_token_sequences(paths: list[Path], copies: str = "all", grid_dims: int = 3) -> np.ndarray:
     """Token sequences (N, L) for the prior: every copy of every file (``copies="all"``) or copy 0 only
-    (``"first"``), each flattened in C order. All files must share one latent shape."""
-    arrays, _ = read_latents(paths, copies, 4, np.integer, "an integer array (copies, h, w, d)")
+    (``"first"``), each flattened in C order. All files must share one latent shape: a token grid
+    (``grid_dims`` 3: copies, h, w, d) or already a sequence (1: copies, L)."""
+    described = (
+        "an integer array (copies, h, w, d)"
+        if grid_dims == 3
+        else f"an integer array of {1 + grid_dims} axes"
+    )
+    arrays, _ = read_latents(paths, copies, 1 + grid_dims, np.integer, described)
     return np.concatenate([a.reshape(len(a), -1) for a in arrays]).astype(np.int64)

@@ -37,6 +37,8 @@ class VQVAETransformerFamily(AutoencoderFamily):
     """
 
     codec_class = VQCodec
+    token_grid_dims = 3  # a latent file holds (copies, h, w, d) token grids
+    sample_description = "morphgen synthetic (VQ-VAE + transformer)"
 
     def __init__(self, model_cfg: dict):
         super().__init__(model_cfg)
@@ -45,6 +47,23 @@ class VQVAETransformerFamily(AutoencoderFamily):
                 raise ConfigError(f"model.{section} is missing from the configuration")
         self.prior_cfg: dict = model_cfg["prior"]
         self.sampling_cfg: dict = model_cfg["sampling"]
+
+    # ---- what a subclass with other tokens changes -------------------------------------------------------
+    def vocabulary(self) -> int:
+        """Token values the autoencoder of ``model.autoencoder`` gives: the prior's vocabulary."""
+        return codebook_size_of(self.ae_cfg)
+
+    def code_shape(self, network: dict) -> tuple[int, ...]:
+        """The shape of one image's tokens, as :meth:`decode_codes` takes them."""
+        return tuple(network["latent_shape"])
+
+    def token_ranges(self, network: dict) -> np.ndarray | None:
+        """Each position's allowed ``[low, high)`` token values, where they are not the whole vocabulary."""
+        return None
+
+    def decode_codes(self, model: torch.nn.Module, network: dict, codes: torch.Tensor) -> torch.Tensor:
+        """Images (B, 1, X, Y, Z) in [0, 1] from a batch of tokens of :meth:`code_shape`."""
+        return decode_tokens(model, codes).clamp(0.0, 1.0)
 
     # ---- prior ---------------------------------------------------------------------------------------------
     def fit_prior(
@@ -62,13 +81,13 @@ class VQVAETransformerFamily(AutoencoderFamily):
         """
         from morphgen.models.families.vqvae_transformer.prior import train_prior
 
-        codebook_size = codebook_size_of(self.ae_cfg)
+        codebook_size = self.vocabulary()
         if not latents or not val_latents:
             raise ConfigError(
                 f"the prior needs training and held-out latents, got {len(latents)} and {len(val_latents)}"
             )
-        train_tokens = load_token_sequences(latents, copies="all")
-        val_tokens = load_token_sequences(val_latents, copies="first")
+        train_tokens = load_token_sequences(latents, copies="all", grid_dims=self.token_grid_dims)
+        val_tokens = load_token_sequences(val_latents, copies="first", grid_dims=self.token_grid_dims)
         for name, tokens in (("training", train_tokens), ("validation", val_tokens)):
             if tokens.min() < 0 or tokens.max() >= codebook_size:
                 raise ConfigError(
@@ -120,7 +139,7 @@ class VQVAETransformerFamily(AutoencoderFamily):
         vqvae, disc, network = load_autoencoder(Path(model_path))
         vqvae, disc = vqvae.to(device), disc.to(device)
         prior = load_prior(Path(prior_path), device)
-        latent = tuple(network["latent_shape"])
+        latent = self.code_shape(network)
         length = int(np.prod(latent))
         codebook_size = int(network["codebook_size"])
         sampling = self.sampling_cfg
@@ -131,7 +150,7 @@ class VQVAETransformerFamily(AutoencoderFamily):
         generator = torch.Generator(device=device).manual_seed(seed)
 
         def decode(codes: torch.Tensor) -> torch.Tensor:
-            return decode_tokens(vqvae, codes.to(device)).clamp(0.0, 1.0)
+            return self.decode_codes(vqvae, network, codes.to(device))
 
         best = resume.restore(generator) or BestSamples(n_keep)
         batches = sample_tokens(
@@ -143,6 +162,7 @@ class VQVAETransformerFamily(AutoencoderFamily):
             progress=progress,
             precision=str(sampling.get("precision", "fp32")),
             generator=generator,
+            token_ranges=self.token_ranges(network),
         )
         for tokens in batches:
             tokens = np.asarray(tokens)[: n_generate - best.count]
@@ -164,5 +184,5 @@ class VQVAETransformerFamily(AutoencoderFamily):
         if best.count < n_generate:
             raise RuntimeError(f"the prior produced {best.count} samples, {n_generate} were asked for")
 
-        write_kept(best, decode, out_dir, affine, batch_size, "morphgen synthetic (VQ-VAE + transformer)")
+        write_kept(best, decode, out_dir, affine, batch_size, self.sample_description)
         resume.finish()

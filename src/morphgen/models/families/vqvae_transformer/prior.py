@@ -403,10 +403,12 @@ def _sample_batch(
     use_cache: bool,
     on_step: Callable[[], None],
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    token_ranges: np.ndarray | None = None,
 ) -> np.ndarray:
     device = next(model.parameters()).device
     seq = torch.full((batch, model.seq_len + 1), model.bos_token, dtype=torch.long, device=device)
     cache = model.new_cache(batch) if use_cache else None
+    values = torch.arange(model.codebook_size, device=device)
     for i in range(model.seq_len):
         if i % GUMBEL_BLOCK == 0:
             steps = min(GUMBEL_BLOCK, model.seq_len - i)
@@ -416,6 +418,9 @@ def _sample_batch(
                 logits = model(seq[:, i : i + 1], cache)[:, -1]
             else:  # recompute the whole prefix each step
                 logits = model(seq[:, : i + 1])[:, -1]
+        if token_ranges is not None:  # only the values this position can hold
+            low, high = (int(v) for v in token_ranges[i])
+            logits = logits.masked_fill((values < low) | (values >= high), -math.inf)
         seq[:, i + 1] = _draw(logits, temperature, top_k, noise[i % GUMBEL_BLOCK])
         on_step()
     return seq[:, 1:].cpu().numpy()
@@ -432,6 +437,7 @@ def sample_tokens(
     progress: bool = True,
     precision: str = "fp32",
     generator: torch.Generator | None = None,
+    token_ranges: np.ndarray | None = None,
 ) -> Iterator[np.ndarray]:
     """Draw ``n`` token sequences of length ``model.seq_len`` (BOS not included), ``batch_size`` at a time.
 
@@ -441,6 +447,8 @@ def sample_tokens(
     stopped after whole batches resumes with the draws it would have made.
     ``top_k=1`` is greedy decoding. The model is put in eval mode while sampling. ``precision="bf16"``
     runs the network under bfloat16 autocast (faster on GPUs; draws are still made in float64).
+    ``token_ranges`` (seq_len, 2): position ``i`` draws only values in ``[low, high)`` (a multi-level
+    sequence, where each level has its own part of the vocabulary).
     """
     if n < 0 or batch_size < 1:
         raise ValueError(f"need n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
@@ -448,6 +456,18 @@ def sample_tokens(
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be None or >= 1, got {top_k}")
+    if token_ranges is not None:
+        token_ranges = np.asarray(token_ranges, dtype=np.int64)
+        bad = (token_ranges[:, 0] < 0) | (token_ranges[:, 1] > model.codebook_size)
+        if (
+            token_ranges.shape != (model.seq_len, 2)
+            or bad.any()
+            or (token_ranges[:, 1] <= token_ranges[:, 0]).any()
+        ):
+            raise ValueError(
+                f"token_ranges must give each of the {model.seq_len} positions a non-empty [low, high) "
+                f"within the vocabulary of {model.codebook_size}"
+            )
     device = next(model.parameters()).device
     autocast = autocast_for(precision, device)
     if generator is None:
@@ -460,7 +480,15 @@ def sample_tokens(
             model.eval()
             try:
                 tokens = _sample_batch(
-                    model, b, temperature, top_k, generator, use_cache, lambda b=b: bar.update(b), autocast
+                    model,
+                    b,
+                    temperature,
+                    top_k,
+                    generator,
+                    use_cache,
+                    lambda b=b: bar.update(b),
+                    autocast,
+                    token_ranges,
                 )
             finally:
                 model.train(was_training)
