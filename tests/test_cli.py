@@ -1,4 +1,5 @@
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,21 @@ def test_ship_autoencoder_needs_a_configured_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["ship-autoencoder", str(tmp_path / "model.pt"), "--config", str(config)])
     assert exit_info.value.code == 2 and "pretraining.checkpoint" in capsys.readouterr().err
+
+
+def test_the_shipped_demo_autoencoder_is_the_file_its_configuration_names():
+    """models/demo/autoencoder_fsq.pt: the sha256 in configs/demo/pretrained.yaml, and its network."""
+    import yaml
+
+    from morphgen.models.autoencoders.checkpoint import load_autoencoder
+    from morphgen.weights import sha256sum
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((repo / "configs/demo/pretrained.yaml").read_text())
+    checkpoint = cfg["pretraining"]["checkpoint"]
+    path = repo / checkpoint["path"]
+    assert sha256sum(path) == checkpoint["sha256"]
+    _, _, network = load_autoencoder(path)
+    ae = cfg["model"]["autoencoder"]
+    assert network["quantiser"] == "fsq" and list(network["fsq_levels"]) == ae["fsq_levels"]
+    assert list(network["latent_shape"])[-3:] == [6, 8, 6]  # 288 tokens on the demo's 48 x 64 x 48 grid
