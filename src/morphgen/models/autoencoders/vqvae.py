@@ -250,7 +250,14 @@ def restart_dead_codes(
     """
     if getattr(vqvae, "fsq", None) is not None:
         return 0  # FSQ has no codebook to restart
-    quantizer = vqvae.quantizer.quantizer
+    return restart_quantizer_codes(vqvae.quantizer.quantizer, encodings, threshold, generator)
+
+
+@torch.no_grad()
+def restart_quantizer_codes(
+    quantizer: torch.nn.Module, encodings: torch.Tensor, threshold: float, generator: torch.Generator
+) -> int:
+    """:func:`restart_dead_codes` for one MONAI ``EMAQuantizer`` and its encoder outputs (B, C, h, w, d)."""
     dead = quantizer.ema_cluster_size < threshold
     n_dead = int(dead.sum())
     if n_dead == 0:

@@ -57,6 +57,22 @@ def _vocabulary(levels: list[dict]) -> int:
     return sum(int(level["num_embeddings"]) for level in levels)
 
 
+def levels_of(ae_cfg: dict) -> tuple[list[int], list[dict]]:
+    """``model.autoencoder``'s channels and checked levels; errors name the key."""
+    try:
+        channels = [int(c) for c in ae_cfg["channels"]]
+        return channels, level_plan(channels, list(ae_cfg["levels"]))
+    except KeyError as exc:
+        raise ConfigError(f"model.autoencoder.{exc.args[0]} is missing from the configuration") from None
+    except ValueError as exc:
+        raise ConfigError(f"model.autoencoder.levels: {exc}") from None
+
+
+def vocabulary_of(ae_cfg: dict) -> int:
+    """The prior's vocabulary: every level's codebook, one after the other."""
+    return _vocabulary(levels_of(ae_cfg)[1])
+
+
 @register_codec
 class MultiLevelCodec(Codec):
     kind, label = "multilevel_vqvae", "multi-level VQ-VAE"
@@ -70,12 +86,9 @@ class MultiLevelCodec(Codec):
             raise ConfigError(
                 f"model.autoencoder.reconstruction_loss must be one of {list(LOSSES)}, got {loss!r}"
             )
+        channels, levels = levels_of(cfg)
         try:
-            channels = [int(c) for c in cfg["channels"]]
-            levels = level_plan(channels, list(cfg["levels"]))
             shapes = latent_shapes(tuple(image_shape), levels)
-        except KeyError as exc:
-            raise ConfigError(f"model.autoencoder.{exc.args[0]} is missing from the configuration") from None
         except ValueError as exc:
             raise ConfigError(f"model.autoencoder.levels: {exc}") from None
         return {

@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from morphgen.errors import ConfigError
 from morphgen.models.base import register_family
-from morphgen.models.families.multilevel_vqvae.codec import MultiLevelCodec
-from morphgen.models.families.multilevel_vqvae.network import level_plan, split_sequence
+from morphgen.models.families.multilevel_vqvae.codec import MultiLevelCodec, vocabulary_of
+from morphgen.models.families.multilevel_vqvae.network import split_sequence
 from morphgen.models.families.vqvae_transformer.family import VQVAETransformerFamily
 
 
@@ -29,13 +28,7 @@ class MultiLevelVQVAEFamily(VQVAETransformerFamily):
     sample_description = "morphgen synthetic (multi-level VQ-VAE + coarse-to-fine transformer)"
 
     def vocabulary(self) -> int:
-        try:
-            levels = level_plan([int(c) for c in self.ae_cfg["channels"]], list(self.ae_cfg["levels"]))
-        except KeyError as exc:
-            raise ConfigError(f"model.autoencoder.{exc.args[0]} is missing from the configuration") from None
-        except ValueError as exc:
-            raise ConfigError(f"model.autoencoder.levels: {exc}") from None
-        return sum(level["num_embeddings"] for level in levels)
+        return vocabulary_of(self.ae_cfg)
 
     def code_shape(self, network: dict) -> tuple[int, ...]:
         return (sum(a * b * c for a, b, c in network["latent_shapes"]),)

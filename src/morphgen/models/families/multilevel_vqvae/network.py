@@ -28,6 +28,8 @@ from monai.networks.blocks import SubpixelUpsample
 from monai.networks.layers.vector_quantizer import EMAQuantizer, VectorQuantizer
 from torch import nn
 
+from morphgen.models.autoencoders.vqvae import restart_quantizer_codes
+
 KINDS = ("same", "down", "up")
 
 
@@ -226,18 +228,10 @@ def restart_dead_codes_per_level(
 ) -> list[int]:
     """Each level's codes used less than ``threshold`` (EMA tokens per step) moved onto random encoder outputs
     of that level (Jukebox's restarts, as the single-level VQ-VAE does); the number restarted per level."""
-    restarted = []
-    for quantizer, z in zip((q.quantizer for q in model.quantizers), encodings, strict=True):
-        dead = quantizer.ema_cluster_size < threshold
-        n_dead = int(dead.sum())
-        if n_dead:
-            flat = z.detach().float().movedim(1, -1).reshape(-1, quantizer.embedding_dim)
-            chosen = flat[torch.randint(len(flat), (n_dead,), generator=generator)]
-            quantizer.ema_cluster_size[dead] = 1.0
-            quantizer.ema_w[dead] = chosen
-            quantizer.embedding.weight[dead] = chosen
-        restarted.append(n_dead)
-    return restarted
+    return [
+        restart_quantizer_codes(q.quantizer, z, threshold, generator)
+        for q, z in zip(model.quantizers, encodings, strict=True)
+    ]
 
 
 def latent_shapes(image_shape: tuple[int, int, int], levels: list[dict]) -> list[tuple[int, int, int]]:
