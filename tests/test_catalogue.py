@@ -139,6 +139,7 @@ def _sources(*names: str) -> tuple[dict, list[dict]]:
         ("config.yaml", "configs/demo/m3ae.yaml"),
         ("config.yaml", "configs/demo/m3ae.yaml", "configs/demo/beta_vae.yaml"),
         ("config.yaml", "configs/demo/multilevel.yaml"),
+        ("config.yaml", "configs/demo/multilevel.yaml", "configs/demo/multilevel_finetune.yaml"),
         ("config.yaml", "configs/demo/finetune.yaml"),
         ("config.yaml", "configs/demo/pretrained.yaml"),
         ("config.yaml", "configs/demo/pretrained.yaml", "configs/demo/pretrain.yaml"),

@@ -110,3 +110,34 @@ def test_the_reconstruction_table_of_the_family(run, tmp_path):
     table = read_tsv(tmp_path / "reconstruction.tsv")
     assert list(table["subject"]) == [*images, "mean"] and table["msssim"].between(-1, 1).all()
     assert sorted(p.name for p in (tmp_path / "r").glob("*.nii.gz")) == sorted(f"{s}.nii.gz" for s in images)
+
+
+def test_fine_tuning_starts_from_the_healthy_model_with_its_learnt_loss(run, tmp_path):
+    """Seed 003 trains on healthy brains, then fine-tunes on the patient group: the fine-tuning starts from
+    the pre-trained network and from the shape and scale its adaptive DCT loss learnt, not afresh."""
+    root, _, images = run
+    paths = list(images.values())
+    cfg = {**MODEL_CFG, "autoencoder": {**MODEL_CFG["autoencoder"], "reconstruction_loss": "adaptive"}}
+    family = build_family(cfg)
+    family.fit_autoencoder(paths[:3], paths[3:4], tmp_path / "healthy", progress=False)
+    family.finetune_autoencoder(
+        tmp_path / "healthy/model.pt",
+        paths[3:],
+        paths[:1],
+        tmp_path / "patients",
+        {"epochs": 1, "patience": 1, "lr": 1e-12},  # Adam moves a weight by about lr a step: nothing
+        progress=False,
+    )
+    healthy, _, _ = load_autoencoder(tmp_path / "healthy/model.pt")
+    network = torch.load(tmp_path / "healthy/model.pt", weights_only=True)["network"]
+    fresh = build_family(cfg).codec.build(network)
+    tuned, _, _ = load_autoencoder(tmp_path / "patients/model.pt")
+    assert list(healthy.dct_loss.parameters())
+    for name, weight in tuned.dct_loss.named_parameters():
+        torch.testing.assert_close(weight, dict(healthy.dct_loss.named_parameters())[name], rtol=0, atol=1e-6)
+    assert any(
+        not torch.allclose(weight, dict(fresh.dct_loss.named_parameters())[name])
+        for name, weight in healthy.dct_loss.named_parameters()
+    )  # the healthy training moved the loss, so starting afresh would show
+    info = torch.load(tmp_path / "patients/model.pt", weights_only=True)["info"]
+    assert info["fine_tuned_from"] == str(tmp_path / "healthy/model.pt") and info["n_train"] == 2

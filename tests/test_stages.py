@@ -74,6 +74,22 @@ def test_finetune_validation_is_a_seeded_subset_of_the_training_ids():
     assert len(finetune_validation(ids[:3], 0.01, seed=3)) == 1  # at least one, never all
 
 
+def test_fine_tuning_on_part_of_the_training_split():
+    from morphgen.errors import ConfigError
+    from morphgen.stages import finetune_subjects
+
+    train = pd.DataFrame(
+        {"participant_id": ["s1", "s2", "s3", "s4"], "group": ["CN", "AD", "AD", "CN"], "site": [1, 2, 1, 2]}
+    )
+    assert finetune_subjects(train, None) == ["s1", "s2", "s3", "s4"]
+    assert finetune_subjects(train, {"group": ["AD"]}) == ["s2", "s3"]
+    assert finetune_subjects(train, {"group": "AD", "site": [1, 2]}) == ["s2", "s3"]  # numbers read as text
+    with pytest.raises(ConfigError, match=r"pretraining.finetune.where.*no column 'diagnosis'"):
+        finetune_subjects(train, {"diagnosis": ["AD"]})
+    with pytest.raises(ConfigError, match="selects 1 of the 4"):
+        finetune_subjects(train, {"group": ["AD"], "site": [2]})
+
+
 def test_pretraining_split_keeps_usable_subjects_only(tmp_path):
     import pytest
 

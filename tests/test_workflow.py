@@ -316,7 +316,8 @@ def test_two_dataset_training_pretrains_then_fine_tunes(e2e_run, tmp_path):
             "enabled": True,
             "demo": {"n_subjects": 5, "seed": 3, "voxel_size": 2.0, "patient_fraction": 0.0},
             "validation_fraction": 0.2,
-            "finetune": {"epochs": 6, "patience": 2, "validation_fraction": 0.25},
+            # seed 003's order: healthy brains first, then the patient group only
+            "finetune": {"epochs": 6, "patience": 2, "validation_fraction": 0.25, "where": {"group": ["AD"]}},
         }
     }
     (tmp_path / "pretraining.yaml").write_text(yaml.safe_dump(overlay))
@@ -342,5 +343,11 @@ def test_two_dataset_training_pretrains_then_fine_tunes(e2e_run, tmp_path):
     assert info["fine_tuned_from"] == str(pretrained)
     assert 1 <= info["best_epoch"] <= info["epochs"] <= 6
     train_b = pd.read_csv(R / "split/subjects.tsv", sep="\t").query("split == 'train'")
-    assert info["n_train"] < len(train_b)  # a validation fraction of the training split was held out
+    patients = (train_b["group"] == "AD").sum()
+    assert 2 <= patients < len(train_b)
+    from morphgen.stages import finetune_validation
+
+    split_seed = yaml.safe_load((REPO / "config.yaml").read_text())["split"]["seed"]
+    held = finetune_validation(list(train_b.query("group == 'AD'")["participant_id"]), 0.25, split_seed)
+    assert held and info["n_train"] == patients - len(held)  # the patients, less those held out to stop early
     assert not (R / "models/autoencoder/checkpoints").exists()

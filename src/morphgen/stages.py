@@ -529,6 +529,29 @@ def pretraining_split(input_cfg: dict, fraction: float, seed: int, sheet_path, q
     return table
 
 
+def finetune_subjects(train: pd.DataFrame, where: dict | None) -> list[str]:
+    """Training subjects a fine-tuning learns from: all of them, or those whose columns take one of the values
+    in ``pretraining.finetune.where`` (seed 003 fine-tunes its healthy autoencoder on the patient group)."""
+    if not where:
+        return list(train["participant_id"])
+    keep = pd.Series(True, index=train.index)
+    for column, values in where.items():
+        if column not in train.columns:
+            raise ConfigError(
+                f"pretraining.finetune.where: the split table has no column {column!r} "
+                f"(it has {', '.join(map(str, train.columns))})"
+            )
+        wanted = {str(v) for v in (values if isinstance(values, list) else [values])}
+        keep &= train[column].astype(str).isin(wanted)
+    chosen = list(train.loc[keep, "participant_id"])
+    if len(chosen) < 2:
+        raise ConfigError(
+            f"pretraining.finetune.where: {where} selects {len(chosen)} of the {len(train)} training "
+            "subjects; fine-tuning needs at least 2 (one to learn from, one to stop early on)"
+        )
+    return chosen
+
+
 def finetune_validation(train_ids: list[str], fraction: float, seed: int) -> list[str]:
     """Training subjects held out from fine-tuning to stop it early (they still train the priors)."""
     from morphgen.split import assign_split

@@ -175,16 +175,18 @@ def autoencoder_images(part):
     """Images the autoencoder learns from ("train") and is validated on ("val").
 
     Without pre-training: the training split, validated on the test split. When fine-tuning, a seeded
-    fraction of the training split is held out from the autoencoder (not from the priors) to stop early.
+    fraction of the training split (or of its part in pretraining.finetune.where) is held out from the
+    autoencoder (not from the priors) to stop early.
     """
 
     def _inputs(wildcards):
         if not PRETRAIN:
             return [preprocessed(s) for s in subject_ids("train" if part == "train" else "test")]
-        from morphgen.stages import finetune_validation
+        from morphgen.stages import finetune_subjects, finetune_validation
 
-        train = subject_ids("train")
         finetune = PRETRAINING["finetune"]
+        table = subjects_table()
+        train = finetune_subjects(table[table["split"] == "train"], finetune.get("where"))
         held = set(finetune_validation(train, finetune["validation_fraction"], config["split"]["seed"]))
         chosen = [s for s in train if (s in held) == (part == "val")]
         return [preprocessed(s) for s in chosen]

@@ -17,7 +17,8 @@ with logged(snakemake):
         "out_dir": str(out_dir),
     }
     if pretrained:
-        finetune = {k: v for k, v in snakemake.params.finetune.items() if k != "validation_fraction"}
+        selection = ("validation_fraction", "where")  # which subjects: already in the rule's inputs
+        finetune = {k: v for k, v in snakemake.params.finetune.items() if k not in selection}
         job.update(pretrained=str(pretrained[0]), settings=finetune)
     method = "finetune_autoencoder" if pretrained else "fit_autoencoder"
     run_training(snakemake.config["model"], method, job, out_dir / "checkpoints" / "job.json")
