@@ -27,3 +27,15 @@ class SubjectError(MorphgenError):
 
 class ChecksumError(MorphgenError):
     """A weights file does not match the sha256 given in the configuration."""
+
+
+def paired_subjects(reconstructions: dict, originals: dict, what: str) -> list[str]:
+    """The reconstructed subjects, sorted, once each has an original ``what`` (subject -> file, both);
+    names the first reconstruction without one."""
+    missing = sorted(set(reconstructions) - set(originals))
+    if missing:
+        more = f" ({len(missing)} such)" if len(missing) > 1 else ""
+        raise SubjectError(
+            missing[0], reconstructions[missing[0]], f"reconstructed, but it has no original {what}{more}"
+        )
+    return sorted(reconstructions)

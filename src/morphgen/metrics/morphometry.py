@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from morphgen.errors import SubjectError
+from morphgen.errors import SubjectError, paired_subjects
 from morphgen.metrics import vbm
 from morphgen.nifti import load_volume, save_volume
 from morphgen.segmentation.base import image_data
@@ -237,10 +237,7 @@ def paired_vbm(
     voxels at uncorrected ``p < p_threshold``, those significant after Bonferroni correction of ``alpha`` over
     the mask, the largest |t| and the mean GM change in percent of the original's.
     """
-    missing = sorted(set(reconstructions) - set(originals))
-    if missing:
-        raise SubjectError(missing[0], reconstructions[missing[0]], "reconstructed, but has no original map")
-    subjects = sorted(reconstructions)
+    subjects = paired_subjects(reconstructions, originals, "map")
     if len(subjects) < 2:
         raise ValueError(f"VBM of reconstructions needs at least 2 subjects, got {len(subjects)}")
     original = _load_maps([originals[s] for s in subjects], fwhm_mm)

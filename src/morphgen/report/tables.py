@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from morphgen.errors import SubjectError
+from morphgen.errors import SubjectError, paired_subjects
 from morphgen.metrics.fid import DEFAULT_FRACTIONS, FeatureExtractor, fid_columns, unmeasured_fid_columns
 from morphgen.metrics.fidelity import (
     as_image_stack,
@@ -400,15 +400,8 @@ def reconstruction_dice(
     the right volumes in the wrong place; Dice shows where (seed 003: 0.84-0.94 for WM, GM and CSF)."""
     from morphgen.metrics.overlap import dice_rows  # MONAI: imported when this table is made
 
-    missing = sorted(set(reconstructed_labels) - set(real_labels))
-    if missing:
-        raise SubjectError(
-            missing[0],
-            reconstructed_labels[missing[0]],
-            f"reconstructed, but it has no real label map ({len(missing)} such)",
-        )
     pairs = {}
-    for subject in sorted(reconstructed_labels):
+    for subject in paired_subjects(reconstructed_labels, real_labels, "label map"):
         real = load_volume(real_labels[subject], subject=subject)
         other = load_volume(reconstructed_labels[subject], subject=subject)
         if real.shape != other.shape or not np.allclose(real.affine, other.affine, atol=1e-3):
@@ -444,12 +437,7 @@ def reconstruction_fidelity(
     ``originals`` and ``reconstructions`` map subject -> image file; every reconstructed subject needs an
     original. Batches hold ``batch_size`` subjects, fewer when there are not that many.
     """
-    missing = sorted(set(reconstructions) - set(originals))
-    if missing:
-        raise SubjectError(
-            missing[0], reconstructions[missing[0]], "reconstructed, but it has no original image"
-        )
-    subjects = sorted(reconstructions)
+    subjects = paired_subjects(reconstructions, originals, "image")
     if len(subjects) < 2:
         raise ValueError(f"reconstruction fidelity needs at least 2 reconstructions, got {len(subjects)}")
     x = stack_volumes([originals[s] for s in subjects], subjects)
