@@ -154,6 +154,7 @@ rule segment_reconstructions:
     params:
         segmentation=config["segmentation"],
         subjects=lambda wc: subject_batches("test")[wc.batch],
+        paired=True,  # each reconstruction with its own subject's tissue intensities
     log:
         log_for("segment_reconstructions", "batch"),
     benchmark:

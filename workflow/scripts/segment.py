@@ -1,7 +1,7 @@
 from morphgen import stages
 from morphgen.nifti import atomic_directory
 from morphgen.segmentation import make_segmenter, segment_files
-from morphgen.segmentation.volumes import reference_intensities
+from morphgen.segmentation.volumes import reference_intensities, subject_intensities
 from morphgen.tsv import read_tsv
 from morphgen.workflow import logged
 
@@ -11,7 +11,12 @@ with logged(snakemake) as log:
         images = stages.pick(images, snakemake.params.subjects, str(snakemake.input.images))
     masks = stages.image_map(snakemake.input.masks) if "masks" in snakemake.input.keys() else None
     segmenter = make_segmenter(snakemake.params.segmentation)
-    if snakemake.input.get("reference"):  # generated images: the real cohort's tissue intensities
+    own_subjects = None
+    if snakemake.input.get("reference") and snakemake.params.get("paired"):  # reconstructions
+        reference = str(snakemake.input.reference)
+        own_subjects = subject_intensities(read_tsv(reference), reference)
+        log.info("each reconstruction unmixed with its subject's tissue intensities (%s)", reference)
+    elif snakemake.input.get("reference"):  # samples: the real cohort's tissue intensities
         reference = str(snakemake.input.reference)
         intensities = reference_intensities(read_tsv(reference), reference)
         log.info("tissue intensities of %s: %s", reference, intensities)
@@ -23,4 +28,5 @@ with logged(snakemake) as log:
             snakemake.output.volumes,
             out_label_dir=labels,
             masks=masks,
+            intensities=own_subjects,
         )

@@ -119,8 +119,9 @@ def labels_from_probabilities(
 
 
 def generated_intensities(cfg: dict) -> bool:
-    """Whether generated images (samples, reconstructions) are unmixed with the real cohort's tissue
-    intensities: ``segmentation.atropos.generated_intensities`` is ``real`` (default), back-end Atropos."""
+    """Whether generated images are unmixed with real tissue intensities (samples: the cohort's median;
+    reconstructions: their subject's): ``segmentation.atropos.generated_intensities`` is ``real`` (default),
+    back-end Atropos."""
     seg = cfg.get("segmentation", cfg)
     if seg.get("backend", "atropos") != "atropos":
         return False

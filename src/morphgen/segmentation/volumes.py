@@ -57,6 +57,23 @@ def reference_intensities(table: pd.DataFrame, source: str | Path) -> dict[str, 
     return {key: float(values[column].median()) for key, column in INTENSITY_COLUMNS.items()}
 
 
+def subject_intensities(table: pd.DataFrame, source: str | Path) -> dict[str, dict[str, float]]:
+    """Each real subject's own tissue intensities (subject -> csf, gm, wm, sigma) from ``table``, a real
+    volumes table (``source`` names it in errors); subjects whose segmentation failed are left out.
+
+    A reconstruction is unmixed with its own subject's: on a cohort of several scanners the cohort's median
+    (:func:`reference_intensities`) misreads each subject's contrast, so that even a perfect reconstruction
+    would not measure its subject's volumes.
+    """
+    reference_intensities(table, source)  # the same checks: the columns exist, some subject has them
+    values = table.set_index(table[ID_COLUMN].astype(str))[list(INTENSITY_COLUMNS.values())]
+    values = values.apply(pd.to_numeric, errors="coerce").dropna()
+    return {
+        subject: {key: float(row[column]) for key, column in INTENSITY_COLUMNS.items()}
+        for subject, row in values.iterrows()
+    }
+
+
 def label_path(out_label_dir: str | Path, subject_id: str) -> Path:
     """Where :func:`segment_files` writes a subject's label map."""
     return Path(out_label_dir) / f"{subject_id}_dseg.nii.gz"
@@ -76,6 +93,15 @@ def probability_path(out_label_dir: str | Path, subject_id: str, tissue: str) ->
     return Path(out_label_dir) / f"{subject_id}_label-{tissue.upper()}_probseg.nii.gz"
 
 
+def _with_own(segmenter: Segmenter, intensities: Mapping, subject_id: str, path) -> Segmenter:
+    if subject_id not in intensities:
+        raise SubjectError(subject_id, path, "no tissue intensities of its real image to unmix it with")
+    try:
+        return segmenter.with_reference(intensities[subject_id])
+    except ConfigError as exc:
+        raise SubjectError(subject_id, path, f"its real image's tissue intensities: {exc}") from exc
+
+
 def segment_files(
     images: Mapping[str, str | Path],
     segmenter: Segmenter,
@@ -84,6 +110,7 @@ def segment_files(
     progress: bool = True,
     masks: Mapping[str, str | Path] | None = None,
     on_error: str = "record",
+    intensities: Mapping[str, dict[str, float]] | None = None,
 ) -> pd.DataFrame:
     """Segment every image (id -> path) and write the volumes TSV atomically; return the table.
 
@@ -94,6 +121,8 @@ def segment_files(
     images without one get a mask derived from the image. A failure names the subject and its file: with
     ``on_error="record"`` (default) its volumes are NaN and the reason is in the ``segmentation_error`` column
     (e.g. a blank synthetic sample), so one image does not lose the others; ``"raise"`` stops at it.
+    ``intensities`` (id -> tissue intensities, :func:`subject_intensities`) unmixes each image with its own
+    (a reconstruction: its subject's); an image without an entry is an error of that image.
     """
     if out_label_dir is not None:
         Path(out_label_dir).mkdir(parents=True, exist_ok=True)
@@ -106,8 +135,9 @@ def segment_files(
             mask = None
             if masks is not None and subject_id in masks:
                 mask = np.asanyarray(load_volume(masks[subject_id], subject=subject_id).dataobj) > 0.5
+            used = segmenter if intensities is None else _with_own(segmenter, intensities, subject_id, path)
             try:
-                seg = segmenter.segment(image, mask)
+                seg = used.segment(image, mask)
             except SubjectError:
                 raise
             except Exception as exc:  # any back-end failure: say whose image it was
