@@ -1,0 +1,126 @@
+"""Seed 002's pieces: the split residual quantiser against a brute-force two-step nearest-code search, and the
+streaming GLM recovering a planted linear effect of the covariates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from morphgen.models.families.brainsynth.glm import StreamingGLM
+from morphgen.models.families.brainsynth.quantiser import SplitResidualQuantizer
+
+
+def brute_force(z: torch.Tensor, codebook: torch.Tensor, splits: int, depth: int) -> torch.Tensor:
+    """Each voxel's parts coded step by step by the nearest code, one vector at a time."""
+    b, c, *grid = z.shape
+    out = torch.zeros_like(z)
+    part = c // splits
+    for n in range(b):
+        for i in range(grid[0]):
+            for j in range(grid[1]):
+                for k in range(grid[2]):
+                    for s in range(splits):
+                        residual = z[n, s * part : (s + 1) * part, i, j, k].clone()
+                        for _ in range(depth):
+                            nearest = codebook[torch.cdist(residual[None], codebook).argmin()]
+                            out[n, s * part : (s + 1) * part, i, j, k] += nearest
+                            residual = residual - nearest
+    return out
+
+
+def test_residual_quantisation_is_the_two_step_nearest_code_search():
+    torch.manual_seed(0)
+    quantiser = SplitResidualQuantizer(channels=8, num_embeddings=32, splits=2, depth=2).eval()
+    z = torch.randn(2, 8, 3, 2, 2)
+    quantised, loss, indices = quantiser(z)
+    assert indices.shape == (2, 2, 2, 3, 2, 2)  # four indices per position: two parts, two steps
+    expected = brute_force(z, quantiser.embedding.weight, 2, 2)
+    torch.testing.assert_close(quantised, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(quantiser.lookup(indices), expected, rtol=0, atol=1e-6)
+    one_step = brute_force(z, quantiser.embedding.weight, 2, 1)
+    assert (z - quantised).norm() < (z - one_step).norm()  # the second step codes what the first left
+    assert loss > 0
+
+
+def test_the_codebook_follows_its_residuals_and_dead_codes_restart():
+    torch.manual_seed(1)
+    quantiser = SplitResidualQuantizer(channels=4, num_embeddings=16, splits=2, depth=2, decay=0.5).train()
+    z = torch.randn(4, 4, 2, 2, 2)
+    before = quantiser.embedding.weight.clone()
+    _, _, indices = quantiser(z)
+    used = torch.unique(indices)
+    assert not torch.allclose(quantiser.embedding.weight[used], before[used])  # the EMA moved them
+    quantiser.ema_cluster_size[:] = 1.0
+    quantiser.ema_cluster_size[:3] = 0.0
+    generator = torch.Generator().manual_seed(0)
+    assert quantiser.restart_codes(z, threshold=0.01, generator=generator) == 3
+    parts = z.reshape(4, 2, 2, 2, 2, 2).movedim(2, -1).reshape(-1, 2)
+    for code in quantiser.embedding.weight[:3]:
+        assert torch.isclose(parts, code).all(1).any()  # each restarted at one of the encoder's parts
+
+
+def test_the_glm_recovers_a_planted_effect_and_streams():
+    torch.manual_seed(2)
+    n, features = 200, 6
+    age = torch.rand(n) * 60 + 20
+    sex = (torch.rand(n) > 0.5).double()
+    covariates = torch.stack([age, sex], 1).double()
+    z = (covariates - covariates.mean(0)) / covariates.std(0, unbiased=False)
+    planted = torch.randn(2, features, dtype=torch.float64)
+    latents = z @ planted + 0.01 * torch.randn(n, features, dtype=torch.float64) + 3.0
+    glm = StreamingGLM(2, features)
+    for chunk in range(0, n, 37):  # subjects arrive in batches
+        glm.add(covariates[chunk : chunk + 37], latents[chunk : chunk + 37].reshape(-1, 2, 3))
+    weights = glm.solve()
+    torch.testing.assert_close(weights, planted, atol=0.01, rtol=0)
+    whole = StreamingGLM(2, features)
+    whole.add(covariates, latents)
+    torch.testing.assert_close(whole.solve(), weights, atol=1e-10, rtol=0)
+    residual = glm.residual(covariates, latents.float().reshape(-1, 2, 3)).reshape(n, -1).double()
+    assert residual.mean().item() == pytest.approx(3.0, abs=0.01)  # no intercept: r keeps the latents' mean
+    centred = residual - residual.mean(0)
+    assert (glm.standardise(covariates).T @ centred).abs().max() < 1e-4 * n  # nothing of m is left in r
+    with pytest.raises(ValueError, match="do not vary"):
+        constant = StreamingGLM(2, features)
+        constant.add(torch.stack([age, torch.ones(n)], 1), latents)
+        constant.solve()
+
+
+def test_a_training_step_lowers_the_loss_on_masked_tokens():
+    from morphgen.models.families.brainsynth.absorbing import MaskedTokenTransformer, mask_tokens, masked_loss
+
+    torch.manual_seed(3)
+    model = MaskedTokenTransformer(vocabulary=8, length=12, steps=16, d_model=32, layers=1, heads=2)
+    tokens = torch.randint(0, 8, (6, 12))
+    previous = torch.randint(0, 8, (6, 12))
+    t = torch.full((6,), 8)
+    noisy, masked = mask_tokens(tokens, t, 16, model.mask_id, torch.Generator().manual_seed(0))
+    assert (
+        masked.any() and (noisy[masked] == model.mask_id).all() and (noisy[~masked] == tokens[~masked]).all()
+    )
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def loss():
+        return masked_loss(model(noisy, t, previous), tokens, masked, t, 16)
+
+    before = loss()
+    before.backward()
+    optimiser.step()
+    assert loss().item() < before.item()
+    unmasked_only = masked_loss(model(noisy, t, previous), tokens, torch.zeros_like(masked), t, 16)
+    assert unmasked_only.item() == 0.0  # only masked tokens are scored
+
+
+def test_sampling_fills_every_mask_and_repeats_with_its_generator():
+    from morphgen.models.families.brainsynth.absorbing import MaskedTokenTransformer, sample
+
+    torch.manual_seed(4)
+    model = MaskedTokenTransformer(vocabulary=8, length=10, steps=32, d_model=16, layers=1, heads=2).eval()
+    first = sample(model, 3, 10, 32, model.mask_id, generator=torch.Generator().manual_seed(5))
+    again = sample(model, 3, 10, 32, model.mask_id, generator=torch.Generator().manual_seed(5))
+    assert first.shape == (3, 10) and 0 <= int(first.min()) and int(first.max()) < 8  # no mask is left
+    assert torch.equal(first, again)
+    conditioned = sample(
+        model, 3, 10, 32, model.mask_id, condition=first, generator=torch.Generator().manual_seed(5)
+    )
+    assert int(conditioned.max()) < 8
