@@ -75,12 +75,19 @@ def simulate(config: dict, n: int, out: Path, warp_mm: float | None = None) -> l
     return paths
 
 
-def volumes(segmenter, paths: list[Path]) -> pd.DataFrame:
-    rows = []
+def volumes(segmenter, paths: list[Path], references: dict | None = None) -> pd.DataFrame:
+    """Volumes of each image; with ``references`` (id -> tissue intensities), each image is unmixed with its
+    own subject's, as the pipeline reads a reconstruction (else with its own fit)."""
+    rows, fits = [], {}
     for path in paths:
-        seg = segmenter.segment(nib.load(str(path)))
-        rows.append({"id": path.name.split(".")[0], **{t: seg.volumes_ml[t] for t in TISSUES}})
-    return pd.DataFrame(rows).set_index("id")
+        subject = path.name.split(".")[0]
+        used = segmenter if references is None else segmenter.with_reference(references[subject])
+        seg = used.segment(nib.load(str(path)))
+        rows.append({"id": subject, **{t: seg.volumes_ml[t] for t in TISSUES}})
+        fits[subject] = seg.intensities
+    table = pd.DataFrame(rows).set_index("id")
+    table.attrs["intensities"] = fits
+    return table
 
 
 def agreement(real: pd.DataFrame, recon: pd.DataFrame) -> pd.DataFrame:
@@ -111,6 +118,12 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=9)
     parser.add_argument("--warp-mm", type=float, default=None, help="default: demo.warp_mm of the config")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/autoencoder_anatomy"))
+    parser.add_argument(
+        "--evaluate",
+        choices=["test", "train"],
+        default="test",
+        help="reconstruct the test subjects, or the training ones (can it reproduce what it learnt from?)",
+    )
     args = parser.parse_args()
     config = merged_config(args.configfile)
     for assignment in args.set:
@@ -133,12 +146,13 @@ def main() -> None:
     recon_dir = args.out / "reconstructions"
     recon_dir.mkdir(exist_ok=True)
     recon_paths, latents = [], []
+    shown = test if args.evaluate == "test" else train
     for path in test + train:
         img = nib.load(str(path))
         x = torch.from_numpy(np.asarray(img.dataobj, dtype=np.float32))[None, None]
         with torch.no_grad():
             latents.append(codec.latents(model, x)[0])
-            if path in test:
+            if path in shown:
                 y = codec.reconstruction(model, x).clamp(0, 1)[0, 0].numpy()
                 recon_paths.append(save_volume(recon_dir / path.name, y, img.affine))
     latents = np.stack(latents)
@@ -152,7 +166,9 @@ def main() -> None:
         else float(np.median(latents.reshape(len(latents), -1).std(0)))
     )
     segmenter = make_segmenter(config["segmentation"])
-    table = agreement(volumes(segmenter, test), volumes(segmenter, recon_paths))
+    real = volumes(segmenter, shown)
+    references = real.attrs["intensities"] if all(real.attrs["intensities"].values()) else None
+    table = agreement(real, volumes(segmenter, recon_paths, references))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     summary = {
         "train_seconds": round(seconds, 1),
@@ -160,6 +176,7 @@ def main() -> None:
         "latent_sd_across_subjects": spread,
         "settings": args.set,
         "warp_mm": args.warp_mm,
+        "evaluated": args.evaluate,
     }
     print(json.dumps(summary))
     table.assign(**{k: json.dumps(v) if isinstance(v, list) else v for k, v in summary.items()}).to_csv(

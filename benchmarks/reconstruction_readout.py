@@ -4,7 +4,8 @@ Per tissue, r, slope and bias against the real segmentation (``volumes/real.tsv`
 - the real test images themselves, i.e. a perfect autoencoder, unmixed with the cohort's median tissue
   intensities and with each subject's own;
 - the real test images blurred by ``--blur`` voxels (each sigma), with each subject's own intensities;
-- the reconstructions, with the cohort's median, with their subject's, and with their own fit.
+- the reconstructions, with the cohort's median, with their subject's, with their own fit, and with their own
+  fit unless it is out of order (CSF < GM < WM), then their subject's.
 
 usage: python benchmarks/reconstruction_readout.py results [--blur 0.5 1.0 1.5]
 """
@@ -54,7 +55,18 @@ def readout(results: Path, blur: list[float]) -> pd.DataFrame:
             "reconstruction, cohort median": median.segment(recon, mask),
             "reconstruction, subject's": theirs.segment(recon, mask),
             "reconstruction, own fit": segmenter.segment(recon, mask),
+            "perfect, subject's up to an affine map": segmenter.with_reference(
+                own[subject], affine=True
+            ).segment(image, mask),
+            "reconstruction, subject's up to an affine map": segmenter.with_reference(
+                own[subject], affine=True
+            ).segment(recon, mask),
         }
+        fit = readings["reconstruction, own fit"].intensities
+        ordered = 0 < fit["csf"] < fit["gm"] < fit["wm"]
+        readings["reconstruction, own fit unless out of order"] = (
+            readings["reconstruction, own fit"] if ordered else readings["reconstruction, subject's"]
+        )
         data = image.get_fdata(dtype=np.float32)
         for sigma in blur:
             blurred = nib.Nifti1Image(ndi.gaussian_filter(data, sigma), image.affine)

@@ -146,7 +146,7 @@ def test_reconstruction_readout_reads_a_perfect_reconstruction_as_its_subject(e2
     )
     assert len(subjects) >= 2
     assert table.groupby("reading")["participant_id"].apply(sorted).map(lambda s: s == subjects).all()
-    assert table["reading"].nunique() == 6
+    assert table["reading"].nunique() == 7
     real = read_tsv(results / "volumes/real.tsv").set_index("participant_id").loc[subjects]
     perfect = table[table["reading"] == "perfect, subject's"].set_index("participant_id").loc[subjects]
     for tissue in TISSUES:

@@ -85,10 +85,12 @@ class AtroposSegmenter(Segmenter):
         self.edge_voxels = int(edge_voxels)
         self.atlas_weight = float(atlas_weight)
         self.tissue_intensities: dict[str, float] | None = None  # see with_reference
+        self.reference_affine = False
 
-    def with_reference(self, intensities: dict[str, float]) -> AtroposSegmenter:
+    def with_reference(self, intensities: dict[str, float], affine: bool = False) -> AtroposSegmenter:
         fixed = copy.copy(self)
         fixed.tissue_intensities = checked_intensities(intensities)
+        fixed.reference_affine = bool(affine)
         return fixed
 
     def posteriors(
@@ -132,7 +134,11 @@ class AtroposSegmenter(Segmenter):
         x = data[mask]
         if self.tissue_intensities is not None:  # the reference's intensities, not re-estimated
             ref = self.tissue_intensities
-            fit = fit_partial_volume(x, prior, tuple(ref[t] for t in TISSUES), sigma=ref["sigma"], n_iter=1)
+            means = tuple(ref[t] for t in TISSUES)
+            if self.reference_affine:  # the reference's contrast up to an affine map fitted to this image
+                fit = fit_partial_volume(x, prior, means, sigma=ref["sigma"], affine=True)
+            else:
+                fit = fit_partial_volume(x, prior, means, sigma=ref["sigma"], n_iter=1)
         else:
             # start from the posterior-weighted class means (T1 defaults for an empty class)
             weights = post.sum(axis=1)

@@ -46,9 +46,10 @@ class Segmenter(abc.ABC):
     def segment(self, image: nib.Nifti1Image, mask: np.ndarray | None = None) -> Segmentation:
         """Segment ``image``; ``mask`` (bool, the image's shape) is the brain mask; derived if None."""
 
-    def with_reference(self, intensities: dict[str, float]) -> Segmenter:
+    def with_reference(self, intensities: dict[str, float], affine: bool = False) -> Segmenter:
         """This back-end measuring with the real cohort's tissue ``intensities`` (``csf``, ``gm``, ``wm``,
-        ``sigma``) instead of each image's own. Back-ends that do not model intensity ignore them."""
+        ``sigma``) instead of each image's own; with ``affine``, with an affine map of them fitted to each
+        image. Back-ends that do not model intensity ignore them."""
         return self
 
 

@@ -85,23 +85,36 @@ def fit_partial_volume(
     mix_weight: float = 0.5,
     n_iter: int = 8,
     min_sigma: float = 0.005,
+    affine: bool = False,
 ) -> PartialVolumeFit:
     """Fit the mixel model to the voxels ``intensity`` (n,) with spatial prior ``prior`` (4, n).
 
     ``prior`` rows are background, csf, gm, wm (need not be normalised; background 0 where the brain cannot
-    end). ``means`` are starting csf, gm, wm intensities (background is fixed at 0).
+    end). ``means`` are starting csf, gm, wm intensities (background is fixed at 0). With ``affine``, the
+    tissue means stay ``a + b * means`` (b > 0): the image's contrast is fitted as an affine map of the given
+    one, so the tissues keep their order however smooth the image is.
     """
     x = np.asarray(intensity, dtype=np.float64)
     prior = np.asarray(prior, dtype=np.float64)
     mu = np.concatenate([[0.0], np.asarray(means, dtype=np.float64)])
+    anchor = mu[1:].copy()
     for it in range(n_iter):
         fractions, pure = _expected_fractions(x, prior, mu, sigma, mix_weight)
         if it == n_iter - 1:
             break
         # x ~ sum_k f_k mu_k with mu_bg = 0: normal equations of the three tissue means
         f = fractions[1:]
-        gram = f @ f.T
-        if np.linalg.cond(gram) < 1e8:
+        if affine:  # x ~ a * sum_k f_k + b * sum_k f_k anchor_k
+            design = np.stack([f.sum(axis=0), anchor @ f])
+            gram = design @ design.T
+            if np.linalg.cond(gram) < 1e8:
+                a, b = np.linalg.solve(gram, design @ x)
+                if b > 0:
+                    mu[1:] = a + b * anchor
+            gram = None
+        else:
+            gram = f @ f.T
+        if gram is not None and np.linalg.cond(gram) < 1e8:
             mu[1:] = np.linalg.solve(gram, f @ x)
         w = pure[1:]
         resid = sum(float(np.sum(w[k] * (x - mu[k + 1]) ** 2)) for k in range(3))

@@ -97,7 +97,7 @@ def _with_own(segmenter: Segmenter, intensities: Mapping, subject_id: str, path)
     if subject_id not in intensities:
         raise SubjectError(subject_id, path, "no tissue intensities of its real image to unmix it with")
     try:
-        return segmenter.with_reference(intensities[subject_id])
+        return segmenter.with_reference(intensities[subject_id], affine=True)
     except ConfigError as exc:
         raise SubjectError(subject_id, path, f"its real image's tissue intensities: {exc}") from exc
 
@@ -122,7 +122,9 @@ def segment_files(
     ``on_error="record"`` (default) its volumes are NaN and the reason is in the ``segmentation_error`` column
     (e.g. a blank synthetic sample), so one image does not lose the others; ``"raise"`` stops at it.
     ``intensities`` (id -> tissue intensities, :func:`subject_intensities`) unmixes each image with its own
-    (a reconstruction: its subject's); an image without an entry is an error of that image.
+    (a reconstruction: its subject's) up to an affine map fitted to the image, so that a decoder that changes
+    only the scanner's contrast still measures its subject's anatomy; an image without an entry is an error
+    of that image.
     """
     if out_label_dir is not None:
         Path(out_label_dir).mkdir(parents=True, exist_ok=True)
