@@ -77,11 +77,11 @@ def simulate(config: dict, n: int, out: Path, warp_mm: float | None = None) -> l
 
 def volumes(segmenter, paths: list[Path], references: dict | None = None) -> pd.DataFrame:
     """Volumes of each image; with ``references`` (id -> tissue intensities), each image is unmixed with its
-    own subject's, as the pipeline reads a reconstruction (else with its own fit)."""
+    own subject's up to an affine map, as the pipeline reads a reconstruction (else with its own fit)."""
     rows, fits = [], {}
     for path in paths:
         subject = path.name.split(".")[0]
-        used = segmenter if references is None else segmenter.with_reference(references[subject])
+        used = segmenter if references is None else segmenter.with_reference(references[subject], affine=True)
         seg = used.segment(nib.load(str(path)))
         rows.append({"id": subject, **{t: seg.volumes_ml[t] for t in TISSUES}})
         fits[subject] = seg.intensities
