@@ -148,7 +148,8 @@ def test_reconstruction_readout_reads_a_perfect_reconstruction_as_its_subject(e2
     assert table.groupby("reading")["participant_id"].apply(sorted).map(lambda s: s == subjects).all()
     assert table["reading"].nunique() == 8
     real = read_tsv(results / "volumes/real.tsv").set_index("participant_id").loc[subjects]
-    for reading, tolerance in (("perfect, subject's", 0.01), ("perfect, subject's up to an affine map", 0.04)):
+    readings = (("perfect, subject's", 0.01), ("perfect, subject's up to an affine map", 0.04))
+    for reading, tolerance in readings:
         perfect = table[table["reading"] == reading].set_index("participant_id").loc[subjects]
         for tissue in TISSUES:
             expected = real[f"{tissue}_ml"].to_numpy()
