@@ -351,3 +351,33 @@ def test_two_dataset_training_pretrains_then_fine_tunes(e2e_run, tmp_path):
     held = finetune_validation(list(train_b.query("group == 'AD'")["participant_id"]), 0.25, split_seed)
     assert held and info["n_train"] == patients - len(held)  # the patients, less those held out to stop early
     assert not (R / "models/autoencoder/checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_reconstruction_readout_reads_a_perfect_reconstruction_as_its_subject(e2e_run):
+    """benchmarks/reconstruction_readout.py on the end-to-end run: the real test images read with their
+    subject's intensities (fixed, or up to an affine map) are the real volumes; every reading covers every
+    test subject."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from reconstruction_readout import TISSUES, readout
+
+    from morphgen.tsv import read_tsv
+
+    _, results = e2e_run
+    table = readout(results, [])
+    subjects = sorted(
+        p.name.removesuffix(".nii.gz")
+        for p in (results / "models/autoencoder/reconstructions").glob("*.nii.gz")
+    )
+    assert len(subjects) >= 2
+    assert table.groupby("reading")["participant_id"].apply(sorted).map(lambda s: s == subjects).all()
+    assert table["reading"].nunique() == 8
+    real = read_tsv(results / "volumes/real.tsv").set_index("participant_id").loc[subjects]
+    readings = (("perfect, subject's", 0.01), ("perfect, subject's up to an affine map", 0.04))
+    for reading, tolerance in readings:
+        perfect = table[table["reading"] == reading].set_index("participant_id").loc[subjects]
+        for tissue in TISSUES:
+            expected = real[f"{tissue}_ml"].to_numpy()
+            assert perfect[tissue].to_numpy() == pytest.approx(expected, rel=tolerance), (reading, tissue)
