@@ -99,3 +99,17 @@ def test_runs_side_by_side_and_the_missing_ones_named(tmp_path):
     table = family_comparison(sources)
     assert list(table["family"]) == ["family-a", "family-b"]
     assert list(table["recon_ventricles_r"]) == [0.5, 0.9]
+    assert list(table["results"]) == [str((tmp_path / n).resolve()) for n in ("a", "b")]
+    assert len(family_comparison([*sources, tmp_path / "b/../b/tables/run_summary.tsv"])) == 2  # once each
+
+
+def test_runs_of_two_working_copies_are_two_rows(tmp_path):
+    """Each copy's summary names its results folder as configured (``results``): still two runs."""
+    rows = []
+    for name, r in (("copy-1", 0.5), ("copy-2", 0.9)):
+        run = fake_run(tmp_path / name / "results", r, 0.1, [1.0])
+        summary = run_summary(run, f"family-{name}") | {"results": "results"}
+        rows.append(run / "tables/run_summary.tsv")
+        write_tsv(pd.DataFrame([summary]), rows[-1])
+    table = family_comparison(rows)
+    assert list(table["family"]) == ["family-copy-1", "family-copy-2"]

@@ -83,8 +83,14 @@ def run_summary(results: str | Path, family: str, effect_tissue: str = "ventricl
 
 
 def family_comparison(summaries: Sequence[Path | str]) -> pd.DataFrame:
-    """The rows of every ``run_summary.tsv`` given that exists, in order; columns in first-seen order."""
-    frames = [read_tsv(p) for p in map(Path, summaries) if p.exists()]
+    """The rows of every ``run_summary.tsv`` given that exists, in order; columns in first-seen order.
+
+    ``results`` is the folder each summary was read from, made absolute: runs in two working copies both
+    write the configured ``results: results``, and they are two runs, not one.
+    """
+    frames = [
+        read_tsv(p).assign(results=str(p.resolve().parent.parent)) for p in map(Path, summaries) if p.exists()
+    ]
     if not frames:
         return pd.DataFrame(columns=["family", "results"])
     table = pd.concat(frames, ignore_index=True, sort=False)
