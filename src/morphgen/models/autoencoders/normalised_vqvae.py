@@ -16,6 +16,27 @@ from monai.networks.nets.autoencoderkl import Decoder, Encoder
 from morphgen.models.autoencoders.fsq import FSQ
 
 
+def kl_encoder_decoder(net: dict, latent_channels: int) -> tuple[Encoder, Decoder]:
+    """MONAI ``AutoencoderKL``'s encoder and decoder for ``net`` (``channels``, ``num_res_layers`` one number
+    or one per level, ``norm_num_groups``), meeting in ``latent_channels``; no attention."""
+    channels = list(net["channels"])
+    blocks = net["num_res_layers"]
+    blocks = [int(b) for b in blocks] if isinstance(blocks, list) else [int(blocks)] * len(channels)
+    common = dict(
+        spatial_dims=3,
+        channels=channels,
+        num_res_blocks=blocks,
+        norm_num_groups=int(net["norm_num_groups"]),
+        norm_eps=1e-6,
+        attention_levels=[False] * len(channels),
+        with_nonlocal_attn=False,
+    )
+    return (
+        Encoder(in_channels=1, out_channels=latent_channels, **common),
+        Decoder(in_channels=latent_channels, out_channels=1, **common),
+    )
+
+
 class NormalisedVQVAE(torch.nn.Module):
     """Encoder -> quantiser -> decoder. ``quantiser``: ``fsq`` (levels ``fsq_levels``) or ``ema`` (a codebook
     of ``codebook_size`` x ``embedding_dim``). ``channels``: one entry per level; each level after the
@@ -23,21 +44,8 @@ class NormalisedVQVAE(torch.nn.Module):
 
     def __init__(self, net: dict):
         super().__init__()
-        channels = list(net["channels"])
-        blocks = net["num_res_layers"]
-        blocks = [int(b) for b in blocks] if isinstance(blocks, list) else [int(blocks)] * len(channels)
         dim = int(net["embedding_dim"])  # network_config sets it to len(fsq_levels) for FSQ
-        common = dict(
-            spatial_dims=3,
-            channels=channels,
-            num_res_blocks=blocks,
-            norm_num_groups=int(net["norm_num_groups"]),
-            norm_eps=1e-6,
-            attention_levels=[False] * len(channels),
-            with_nonlocal_attn=False,
-        )
-        self.encoder = Encoder(in_channels=1, out_channels=dim, **common)
-        self.decoder = Decoder(in_channels=dim, out_channels=1, **common)
+        self.encoder, self.decoder = kl_encoder_decoder(net, dim)
         if net["quantiser"] == "fsq":
             self.fsq = FSQ(net["fsq_levels"])
             self.quantizer = None

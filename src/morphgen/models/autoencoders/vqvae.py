@@ -53,8 +53,8 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
         raise ConfigError(f"model.autoencoder: missing keys {missing}")
     cfg = {
         "channels": [int(c) for c in ae_cfg["channels"]],
-        "num_res_layers": _per_level(ae_cfg["num_res_layers"], len(ae_cfg["channels"]), "num_res_layers"),
-        "num_res_channels": _per_level(
+        "num_res_layers": per_level(ae_cfg["num_res_layers"], len(ae_cfg["channels"]), "num_res_layers"),
+        "num_res_channels": per_level(
             ae_cfg["num_res_channels"], len(ae_cfg["channels"]), "num_res_channels"
         ),
         "codebook_size": int(ae_cfg["codebook_size"]),
@@ -120,7 +120,7 @@ def codebook_size_of(ae_cfg: dict) -> int:
     return int(ae_cfg["codebook_size"])
 
 
-def _per_level(value: int | list[int], levels: int, key: str) -> int | list[int]:
+def per_level(value: int | list[int], levels: int, key: str) -> int | list[int]:
     """An int (same at every level) or one int per level."""
     if isinstance(value, (list, tuple)):
         if len(value) != levels:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from monai.networks.nets.autoencoderkl import Decoder, Encoder
 
 from morphgen.errors import ConfigError
 from morphgen.models.autoencoders.codecs import Codec, register_codec
 from morphgen.models.autoencoders.discriminator import discriminator_config
+from morphgen.models.autoencoders.normalised_vqvae import kl_encoder_decoder
+from morphgen.models.autoencoders.vqvae import latent_shape, per_level
 from morphgen.models.families.brainsynth.quantiser import SplitResidualQuantizer
 
 
@@ -21,18 +22,8 @@ class ResidualVQAutoencoder(torch.nn.Module):
 
     def __init__(self, network: dict):
         super().__init__()
-        common = dict(
-            spatial_dims=3,
-            channels=list(network["channels"]),
-            num_res_blocks=list(network["num_res_layers"]),
-            norm_num_groups=int(network["norm_num_groups"]),
-            norm_eps=1e-6,
-            attention_levels=[False] * len(network["channels"]),
-            with_nonlocal_attn=False,
-        )
         dim = int(network["embedding_dim"])
-        self.encoder = Encoder(in_channels=1, out_channels=dim, **common)
-        self.decoder = Decoder(in_channels=dim, out_channels=1, **common)
+        self.encoder, self.decoder = kl_encoder_decoder(network, dim)
         self.quantizer = SplitResidualQuantizer(
             dim,
             int(network["codebook_size"]),
@@ -49,17 +40,6 @@ class ResidualVQAutoencoder(torch.nn.Module):
         return self.decoder(self.quantizer.lookup(indices))
 
 
-def _levels(cfg: dict) -> tuple[list[int], list[int]]:
-    channels = [int(c) for c in cfg.get("channels", [16, 32, 64, 64])]
-    blocks = cfg.get("num_res_layers", 1)
-    blocks = [int(b) for b in blocks] if isinstance(blocks, list) else [int(blocks)] * len(channels)
-    if len(blocks) != len(channels):
-        raise ConfigError(
-            f"model.autoencoder.num_res_layers: {len(blocks)} entries for {len(channels)} levels of channels"
-        )
-    return channels, blocks
-
-
 @register_codec
 class ResidualVQCodec(Codec):
     kind, label = "rvq", "split residual VQ autoencoder"
@@ -68,7 +48,8 @@ class ResidualVQCodec(Codec):
 
     def network_config(self, image_shape):
         cfg = self.ae_cfg
-        channels, blocks = _levels(cfg)
+        channels = [int(c) for c in cfg.get("channels", [16, 32, 64, 64])]
+        blocks = per_level(cfg.get("num_res_layers", 1), len(channels), "num_res_layers")
         groups = int(cfg.get("norm_num_groups", 8))
         if any(c % groups for c in channels):
             raise ConfigError(
@@ -79,16 +60,13 @@ class ResidualVQCodec(Codec):
             raise ConfigError(
                 f"model.autoencoder.embedding_dim: {dim} does not split into {splits} equal parts"
             )
-        factor = 2 ** (len(channels) - 1)
-        if any(int(s) % factor for s in image_shape):
-            raise ConfigError(
-                f"the grid {list(image_shape)} does not divide by {factor} ({len(channels)} levels)"
-            )
+        image_shape = [int(s) for s in image_shape]
         return {
             "kind": self.kind,
             "module": __name__,
-            "image_shape": [int(s) for s in image_shape],
-            "latent_shape": [int(s) // factor for s in image_shape],
+            "image_shape": image_shape,
+            # the first level keeps the grid; each further level halves it
+            "latent_shape": latent_shape(image_shape, len(channels) - 1),
             "channels": channels,
             "num_res_layers": blocks,
             "norm_num_groups": groups,
