@@ -34,7 +34,7 @@ class ResidualVQAutoencoder(torch.nn.Module):
         )
 
     def indices(self, images: torch.Tensor) -> torch.Tensor:
-        return self.quantizer.quantize(self.encoder(images))[0]
+        return self.quantizer.quantize(self.encoder(images))
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.quantizer.lookup(indices))

@@ -52,44 +52,47 @@ class SplitResidualQuantizer(nn.Module):
         distances = (flat**2).sum(1, keepdim=True) - 2 * flat @ codes.T + (codes**2).sum(1)[None]
         return distances.argmin(1).reshape(vectors.shape[:-1])
 
-    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Indices (B, splits, depth, h, w, d), the cumulative codes of each part (B, splits, h, w, d, D) and
-        the residual each step coded; no update."""
-        parts = self._parts(z)
+    def _code(self, parts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Indices (B, splits, depth, h, w, d), the code after each step (B, splits, depth, h, w, d, D) and
+        the residual each step coded, of parts (B, splits, h, w, d, D)."""
         residual, total = parts, torch.zeros_like(parts)
-        indices, residuals = [], []
+        indices, cumulative, residuals = [], [], []
         for _ in range(self.depth):
             index = self._nearest(residual)
             code = self.embedding(index).to(parts.dtype)
             indices.append(index)
             residuals.append(residual)
             total = total + code
+            cumulative.append(total)
             residual = residual - code
-        return torch.stack(indices, dim=2), total, residuals
+        return torch.stack(indices, dim=2), torch.stack(cumulative, dim=2), residuals
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """Indices (B, splits, depth, h, w, d) of latents (B, C, h, w, d); no update."""
+        return self._code(self._parts(z))[0]
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """The quantised latent (B, C, h, w, d) of indices (B, splits, depth, h, w, d)."""
-        parts = self.embedding(indices).sum(dim=2)  # (B, splits, h, w, d, D)
+        return self._join(self.embedding(indices).sum(dim=2))
+
+    def _join(self, parts: torch.Tensor) -> torch.Tensor:
+        """(B, splits, h, w, d, D) -> (B, C, h, w, d)."""
         b, _, *grid, _ = parts.shape
         return parts.movedim(-1, 2).reshape(b, self.channels, *grid)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Straight-through quantised latent, commitment loss, indices; the codebook's EMA moves in
         training."""
-        indices, total, residuals = self.quantize(z)
         parts = self._parts(z)
+        indices, cumulative, residuals = self._code(parts)
         if self.training:
             self._ema_update(indices, residuals)
-        cumulative = torch.cumsum(
-            self.embedding(indices).to(parts.dtype), dim=2
-        )  # (B, splits, depth, ..., D)
         commitment = sum(
             torch.mean((parts - cumulative[:, :, step].detach()) ** 2) for step in range(self.depth)
         )
         loss = self.commitment_cost * commitment / self.depth
-        quantised = parts + (total - parts).detach()
-        b, _, *grid, _ = quantised.shape
-        return quantised.movedim(-1, 2).reshape(b, self.channels, *grid), loss, indices
+        total = cumulative[:, :, -1]
+        return self._join(parts + (total - parts).detach()), loss, indices
 
     @torch.no_grad()
     def _ema_update(self, indices: torch.Tensor, residuals: list[torch.Tensor]) -> None:
