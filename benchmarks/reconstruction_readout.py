@@ -36,8 +36,8 @@ def agreement(real: pd.Series, measured: pd.Series) -> str:
 
 def readout(results: Path, blur: list[float]) -> pd.DataFrame:
     """One row per (reading, subject): the volumes of each tissue."""
-    real_table = read_tsv(results / "volumes/real.tsv")
     source = results / "volumes/real.tsv"
+    real_table = read_tsv(source)
     segmenter = AtroposSegmenter()
     median = segmenter.with_reference(reference_intensities(real_table, source))
     own = subject_intensities(real_table, source)
@@ -49,18 +49,15 @@ def readout(results: Path, blur: list[float]) -> pd.DataFrame:
         mask = np.asanyarray(nib.load(find_preprocessed(results, subject, "mask")).dataobj) > 0.5
         recon = nib.load(path)
         theirs = segmenter.with_reference(own[subject])
+        anchored = segmenter.with_reference(own[subject], affine=True)  # as the pipeline reads them
         readings = {
             "perfect, cohort median": median.segment(image, mask),
             "perfect, subject's": theirs.segment(image, mask),
             "reconstruction, cohort median": median.segment(recon, mask),
             "reconstruction, subject's": theirs.segment(recon, mask),
             "reconstruction, own fit": segmenter.segment(recon, mask),
-            "perfect, subject's up to an affine map": segmenter.with_reference(
-                own[subject], affine=True
-            ).segment(image, mask),
-            "reconstruction, subject's up to an affine map": segmenter.with_reference(
-                own[subject], affine=True
-            ).segment(recon, mask),
+            "perfect, subject's up to an affine map": anchored.segment(image, mask),
+            "reconstruction, subject's up to an affine map": anchored.segment(recon, mask),
         }
         fit = readings["reconstruction, own fit"].intensities
         ordered = 0 < fit["csf"] < fit["gm"] < fit["wm"]

@@ -12,12 +12,11 @@ with logged(snakemake) as log:
     masks = stages.image_map(snakemake.input.masks) if "masks" in snakemake.input.keys() else None
     segmenter = make_segmenter(snakemake.params.segmentation)
     own_subjects = None
-    if snakemake.input.get("reference") and snakemake.params.get("paired"):  # reconstructions
-        reference = str(snakemake.input.reference)
+    reference = str(snakemake.input.reference) if snakemake.input.get("reference") else None
+    if reference and snakemake.params.get("paired"):  # reconstructions: each its subject's intensities
         own_subjects = subject_intensities(read_tsv(reference), reference)
         log.info("each reconstruction unmixed with its subject's tissue intensities (%s)", reference)
-    elif snakemake.input.get("reference"):  # samples: the real cohort's tissue intensities
-        reference = str(snakemake.input.reference)
+    elif reference:  # samples: the real cohort's tissue intensities
         intensities = reference_intensities(read_tsv(reference), reference)
         log.info("tissue intensities of %s: %s", reference, intensities)
         segmenter = segmenter.with_reference(intensities)

@@ -111,11 +111,10 @@ def fit_partial_volume(
                 a, b = np.linalg.solve(gram, design @ x)
                 if b > 0:
                     mu[1:] = a + b * anchor
-            gram = None
         else:
             gram = f @ f.T
-        if gram is not None and np.linalg.cond(gram) < 1e8:
-            mu[1:] = np.linalg.solve(gram, f @ x)
+            if np.linalg.cond(gram) < 1e8:
+                mu[1:] = np.linalg.solve(gram, f @ x)
         w = pure[1:]
         resid = sum(float(np.sum(w[k] * (x - mu[k + 1]) ** 2)) for k in range(3))
         sigma = max(np.sqrt(resid / max(float(w.sum()), 1.0)), min_sigma)

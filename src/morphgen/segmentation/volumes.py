@@ -42,18 +42,26 @@ def volumes_row(subject_id: str, seg: Segmentation) -> dict:
     return row
 
 
-def reference_intensities(table: pd.DataFrame, source: str | Path) -> dict[str, float]:
-    """The real cohort's tissue intensities: the median over ``table``'s subjects (a real volumes table,
-    ``source`` names it in errors) of each :data:`INTENSITY_COLUMNS` column."""
+def _intensity_table(table: pd.DataFrame, source: str | Path) -> pd.DataFrame:
+    """The :data:`INTENSITY_COLUMNS` of a real volumes table, by subject, without the subjects whose
+    segmentation failed; errors name ``source``."""
     missing = [c for c in INTENSITY_COLUMNS.values() if c not in table.columns]
     if missing:
         raise ConfigError(
             f"{source} has no tissue intensities ({missing}): made by another segmentation back-end or "
             "an older morphgen; segment the real images again (snakemake --forcerun segment_real)"
         )
-    values = table[list(INTENSITY_COLUMNS.values())].apply(pd.to_numeric, errors="coerce").dropna()
+    values = table.set_index(table[ID_COLUMN].astype(str))[list(INTENSITY_COLUMNS.values())]
+    values = values.apply(pd.to_numeric, errors="coerce").dropna()
     if values.empty:
         raise ConfigError(f"{source}: no subject has tissue intensities (every segmentation failed?)")
+    return values
+
+
+def reference_intensities(table: pd.DataFrame, source: str | Path) -> dict[str, float]:
+    """The real cohort's tissue intensities: the median over ``table``'s subjects (a real volumes table,
+    ``source`` names it in errors) of each :data:`INTENSITY_COLUMNS` column."""
+    values = _intensity_table(table, source)
     return {key: float(values[column].median()) for key, column in INTENSITY_COLUMNS.items()}
 
 
@@ -65,9 +73,7 @@ def subject_intensities(table: pd.DataFrame, source: str | Path) -> dict[str, di
     (:func:`reference_intensities`) misreads each subject's contrast, so that even a perfect reconstruction
     would not measure its subject's volumes.
     """
-    reference_intensities(table, source)  # the same checks: the columns exist, some subject has them
-    values = table.set_index(table[ID_COLUMN].astype(str))[list(INTENSITY_COLUMNS.values())]
-    values = values.apply(pd.to_numeric, errors="coerce").dropna()
+    values = _intensity_table(table, source)
     return {
         subject: {key: float(row[column]) for key, column in INTENSITY_COLUMNS.items()}
         for subject, row in values.iterrows()
