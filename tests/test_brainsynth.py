@@ -184,3 +184,89 @@ def test_the_shared_trainer_trains_the_residual_vq_autoencoder(tmp_path):
     assert latents.shape == (1, 2, 2, 4, 6, 4) and latents.dtype == np.int16
     decoded = model.decoder(model.quantizer.lookup(torch.from_numpy(latents).long()))
     torch.testing.assert_close(codec.reconstruction(model, images), decoded)
+
+
+def test_a_sub_code_is_a_run_of_whole_slabs_along_the_first_axis():
+    from morphgen.models.families.brainsynth.family import codes_to_tokens, tokens_to_codes
+    from morphgen.models.families.brainsynth.prior import subcode_examples
+
+    codes = torch.randint(0, 50, (2, 2, 2, 6, 4, 3))  # (N, splits, depth, h, w, d)
+    tokens = codes_to_tokens(codes)
+    assert torch.equal(tokens_to_codes(tokens, tuple(codes.shape[1:])), codes)
+    target, previous, index = subcode_examples(tokens, 3)
+    assert target.shape == (6, 2 * 4 * 3 * 4) and index.tolist() == [0, 1, 2, 0, 1, 2]
+    slab = codes[1, :, :, 2:4]  # the second sub-code of the second image: slices 2 and 3
+    assert sorted(target[4].tolist()) == sorted(slab.flatten().tolist())
+    assert torch.equal(previous[4], target[3]) and (previous[3] == -1).all()
+
+
+def test_the_heldout_elbo_of_a_uniform_model_is_log_vocabulary():
+    """A model that predicts every code with probability 1/V: sum_t (1/t) E[masked] log V = L log V."""
+    import math
+
+    from morphgen.models.families.brainsynth.absorbing import MaskedTokenTransformer
+    from morphgen.models.families.brainsynth.prior import heldout_elbo
+
+    model = MaskedTokenTransformer(
+        vocabulary=16, length=64, steps=32, d_model=8, layers=1, heads=1, subcodes=2
+    )
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    tokens = torch.randint(0, 16, (40, 128))
+    assert heldout_elbo(model, tokens, strata=8, seed=0) == pytest.approx(math.log(16), rel=0.03)
+
+
+def test_the_masked_prior_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Dropout on, so the random state must come back with the checkpoint too."""
+    import morphgen.models.families.brainsynth.prior as prior_module
+    from morphgen.models.engine.preemption import TrainingInterrupted
+    from morphgen.tsv import read_tsv
+
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 12, (10, 24), generator=generator).numpy()
+    val = torch.randint(0, 12, (3, 24), generator=generator).numpy()
+    cfg = {
+        "layers": 1,
+        "d_model": 16,
+        "heads": 2,
+        "dropout": 0.2,
+        "epochs": 2,
+        "batch_size": 6,
+        "lr": 1e-3,
+        "steps": 10,
+        "subcodes": 2,
+    }
+    whole = prior_module.train_masked_prior(train, val, 12, cfg, tmp_path / "whole", seed=3, progress=False)
+
+    calls = {"n": 0}
+
+    def stop_at_the_third_step():
+        calls["n"] += 1
+        return 15 if calls["n"] == 3 else None
+
+    monkeypatch.setattr(prior_module, "stop_requested", stop_at_the_third_step)
+    with pytest.raises(TrainingInterrupted):
+        prior_module.train_masked_prior(train, val, 12, cfg, tmp_path / "resumed", seed=3, progress=False)
+    resumed = prior_module.train_masked_prior(
+        train, val, 12, cfg, tmp_path / "resumed", seed=3, progress=False
+    )
+    a, _ = prior_module.load_masked_prior(whole)
+    b, _ = prior_module.load_masked_prior(resumed)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+    assert read_tsv(tmp_path / "whole/loss.tsv").equals(read_tsv(tmp_path / "resumed/loss.tsv"))
+    assert (tmp_path / "whole/heldout.tsv").read_text() == (tmp_path / "resumed/heldout.tsv").read_text()
+
+
+def test_sampled_sequences_have_every_sub_code_filled():
+    from morphgen.models.families.brainsynth.absorbing import MaskedTokenTransformer
+    from morphgen.models.families.brainsynth.prior import sample_sequences
+
+    model = MaskedTokenTransformer(
+        vocabulary=8, length=6, steps=12, d_model=16, layers=1, heads=2, subcodes=3
+    )
+    model.eval()
+    tokens = sample_sequences(model, 4, torch.Generator().manual_seed(1))
+    assert tokens.shape == (4, 18) and tokens.min() >= 0 and tokens.max() < 8
+    again = sample_sequences(model, 4, torch.Generator().manual_seed(1))
+    assert torch.equal(tokens, again)

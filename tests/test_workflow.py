@@ -63,6 +63,21 @@ def test_a_shipped_autoencoder_takes_the_place_of_pretraining(tmp_path):
     assert proc.returncode != 0 and "not-yet.pt does not exist" in out and "make demo-pretrain" in out
 
 
+def test_a_prior_that_reads_the_autoencoder_takes_it_as_an_input(tmp_path):
+    """Seed 002's prior codes the latents again with the autoencoder's codebook: train_prior depends on it,
+    and the default family's does not."""
+    target = str(tmp_path / "r/models/prior/cohort/model.pt")
+    args = _config_args(tmp_path / "r")
+    args[3:3] = [str(REPO / "configs/demo/brainsynth.yaml")]
+    plan = _snakemake(tmp_path, *args, "-n", "--", target).stdout
+    job = plan[plan.index("rule train_prior:") :].split("\n\n")[0]
+    assert "models/autoencoder/model.pt" in job.split("output:")[0]
+    target = str(tmp_path / "r/models/prior/age-young/model.pt")
+    plan = _snakemake(tmp_path, *_config_args(tmp_path / "r"), "-n", "--", target).stdout
+    job = plan[plan.index("rule train_prior:") :].split("\n\n")[0]
+    assert "models/autoencoder/model.pt" not in job.split("output:")[0]
+
+
 @pytest.mark.slow
 def test_end_to_end_outputs_are_sane(e2e_run):
     work, R = e2e_run

@@ -243,6 +243,13 @@ def conditioning_inputs(wildcards):
     return {"subjects": f"{R}/split/subjects.tsv", "volumes": f"{R}/volumes/real.tsv"}
 
 
+def prior_autoencoder(wildcards):
+    """The trained autoencoder, for a family whose prior reads it (seed 002's GLM codes its latents again)."""
+    if not FAMILY.prior_reads_autoencoder:
+        return {}
+    return {"autoencoder": f"{R}/models/autoencoder/model.pt"}
+
+
 def prior_members(wildcards):
     """The subjects a prior learns from (split column: train) and is scored on (test)."""
     if wildcards.prior == COHORT_PRIOR:

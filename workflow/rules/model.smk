@@ -89,6 +89,7 @@ rule train_prior:
     conditioned family's sub-populations share; its held-out score."""
     input:
         unpack(conditioning_inputs),
+        unpack(prior_autoencoder),
         tokens=rules.encode.output.tokens,
         members=prior_members,
     output:

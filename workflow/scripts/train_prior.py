@@ -17,8 +17,11 @@ with logged(snakemake):
         covariates = stages.covariates(
             snakemake.input.subjects, snakemake.input.volumes, snakemake.params.conditioning
         )
+    extra = {}
+    if "autoencoder" in snakemake.input.keys():  # a prior that reads the autoencoder (catalogue)
+        extra["model_path"] = Path(snakemake.input.autoencoder)
     stages.clear_stale_checkpoints(out_dir, dict(snakemake.params.items()))
     family = get_family(snakemake.params.family)(snakemake.config["model"])
     with stop_on_signals():  # SIGTERM: checkpoint, exit 75, the rerun resumes
-        family.fit_prior(train, val, out_dir, covariates=covariates)
+        family.fit_prior(train, val, out_dir, covariates=covariates, **extra)
     stages.finish_training(out_dir)

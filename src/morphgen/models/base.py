@@ -135,7 +135,8 @@ class ModelFamily(abc.ABC):
         covariate) for families that condition on them (:attr:`conditioned`); the others ignore it. Writes
         ``out_dir/model.pt``, ``out_dir/checkpoints/last.pt``, ``out_dir/loss.tsv`` and
         ``out_dir/heldout.tsv`` (one row: the prior's score on ``val_latents``, that of a trivial baseline,
-        and their ``ratio``); resumes.
+        and their ``ratio``); resumes. A family whose catalogue line sets ``prior_reads_autoencoder`` also
+        takes ``model_path=``, the trained autoencoder's ``model.pt`` (seed 002 codes its latents again).
         """
 
     @abc.abstractmethod

@@ -23,6 +23,8 @@ class FamilySpec:
     sample_maps: tuple[str, ...] = ()
     #: one line for the configuration reference: which system it is
     summary: str = ""
+    #: whether ``fit_prior`` reads the trained autoencoder (``model_path``); train_prior then takes it
+    prior_reads_autoencoder: bool = False
 
     def shares_prior(self, model_cfg: dict) -> bool:
         """Whether one prior learns the whole cohort and each sub-population is sampled through its subjects'
@@ -65,6 +67,13 @@ FAMILIES: dict[str, FamilySpec] = {
             "multilevel_vqvae",
             "morphgen.models.families.multilevel_vqvae.family",
             summary="seed 003: a multi-level VQ-VAE with the adaptive 3D-DCT loss; our coarse-to-fine prior",
+        ),
+        FamilySpec(
+            "brainsynth",
+            "morphgen.models.families.brainsynth.family",
+            conditioned=True,
+            prior_reads_autoencoder=True,
+            summary="seed 002: split residual VQ, a GLM split by age and sex, a masked-diffusion prior",
         ),
     )
 }

@@ -77,7 +77,8 @@ def sample(
 
 class MaskedTokenTransformer(nn.Module):
     """A bidirectional transformer (MONAI ``TransformerBlock``, not causal) that predicts every token of x_t
-    from x_t, the step t and, for sub-code n > 1, the tokens of sub-code n - 1 placed before x_t. Its input
+    from x_t, the step t and, for sub-code n > 1, the tokens of sub-code n - 1 placed before x_t, with a
+    learnt embedding of the sub-code's index n (``subcodes`` of them; seed-specs, choice 5). Its input
     vocabulary has the mask token (``vocabulary``) and an empty condition (``vocabulary + 1``); its output is
     the ``vocabulary`` codes only."""
 
@@ -91,6 +92,7 @@ class MaskedTokenTransformer(nn.Module):
         heads: int = 8,
         dropout: float = 0.0,
         conditioned: bool = True,
+        subcodes: int = 1,
     ):
         super().__init__()
         self.vocabulary, self.length, self.conditioned = int(vocabulary), int(length), bool(conditioned)
@@ -100,6 +102,7 @@ class MaskedTokenTransformer(nn.Module):
         self.position = nn.Parameter(torch.zeros(1, span, d_model))
         self.segment = nn.Embedding(2, d_model)  # condition, then x_t
         self.time = nn.Embedding(int(steps) + 1, d_model)
+        self.subcode = nn.Embedding(max(int(subcodes), 1), d_model)
         self.blocks = nn.ModuleList(
             TransformerBlock(d_model, 4 * d_model, heads, dropout_rate=dropout, causal=False)
             for _ in range(layers)
@@ -109,14 +112,22 @@ class MaskedTokenTransformer(nn.Module):
         nn.init.normal_(self.position, std=0.02)
 
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        condition: torch.Tensor | None = None,
+        subcode: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Logits (B, L, vocabulary) of x_t (B, L); ``condition`` (B, L) may hold the empty token for rows of
+        sub-code 1; ``subcode`` (B,) each row's sub-code index from 0 (default 0)."""
         h = self.token(x) + self.segment.weight[1]
         if self.conditioned:
             if condition is None:  # sub-code 1: an empty condition
                 condition = torch.full_like(x, self.empty_id)
             h = torch.cat([self.token(condition) + self.segment.weight[0], h], dim=1)
-        h = h + self.position[:, : h.shape[1]] + self.time(t)[:, None]
+        if subcode is None:
+            subcode = torch.zeros_like(t)
+        h = h + self.position[:, : h.shape[1]] + (self.time(t) + self.subcode(subcode))[:, None]
         for block in self.blocks:
             h = block(h)
         return self.head(self.norm(h[:, -x.shape[1] :]))
