@@ -78,7 +78,12 @@ def e2e_config_args(results: Path) -> list[str]:
 
 # Under pytest-xdist (``make test`` runs two workers): the modules sharing the session's end-to-end run go to
 # one worker as one unit, or each worker would make its own run; the longest units are handed out first.
-E2E_MODULES = ("tests/test_determinism.py", "tests/test_workflow.py", "tests/test_ldm_workflow.py")
+E2E_MODULES = (
+    "tests/test_determinism.py",
+    "tests/test_workflow.py",
+    "tests/test_ldm_workflow.py",
+    "tests/test_brainsynth_workflow.py",
+)
 LONGEST_FIRST = ("e2e", "tests/test_slurm.py")
 
 

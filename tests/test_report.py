@@ -374,6 +374,66 @@ def test_conditioning_check_reads_each_grid_row_alone(tmp_path):
     assert _png_shape(grid)[0] > 1.5 * _png_shape(pooled)[0]
 
 
+def test_covariate_effects_compare_the_samples_slope_with_the_real_one(tmp_path):
+    """Real ventricles grow 0.4 ml a year; the generated samples 0.2 (ratio 0.5); along the grid's age row
+    0.4, and its other row (another covariate varied) does not count; sex has no slope."""
+    from morphgen.report.tables import covariate_effects
+
+    rng = np.random.default_rng(2)
+    age = rng.uniform(50, 85, 40)
+    real = pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i:02d}" for i in range(40)],
+            "age": age,
+            "sex": ["F", "M"] * 20,
+            "ventricles_ml": 10 + 0.4 * age + rng.normal(0, 0.5, 40),
+            "brain_ml": 1500 - 2.0 * age,
+        }
+    )
+    asked = rng.uniform(50, 85, 16)
+    generated = (
+        pd.DataFrame({"sample_id": [f"sample-{i:04d}" for i in range(16)], "age": asked, "sex": "F"}),
+        pd.DataFrame(
+            {
+                "participant_id": [f"sample-{i:04d}" for i in range(16)][::-1],  # matched by id
+                "ventricles_ml": (20 + 0.2 * asked)[::-1],
+                "brain_ml": 1400.0,
+            }
+        ),
+    )
+    grid_age = np.linspace(50, 85, 5)
+    requested = pd.DataFrame(
+        {
+            "sample_id": [f"age-{i:02d}" for i in range(5)] + [f"brain-{i:02d}" for i in range(5)],
+            "vary": ["age"] * 5 + ["brain"] * 5,
+            "age": np.r_[grid_age, np.full(5, 70.0)],
+            "sex": "F",
+        }
+    )
+    grid = (
+        requested,
+        pd.DataFrame(
+            {
+                "participant_id": requested["sample_id"],
+                "ventricles_ml": np.r_[0.4 * grid_age, rng.normal(40, 9, 5)],
+                "brain_ml": 1400.0,
+            }
+        ),
+    )
+    table = covariate_effects(
+        {"generated": generated, "requested": grid}, real, ["age", "sex"], out_tsv=tmp_path / "e.tsv"
+    )
+    assert set(table["covariate"]) == {"age"}  # no slope of a text covariate
+    rows = table.set_index(["source", "volume"])
+    assert rows.loc[("generated", "ventricles"), "slope_ratio"] == pytest.approx(0.5, abs=0.05)
+    assert rows.loc[("generated", "ventricles"), "real_slope"] == pytest.approx(0.4, abs=0.03)
+    assert rows.loc[("requested", "ventricles"), "n"] == 5  # the age row alone
+    assert rows.loc[("requested", "ventricles"), "slope_ratio"] == pytest.approx(1.0, abs=0.1)
+    assert np.isnan(rows.loc[("generated", "brain"), "pearson_r"])  # a constant volume: no r
+    assert rows.loc[("generated", "brain"), "slope_ratio"] == pytest.approx(0.0, abs=1e-9)
+    assert read_tsv(tmp_path / "e.tsv").shape == table.shape
+
+
 def test_table_pages_round_for_reading_and_name_units(tmp_path):
     from morphgen.report.pages import format_value, header, write_table_page
 

@@ -7,7 +7,7 @@ from snakemake.utils import validate
 from morphgen.cohort.starter import check_sheet_against_subpopulations
 from morphgen.errors import ConfigError
 from morphgen.models.catalogue import check_family_config, check_family_sections
-from morphgen.models.covariates import read_requests, request_ids
+from morphgen.models.covariates import covariate_columns, measured_covariates, read_requests, request_ids
 from morphgen.preprocess.derivatives import preprocessed_patterns
 from morphgen.segmentation.base import generated_intensities
 from morphgen.workflow import batches, command_line_config, replace_sections
@@ -80,6 +80,9 @@ PRIORS = [COHORT_PRIOR] if SHARED_PRIOR else SUBPOPS
 IMAGES_PER_JOB = config["evaluation"].get("images_per_job", 50)
 SAMPLE_BATCHES = batches(SAMPLE_IDS, IMAGES_PER_JOB)
 # conditioned sampling: one sample per row of a requests table and per point of a grid, from each prior
+# the conditioned covariates that segmentation measures in the samples too (ventricles, brain): the
+# conditioning check pairs them; the others (age) only have effects (tables/conditioning_effects.tsv)
+MEASURED_CONDITIONS = measured_covariates(covariate_columns(CONDITIONING)) if CONDITIONING else {}
 REQUESTS = CONDITIONING.get("requests") or {}
 REQUEST_TABLE = REQUESTS.get("table")
 REQUEST_GRID = REQUESTS.get("grid")
@@ -117,6 +120,7 @@ TABLE_PAGES = {
     "reconstruction_fidelity": (f"{R}/tables/reconstruction_fidelity.tsv", "reconstruction_fidelity", "Autoencoder", "Image fidelity of the reconstructions"),
     "reconstruction_vbm": (f"{R}/tables/reconstruction_vbm.tsv", "reconstruction_vbm", "VBM", "Grey-matter VBM, reconstructions against their originals"),
     "conditioning": (f"{R}/tables/conditioning.tsv", "conditioning", "Conditioning", "Asked against measured volumes"),
+    "conditioning_effects": (f"{R}/tables/conditioning_effects.tsv", "conditioning_effects", "Conditioning", "Volumes against the covariates asked, samples and real subjects"),
     "run_summary": (f"{R}/tables/run_summary.tsv", "families", "Families", "This run's row of the family comparison"),
     "families": (f"{R}/tables/families.tsv", "families", "Families", "Every family run on this cohort, side by side"),
 }
@@ -124,7 +128,9 @@ TABLE_PAGES = {
 REPORT_PAGES = {
     page: entry
     for page, entry in TABLE_PAGES.items()
-    if (page != "volumetry_truth" or IS_DEMO) and (page != "conditioning" or CONDITIONING)
+    if (page != "volumetry_truth" or IS_DEMO)
+    and (page != "conditioning" or MEASURED_CONDITIONS)
+    and (page != "conditioning_effects" or CONDITIONING)
 }
 
 
@@ -344,8 +350,10 @@ def all_outputs(wildcards):
     outputs += expand(f"{R}/models/prior/{{prior}}/heldout.tsv", prior=PRIORS)
     if IS_DEMO:
         outputs += [f"{R}/tables/volumetry_truth.tsv", f"{R}/figures/volumetry_truth.png"]
-    if CONDITIONING:
+    if MEASURED_CONDITIONS:
         outputs += [f"{R}/tables/conditioning.tsv", f"{R}/figures/conditioning.png"]
+    if CONDITIONING:
+        outputs.append(f"{R}/tables/conditioning_effects.tsv")
     if REQUEST_GRID:
         outputs += expand(f"{R}/figures/conditioning_grid_{{prior}}.png", prior=PRIORS)
     outputs += list(rules.table_pages.output)

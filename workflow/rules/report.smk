@@ -277,6 +277,35 @@ rule conditioning_check:
         "../scripts/conditioning_check.py"
 
 
+rule conditioning_effects:
+    """How the samples' ventricular and brain volumes follow each numeric covariate they were given (seed
+    002's age effect, seed 004's Fig. 4), against the same slope in the real subjects."""
+    input:
+        scores=expand(f"{R}/samples/{{subpop}}/scores.tsv", subpop=SUBPOPS),
+        synthetic=SYNTH_VOLUMES,
+        requests=expand(f"{R}/conditioned/{{prior}}/requests.tsv", prior=PRIORS) if REQUEST_IDS else [],
+        conditioned=expand(f"{R}/volumes/conditioned/{{prior}}.tsv", prior=PRIORS) if REQUEST_IDS else [],
+        subjects=f"{R}/split/subjects.tsv",
+        real=f"{R}/volumes/real.tsv",
+    output:
+        table=f"{R}/tables/conditioning_effects.tsv",
+    params:
+        subpops=SUBPOPS,
+        priors=PRIORS,
+        conditioning=CONDITIONING,
+    log:
+        log_for("conditioning_effects"),
+    benchmark:
+        benchmark_for("conditioning_effects")
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        ENV
+    script:
+        "../scripts/conditioning_effects.py"
+
+
 rule conditioning_grid:
     """Seed 004's Fig. 2: a prior's grid samples, one row per varied covariate."""
     input:

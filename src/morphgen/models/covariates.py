@@ -35,6 +35,12 @@ def covariate_columns(conditioning: dict | None) -> dict[str, str]:
     return dict((conditioning or {}).get("covariates") or DEFAULT_COVARIATES)
 
 
+def measured_covariates(columns: dict[str, str]) -> dict[str, str]:
+    """The covariates (name -> column) that segmentation measures in a sample too: those read from the
+    volumes table, whose columns are all ``<volume>_ml``."""
+    return {name: column for name, column in columns.items() if str(column).endswith("_ml")}
+
+
 def covariate_table(subjects: pd.DataFrame, volumes: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     """One row per subject of ``subjects``: its id and each covariate (``name -> column``), by name.
 
