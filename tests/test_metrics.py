@@ -180,3 +180,16 @@ def test_pairwise_msssim_equals_monai_on_the_pairs_it_draws():
     assert mean == pytest.approx(np.mean(values), rel=1e-6) and sd == pytest.approx(
         np.std(values, ddof=1), rel=1e-5
     )
+
+
+def test_snr_is_the_mean_over_the_sd_inside_the_brain():
+    """Half the brain at 0.4, half at 0.8: mean 0.6, sd 0.2, SNR 3; the background does not count."""
+    from morphgen.metrics.fidelity import snr
+
+    image = np.zeros((2, 8, 8, 8))
+    image[:, 2:6, 2:6, 2:4] = 0.4
+    image[:, 2:6, 2:6, 4:6] = 0.8
+    image[1, 2:6, 2:6, 4:6] = 0.6  # the second: 0.4 and 0.6, mean 0.5, sd 0.1, SNR 5
+    mean, sd = snr(image)
+    assert mean == pytest.approx(4.0) and sd == pytest.approx(np.std([3.0, 5.0], ddof=1))
+    assert all(np.isnan(v) for v in snr(np.zeros((2, 4, 4, 4))))  # no brain: no SNR

@@ -187,6 +187,12 @@ def test_table1_fidelity_rows_and_tsv(tmp_path):
     # no feature network configured: every FID column says so instead of holding a number
     fids = df[["fid_axial", "fid_coronal", "fid_sagittal", "fid_slices", "fid_3d"]]
     assert (fids == "no weights configured").all(axis=None)
+    # SNR inside the brain, of each row's own images: noise lowers it
+    from morphgen.metrics.fidelity import snr
+
+    assert rows.loc[("a", "real"), "snr_mean"] < rows.loc[("a", "synthetic"), "snr_mean"]
+    assert rows.loc[("b", "synthetic"), "snr_mean"] == pytest.approx(snr(synth_bad)[0])
+    assert rows.loc[("b", "real"), "snr_sd"] == pytest.approx(snr(real)[1])
     assert read_tsv(out).shape == df.shape
 
 

@@ -272,3 +272,20 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     sd = float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
     return float(arr.mean()), sd
+
+
+BRAIN_THRESHOLD = 0.05  # skull-stripped T1 in [0, 1]: background is 0, the dimmest CSF well above this
+
+
+def snr(images: np.ndarray, threshold: float = BRAIN_THRESHOLD) -> tuple[float, float]:
+    """Signal-to-noise ratio, mean ± sd over images: each image's mean intensity over its standard deviation
+    inside the brain (voxels above ``threshold``). Seed 002 reports an SNR it does not define; this is the
+    definition its evaluation section suggests, stated so that a real baseline can be computed beside it.
+    Images without brain voxels are left out; NaN when none has any."""
+    stack = as_image_stack(images)
+    values = []
+    for image in stack.reshape(len(stack), -1):
+        brain = image[image > threshold].astype(np.float64)
+        if brain.size >= 2 and brain.std() > 0:
+            values.append(float(brain.mean() / brain.std()))
+    return _mean_sd(values) if values else (float("nan"), float("nan"))

@@ -32,6 +32,7 @@ from morphgen.metrics.fidelity import (
     paired_bmmd2,
     pairwise_msssim,
     real_baseline_bmmd2,
+    snr,
     split_halves,
     stack_volumes,
 )
@@ -122,7 +123,8 @@ def table1_fidelity(
     number of MS-SSIM pairs in ``msssim_pairs``. Metrics that cannot be computed (too few images) are NaN.
 
     Columns: source, subpopulation, n, bmmd2_mean, bmmd2_sd, fid_axial, fid_coronal, fid_sagittal,
-    fid_slices, fid_3d, msssim_mean, msssim_sd, gr4ssim_mean, gr4ssim_sd, mmd_batch_size, msssim_pairs. See
+    fid_slices, fid_3d, msssim_mean, msssim_sd, gr4ssim_mean, gr4ssim_sd, snr_mean, snr_sd (mean over sd
+    inside the brain, :func:`~morphgen.metrics.fidelity.snr`), mmd_batch_size, msssim_pairs. See
     :mod:`morphgen.metrics.fidelity` for the estimator and kernel.
     """
     rows = []
@@ -181,6 +183,7 @@ def table1_fidelity(
                     "msssim_sd": ssim[1],
                     "gr4ssim_mean": gr4[0],
                     "gr4ssim_sd": gr4[1],
+                    **dict(zip(("snr_mean", "snr_sd"), snr(images) if n else nan2, strict=True)),
                     "mmd_batch_size": b if b >= min_b else 0,
                     "msssim_pairs": min(n_pairs, n * (n - 1) // 2),
                 }
