@@ -7,7 +7,7 @@ CORES ?= 2
 # the rules that write tables and figures from intermediate outputs: `make paper` redoes exactly these
 PAPER_RULES := table1_fidelity table2_volumes volumetry_truth reconstruction_volumes reconstruction_dice \
 	reconstruction_fidelity reconstruction_vbm \
-	region_effects vbm memorisation sample_grid loss_figure conditioning_check conditioning_effects conditioning_grid run_summary \
+	region_effects vbm memorisation sample_grid loss_figure conditioning_check conditioning_effects brain_age conditioning_grid run_summary \
 	family_comparison table_pages
 
 .PHONY: install demo demo-pretrain test lint paper clean

@@ -36,6 +36,7 @@ def brainsynth_run(e2e_run, tmp_path_factory):
     ]
     targets = [
         results / "tables/conditioning_effects.tsv",
+        results / "tables/brain_age.tsv",
         results / f"figures/conditioning_grid_{PRIOR}.png",
     ]
     run_snakemake(work, *args, "--cores", "2", "--", *map(str, targets))
@@ -80,6 +81,17 @@ def test_a_grid_row_shares_one_r_code_and_its_age_effect_is_measured(brainsynth_
     expected = np.polyfit(real["age"].astype(float), real["ventricles_ml"].astype(float), 1)[0]
     assert float(rows.loc[("generated", "ventricles"), "real_slope"]) == pytest.approx(expected, rel=1e-4)
     assert (results / f"figures/conditioning_grid_{PRIOR}.png").stat().st_size > 10_000
+
+
+def test_the_brain_age_table_reads_real_and_synthetic_images(brainsynth_run):
+    results = brainsynth_run
+    table = read_tsv(results / "tables/brain_age.tsv")
+    subjects = read_tsv(results / "split/subjects.tsv")
+    n_train, n_test = (subjects.split == "train").sum(), (subjects.split == "test").sum()
+    assert list(table["evaluated"]) == ["real test", "generated", "requested", "real test"]
+    assert list(table["n"]) == [n_test, 2 * 4, 3, n_test]
+    assert list(table["training_images"]) == [n_train] * 3 + [n_train + 2 * 4]
+    assert np.isfinite(table["mae_years"].astype(float)).all()
 
 
 def subjects_table(results) -> pd.DataFrame:

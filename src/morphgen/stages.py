@@ -516,6 +516,46 @@ def memorisation(subjects_tsv, real_images, sample_paths, subpops, cfg: dict, ou
     write_tsv(pd.DataFrame(summaries), out_summary)
 
 
+def brain_age(subjects_tsv, real_images, scores_tsvs, requests_tsvs, cfg: dict, seed: int, out_table):
+    """The brain-age table (:func:`morphgen.metrics.brain_age.brain_age_table`): a regressor trained on the
+    real training images, read on the real test images, on every kept sample against the age it was given
+    (``scores.tsv``) and on every requested sample (``requests.tsv``); then trained again with the kept
+    samples added. A sample's file sits beside its table."""
+    import numpy as np
+
+    from morphgen.metrics.brain_age import brain_age_table
+    from morphgen.metrics.fidelity import stack_volumes
+
+    subjects = read_tsv(subjects_tsv)
+    by_id = image_map(real_images)
+    if "age" not in subjects.columns:
+        raise ConfigError(f"evaluation.brain_age: {subjects_tsv} has no age column")
+    real = {}
+    for part in ("train", "test"):
+        rows = subjects[(subjects["split"] == part) & subjects["participant_id"].isin(by_id)]
+        if len(rows) < 2:
+            raise ConfigError(f"evaluation.brain_age: {len(rows)} real {part} images, at least 2 are needed")
+        ids = list(rows["participant_id"])
+        real[part] = (stack_volumes([by_id[i] for i in ids], ids), rows["age"].astype(float).to_numpy())
+
+    def samples(tables, kept_only: bool):
+        paths, ages = [], []
+        for table_path in tables:
+            table = read_tsv(table_path)
+            if kept_only:
+                table = table[table["kept"].astype(bool)]
+            paths += [Path(table_path).parent / f for f in table["file"]]
+            ages += list(table["age"].astype(float))
+        ids = [p.name for p in paths]
+        return (stack_volumes(paths, ids), np.asarray(ages)) if paths else None
+
+    synthetic = {"generated": samples(scores_tsvs, True)}
+    if requests_tsvs:
+        synthetic["requested"] = samples(requests_tsvs, False)
+    synthetic = {k: v for k, v in synthetic.items() if v is not None}
+    brain_age_table(real["train"], real["test"], synthetic, cfg, seed, out_table)
+
+
 def pretraining_split(input_cfg: dict, fraction: float, seed: int, sheet_path, qc_path, out_subjects):
     """Usable subjects of the pre-training cohort, ``train`` or ``val`` (its validation loss)."""
     from morphgen.split import assign_split

@@ -121,6 +121,7 @@ TABLE_PAGES = {
     "reconstruction_vbm": (f"{R}/tables/reconstruction_vbm.tsv", "reconstruction_vbm", "VBM", "Grey-matter VBM, reconstructions against their originals"),
     "conditioning": (f"{R}/tables/conditioning.tsv", "conditioning", "Conditioning", "Asked against measured volumes"),
     "conditioning_effects": (f"{R}/tables/conditioning_effects.tsv", "conditioning_effects", "Conditioning", "Volumes against the covariates asked, samples and real subjects"),
+    "brain_age": (f"{R}/tables/brain_age.tsv", "brain_age", "Conditioning", "Brain age of the samples against the age asked"),
     "run_summary": (f"{R}/tables/run_summary.tsv", "families", "Families", "This run's row of the family comparison"),
     "families": (f"{R}/tables/families.tsv", "families", "Families", "Every family run on this cohort, side by side"),
 }
@@ -130,7 +131,7 @@ REPORT_PAGES = {
     for page, entry in TABLE_PAGES.items()
     if (page != "volumetry_truth" or IS_DEMO)
     and (page != "conditioning" or MEASURED_CONDITIONS)
-    and (page != "conditioning_effects" or CONDITIONING)
+    and (page not in ("conditioning_effects", "brain_age") or CONDITIONING)
 }
 
 
@@ -353,7 +354,7 @@ def all_outputs(wildcards):
     if MEASURED_CONDITIONS:
         outputs += [f"{R}/tables/conditioning.tsv", f"{R}/figures/conditioning.png"]
     if CONDITIONING:
-        outputs.append(f"{R}/tables/conditioning_effects.tsv")
+        outputs += [f"{R}/tables/conditioning_effects.tsv", f"{R}/tables/brain_age.tsv"]
     if REQUEST_GRID:
         outputs += expand(f"{R}/figures/conditioning_grid_{{prior}}.png", prior=PRIORS)
     outputs += list(rules.table_pages.output)

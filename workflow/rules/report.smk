@@ -306,6 +306,36 @@ rule conditioning_effects:
         "../scripts/conditioning_effects.py"
 
 
+rule brain_age:
+    """A 3D CNN regressor of age trained on the real training images: the real test images' MAE, the age it
+    reads in samples against the age they were given (seed 004 Fig. 3), and its test MAE when the kept samples
+    join its training images (seed 002's augmentation test)."""
+    input:
+        subjects=f"{R}/split/subjects.tsv",
+        real=preprocessed_images(),
+        scores=expand(f"{R}/samples/{{subpop}}/scores.tsv", subpop=SUBPOPS),
+        samples=all_samples,
+        requests=expand(f"{R}/conditioned/{{prior}}/requests.tsv", prior=PRIORS) if REQUEST_IDS else [],
+        conditioned=expand(f"{R}/conditioned/{{prior}}/{{sample}}.nii.gz", prior=PRIORS, sample=REQUEST_IDS),
+    output:
+        table=f"{R}/tables/brain_age.tsv",
+    params:
+        brain_age=config["evaluation"].get("brain_age", {}),
+        seed=MODEL["seed"],
+    log:
+        log_for("brain_age"),
+    benchmark:
+        benchmark_for("brain_age")
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../scripts/brain_age.py"
+
+
 rule conditioning_grid:
     """Seed 004's Fig. 2: a prior's grid samples, one row per varied covariate."""
     input:
