@@ -115,3 +115,37 @@ def test_agreement_across_regions_and_effect_size_bands():
     # Table 2's layout over regions: real vs synthetic per sub-population, one Bonferroni threshold
     assert set(volumes.columns) >= {"subpopulation", "region", "t", "p", "cohen_d", "bonferroni_threshold"}
     assert (volumes["bonferroni_threshold"] == 0.05 / len(volumes)).all()
+
+
+def test_samples_with_a_sex_get_a_sex_effect_per_region_and_its_agreement():
+    """Men have 8 ml more ventricle and 1 ml less hippocampus; samples that carry their sex and keep both
+    effects have sex effects that follow the real ones across regions."""
+    from morphgen.stages import with_sample_covariates
+
+    rng = np.random.default_rng(4)
+    real, covariates, members, _ = _cohort(rng)
+    sexes = np.array(["F", "M"] * 20)
+    shifts = {"ventricle_ml": 8.0, "hippocampus_ml": -1.0}
+    for column, shift in shifts.items():
+        real.loc[sexes == "M", column] += shift
+    covariates["sex"] = sexes
+    samples = _samples(rng, 45, 85, 20, "s")
+    sample_sex = np.array(["F", "M"] * 10)
+    for column, shift in shifts.items():
+        samples.loc[sample_sex == "M", column] += shift
+    scores = pd.DataFrame(
+        {"index": range(21), "score": 0.5, "kept": [True] * 20 + [False],
+         "file": [f"s-{k}.nii.gz" for k in range(20)] + [""], "age": 60.0, "sex": [*sample_sex, "F"]}
+    )  # fmt: skip
+    tagged = with_sample_covariates(samples, scores.iloc[::-1])  # matched by the file's name, not the order
+    assert list(tagged["sex"]) == list(sample_sex)
+    effects = region_effects(real, covariates, {"age-young": tagged}, members)
+    d = effects[effects.effect == "sex_d"].set_index("region")
+    assert set(d["name"]) == {"M - F"} and (d["n_real"] == 40).all() and (d["n_synthetic"] == 20).all()
+    by_sex = real.set_index("participant_id")
+    expected = _cohen_d(by_sex.loc[sexes == "M", "ventricle_ml"], by_sex.loc[sexes == "F", "ventricle_ml"])
+    assert d.loc["ventricle", "real"] == pytest.approx(expected) and expected > 1
+    assert d.loc["ventricle", "synthetic"] > 1 and d.loc["hippocampus", "synthetic"] < -0.5
+    volumes = region_volume_table(real, {"age-young": tagged}, members, alpha=0.05)
+    row = effect_agreement(effects, volumes).set_index(["comparison", "name"]).loc[("sex_d", "M - F")]
+    assert row["n_regions"] == len(REGIONS) and row["pearson_r"] > 0.8

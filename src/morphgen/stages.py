@@ -302,6 +302,20 @@ def normalise(
     return table
 
 
+def with_sample_covariates(volumes: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """A samples' volume table with the covariates each kept sample was given (the columns of
+    ``scores.tsv`` after index, score, kept and file), matched by the sample's id (its file's name)."""
+    kept = scores[scores["kept"].astype(bool)]
+    extra = [c for c in kept.columns if c not in ("index", "score", "kept", "file")]
+    if not extra:
+        return volumes
+    ids = kept["file"].astype(str).str.replace(r"\.nii(\.gz)?$", "", regex=True)
+    table = kept[extra].set_index(ids)
+    id_col = "participant_id" if "participant_id" in volumes.columns else volumes.columns[0]
+    out = volumes.drop(columns=[c for c in extra if c in volumes.columns])
+    return out.join(table, on=id_col)
+
+
 def region_tables(
     subjects_tsv,
     member_tsvs,
@@ -315,11 +329,14 @@ def region_tables(
     out_figure,
     reconstruction_tsv=None,
     evaluation=None,
+    scores_tsvs=(),
 ):
-    """Regional volumes real vs synthetic, regional group and age effects, their agreement and figure.
+    """Regional volumes real vs synthetic, regional group, age and sex effects, their agreement and figure.
 
     Effects and agreement get a ``validity`` column: each region's spread in the samples, and what the
-    autoencoder carries (reconstruction_volumes.tsv).
+    autoencoder carries (reconstruction_volumes.tsv). ``scores_tsvs`` (a conditioned family's
+    ``samples/<subpop>/scores.tsv``) give each kept sample the covariates it was given, so that its age and
+    sex effects are measured too.
     """
     from morphgen.report.figures import effects_scatter
     from morphgen.report.regions import effect_agreement, region_effects, region_names, region_volume_table
@@ -328,6 +345,10 @@ def region_tables(
 
     real = read_tsv(real_tsv)
     synthetic = {subpop_of(p): read_tsv(p) for p in synth_tsvs}
+    for path in scores_tsvs:  # samples/<subpop>/scores.tsv
+        subpop = Path(path).parent.name
+        if subpop in synthetic:
+            synthetic[subpop] = with_sample_covariates(synthetic[subpop], read_tsv(path))
     members = {subpop_of(p): read_members(p) for p in member_tsvs}
     volumes = region_volume_table(real, synthetic, members, alpha, out_tsv=out_volumes)
     effects = region_effects(

@@ -109,7 +109,7 @@ TABLE_PAGES = {
     "table2_volumes": (f"{R}/tables/table2_volumes.tsv", "table2_volumes", "Tissue volumes", "Table 2: tissue volumes, real against synthetic"),
     "subgroup_effects": (f"{R}/tables/subgroup_effects.tsv", "subgroup_effects", "Tissue volumes", "Sub-group effects (Cohen's d)"),
     "region_volumes": (f"{R}/tables/region_volumes.tsv", "region_volumes", "Regional anatomy", "Regional volumes, real against synthetic"),
-    "region_effects": (f"{R}/tables/region_effects.tsv", "region_effects", "Regional anatomy", "Group and age effects per region"),
+    "region_effects": (f"{R}/tables/region_effects.tsv", "region_effects", "Regional anatomy", "Group, age and sex effects per region"),
     "effect_agreement": (f"{R}/tables/effect_agreement.tsv", "effect_agreement", "Regional anatomy", "Agreement of regional effects"),
     "vbm": (f"{R}/tables/vbm.tsv", "vbm", "VBM", "Grey-matter VBM, real against synthetic"),
     "memorisation": (f"{R}/tables/memorisation.tsv", "memorisation", "Memorisation", "Nearest training image of each kept sample"),

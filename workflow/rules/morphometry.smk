@@ -130,13 +130,15 @@ rule gather_synthetic_regions:
 
 
 rule region_effects:
-    """Regional volumes real vs synthetic (Cohen's d), group and age effects per region, their agreement."""
+    """Regional volumes real vs synthetic (Cohen's d), group, age and sex effects per region, their agreement;
+    a conditioned family's samples take the age and sex they were given from scores.tsv."""
     input:
         subjects=f"{R}/split/subjects.tsv",
         members=MEMBER_LISTS,
         real=rules.gather_real_regions.output.table,
         synthetic=expand(f"{R}/volumes/regions/synthetic/{{subpop}}.tsv", subpop=SUBPOPS),
         reconstruction=f"{R}/tables/reconstruction_volumes.tsv",
+        scores=expand(f"{R}/samples/{{subpop}}/scores.tsv", subpop=SUBPOPS) if CONDITIONING else [],
     output:
         volumes=f"{R}/tables/region_volumes.tsv",
         effects=f"{R}/tables/region_effects.tsv",

@@ -15,4 +15,5 @@ with logged(snakemake):
         snakemake.output.figure,
         reconstruction_tsv=snakemake.input.reconstruction,
         evaluation=snakemake.params.evaluation,
+        scores_tsvs=list(snakemake.input.scores),
     )

@@ -73,6 +73,7 @@ def region_effects(
     *,
     contrasts: Sequence[tuple[str, str]] | None = None,
     age_column: str = "age",
+    sex_column: str = "sex",
     out_tsv: str | Path | None = None,
 ) -> pd.DataFrame:
     """Per region, group and age effects in real and synthetic images (long table).
@@ -81,7 +82,10 @@ def region_effects(
     the contrast, a minus b). Rows with ``effect == "age_r"`` hold Pearson r of volume with age: real over
     every subject of ``covariates`` with an age, synthetic over the samples of all sub-populations whose
     table has an ``age`` column (NaN otherwise: a sub-population prior's samples have no age of their own).
-    Columns: effect, name, region, real, synthetic, difference (synthetic - real), n_real, n_synthetic.
+    Rows with ``effect == "sex_d"`` hold Cohen's d of the second sex level minus the first (``name``:
+    "M - F"), real over the subjects, synthetic over the samples whose table has a ``sex`` column (a
+    conditioned family's, seed 002). Columns: effect, name, region, real, synthetic, difference
+    (synthetic - real), n_real, n_synthetic.
     """
     regions = region_names(real)
     contrasts = default_contrasts(members.keys()) if contrasts is None else contrasts
@@ -122,6 +126,7 @@ def region_effects(
                     "n_synthetic": n_synth,
                 }
             )
+    rows += _sex_rows(real, covariates, synthetic, regions, sex_column)
     df = pd.DataFrame(
         rows, columns=["effect", "name", "region", "real", "synthetic", "n_real", "n_synthetic"]
     )
@@ -129,6 +134,43 @@ def region_effects(
     if out_tsv is not None:
         write_tsv(df, out_tsv)
     return df
+
+
+def _sex_rows(real, covariates, synthetic, regions, column: str) -> list[dict]:
+    """Per region, Cohen's d between the two sex levels of the real subjects, real and synthetic."""
+    from morphgen.metrics.stats import compare_groups
+
+    if column not in covariates.columns:
+        return []
+    ids = covariates[id_column(covariates, "covariates")].astype(str)
+    sexes = pd.Series(covariates[column].astype(str).to_numpy(), index=ids)
+    levels = sorted(sexes.dropna().unique())
+    if len(levels) != 2:
+        return []
+    real_sex = sexes.reindex(real[id_column(real, "real regional volumes")].astype(str).to_numpy()).to_numpy()
+    tagged = [t for t in synthetic.values() if column in t.columns]
+    synth = pd.concat(tagged, ignore_index=True) if tagged else None
+    rows = []
+    for region in regions:
+        values = pd.to_numeric(real[f"{region}_ml"], errors="coerce").to_numpy(dtype=np.float64)
+        d_real = compare_groups(values[real_sex == levels[1]], values[real_sex == levels[0]])
+        d_synth = {"cohen_d": float("nan"), "n_a": 0, "n_b": 0}
+        if synth is not None and f"{region}_ml" in synth.columns:
+            v = pd.to_numeric(synth[f"{region}_ml"], errors="coerce").to_numpy(dtype=np.float64)
+            sex = synth[column].astype(str).to_numpy()
+            d_synth = compare_groups(v[sex == levels[1]], v[sex == levels[0]])
+        rows.append(
+            {
+                "effect": "sex_d",
+                "name": f"{levels[1]} - {levels[0]}",
+                "region": region,
+                "real": d_real["cohen_d"],
+                "synthetic": d_synth["cohen_d"],
+                "n_real": d_real["n_a"] + d_real["n_b"],
+                "n_synthetic": d_synth["n_a"] + d_synth["n_b"],
+            }
+        )
+    return rows
 
 
 def _correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
