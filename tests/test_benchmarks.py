@@ -128,3 +128,15 @@ def test_reconstruction_probe_measures_how_much_of_each_subject_is_reproduced():
     assert halfway["deviation_r_median"] == pytest.approx(1, abs=1e-5)
     assert halfway["deviation_size_median"] == pytest.approx(0.5, abs=1e-5)
     assert halfway["l1_reconstruction"] == pytest.approx(halfway["l1_mean_image"] / 2, rel=1e-4)
+
+
+def test_the_masked_sampler_benchmark_times_both_samplers(capsys):
+    import bench_masked_sampler
+
+    bench_masked_sampler.main(
+        ["--seq-len", "12", "--codebook-size", "8", "--layers", "1", "--d-model", "8", "--heads", "2",
+         "--steps", "4", "--subcodes", "2", "--batch", "2", "--threads", "1"]
+    )  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1] == "sampler\tsteps\tseconds\ttokens_per_s"
+    assert [line.split("\t")[:2] for line in lines[2:]] == [["autoregressive, cached", "12"], ["masked", "4"]]

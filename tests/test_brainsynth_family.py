@@ -116,7 +116,7 @@ def test_files_of_each_stage(run):
     assert (glm["requantisation_error"].between(0, 1)).all() and np.isfinite(glm["psnr_db"]).all()
     assert (glm["metadata_fraction"] > 0).all()
     heldout = read_tsv(root / "prior/heldout.tsv")
-    assert {"model_nll", "unigram_nll", "ratio", "val_sequences"} <= set(heldout.columns)
+    assert {"model_nll_per_token", "unigram_nll_per_token", "ratio", "val_sequences"} <= set(heldout.columns)
     assert list(read_tsv(root / "prior/loss.tsv")["epoch"]) == [1, 2]
     model, saved = load_masked_prior(root / "prior/model.pt")
     info = saved["info"]

@@ -241,3 +241,33 @@ def test_generation_stopped_between_batches_resumes_to_the_same_samples(run, tmp
         a, b = (nib.load(str(d / name)).get_fdata() for d in (out, tmp_path / "whole"))
         assert np.array_equal(a, b), name
     assert not (out / "checkpoints").exists()  # finished: a forced rerun starts afresh
+
+
+def test_a_masked_prior_learns_and_samples_the_same_tokens(run, tmp_path):
+    """model.prior.kind: masked (seed 002's prior) over the VQ-VAE's tokens: its own model file and held-out
+    ELBO, generation through the same files, and each kind refusing the other's model file."""
+    masked_cfg = {**MODEL_CFG["prior"], "kind": "masked", "steps": 6, "subcodes": 2}
+    family = build_family({**MODEL_CFG, "prior": masked_cfg})
+    root = run["root"]
+    latents = [root / "latents" / f"{s}.npy" for s in run["subjects"]]
+    family.fit_prior(latents[:4], latents[4:], tmp_path / "prior", progress=False)
+    saved = torch.load(tmp_path / "prior/model.pt", weights_only=True)
+    assert saved["format"] == "morphgen-masked-prior-1" and saved["network"]["length"] == 80 // 2
+    (heldout,) = read_tsv(tmp_path / "prior/heldout.tsv")
+    assert float(heldout["ratio"]) > 0 and {"model_nll_per_token", "unigram_nll_per_token"} <= heldout.keys()
+    family.generate(
+        root / "ae/model.pt", tmp_path / "prior/model.pt", 4, 2, tmp_path / "s", GRID.affine, False
+    )
+    scores = read_tsv(tmp_path / "s/scores.tsv")
+    assert len(scores) == 4 and sum(r["kept"] == "True" for r in scores) == 2
+    assert np.allclose(nib.load(tmp_path / "s/sample-0000.nii.gz").affine, GRID.affine)
+    with pytest.raises(ConfigError, match="not a morphgen prior model"):
+        run["family"].generate(
+            root / "ae/model.pt", tmp_path / "prior/model.pt", 2, 1, tmp_path / "x", GRID.affine, False
+        )
+    with pytest.raises(ConfigError, match="not a morphgen masked prior"):
+        family.generate(
+            root / "ae/model.pt", root / "prior/model.pt", 2, 1, tmp_path / "y", GRID.affine, False
+        )
+    with pytest.raises(ConfigError, match="model.prior.kind"):
+        build_family({**MODEL_CFG, "prior": {**masked_cfg, "kind": "bidirectional"}}).prior_kind()

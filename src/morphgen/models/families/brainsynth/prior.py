@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from morphgen.errors import ConfigError
+from morphgen.models.engine.baselines import unigram_nll
 from morphgen.models.engine.checkpoint import save_atomic
 from morphgen.models.engine.data import torch_generator
 from morphgen.models.engine.preemption import stop_requested
@@ -249,12 +250,14 @@ def train_masked_prior(
             write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
             run.save(current(None))
 
-    from morphgen.models.families.vqvae_transformer.prior import unigram_nll
-
     strata = int(cfg.get("elbo_strata", 16))
     model_nll = heldout_elbo(model, torch.from_numpy(val_tokens).long(), strata, seed)
     baseline = unigram_nll(train_tokens, val_tokens, vocabulary)
-    heldout = {"model_nll": model_nll, "unigram_nll": baseline, "ratio": model_nll / baseline}
+    heldout = {
+        "model_nll_per_token": model_nll,
+        "unigram_nll_per_token": baseline,
+        "ratio": model_nll / baseline,
+    }
     write_tsv(pd.DataFrame([{**heldout, "val_sequences": len(val_tokens)}]), out_dir / "heldout.tsv")
     path = out_dir / "model.pt"
     save_atomic(

@@ -65,6 +65,19 @@ class VQVAETransformerFamily(AutoencoderFamily):
         """Images (B, 1, X, Y, Z) in [0, 1] from a batch of tokens of :meth:`code_shape`."""
         return decode_tokens(model, codes).clamp(0.0, 1.0)
 
+    def prior_kind(self) -> str:
+        """``model.prior.kind``: ``autoregressive`` (seed 000's causal transformer) or ``masked`` (seed 002's
+        absorbing diffusion over the same tokens, ``brainsynth.prior``)."""
+        kind = str(self.prior_cfg.get("kind", "autoregressive"))
+        if kind not in ("autoregressive", "masked"):
+            raise ConfigError(f"model.prior.kind: {kind!r}; expected autoregressive or masked")
+        if kind == "masked" and type(self).token_ranges is not VQVAETransformerFamily.token_ranges:
+            raise ConfigError(
+                f"model.prior.kind: masked draws every position from the whole vocabulary; model family "
+                f"{self.name!r} restricts positions to their own codebooks: use kind autoregressive"
+            )
+        return kind
+
     # ---- prior ---------------------------------------------------------------------------------------------
     def fit_prior(
         self,
@@ -99,6 +112,14 @@ class VQVAETransformerFamily(AutoencoderFamily):
                 f"validation latents have {val_tokens.shape[1]} tokens, "
                 f"training latents {train_tokens.shape[1]}"
             )
+        if self.prior_kind() == "masked":
+            from morphgen.models.families.brainsynth.prior import train_masked_prior
+
+            cfg = {k: v for k, v in self.prior_cfg.items() if k != "kind"}
+            train_masked_prior(
+                train_tokens, val_tokens, codebook_size, cfg, Path(out_dir), self.seed, None, progress
+            )
+            return
         train_prior(
             train_tokens,
             val_tokens,
@@ -138,7 +159,7 @@ class VQVAETransformerFamily(AutoencoderFamily):
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         vqvae, disc, network = load_autoencoder(Path(model_path))
         vqvae, disc = vqvae.to(device), disc.to(device)
-        prior = load_prior(Path(prior_path), device)
+        masked = self.prior_kind() == "masked"
         latent = self.code_shape(network)
         length = int(np.prod(latent))
         codebook_size = int(network["codebook_size"])
@@ -153,17 +174,23 @@ class VQVAETransformerFamily(AutoencoderFamily):
             return self.decode_codes(vqvae, network, codes.to(device))
 
         best = resume.restore(generator) or BestSamples(n_keep)
-        batches = sample_tokens(
-            prior,
-            n=n_generate - best.count,
-            batch_size=batch_size,
-            temperature=float(sampling.get("temperature", 1.0)),
-            top_k=sampling.get("top_k"),
-            progress=progress,
-            precision=str(sampling.get("precision", "fp32")),
-            generator=generator,
-            token_ranges=self.token_ranges(network),
-        )
+        temperature = float(sampling.get("temperature", 1.0))
+        if masked:
+            batches = _masked_batches(
+                prior_path, n_generate - best.count, batch_size, temperature, generator, device, progress
+            )
+        else:
+            batches = sample_tokens(
+                load_prior(Path(prior_path), device),
+                n=n_generate - best.count,
+                batch_size=batch_size,
+                temperature=temperature,
+                top_k=sampling.get("top_k"),
+                progress=progress,
+                precision=str(sampling.get("precision", "fp32")),
+                generator=generator,
+                token_ranges=self.token_ranges(network),
+            )
         for tokens in batches:
             tokens = np.asarray(tokens)[: n_generate - best.count]
             if tokens.ndim != 2 or tokens.shape[1] != length:
@@ -186,3 +213,18 @@ class VQVAETransformerFamily(AutoencoderFamily):
 
         write_kept(best, decode, out_dir, affine, batch_size, self.sample_description)
         resume.finish()
+
+
+def _masked_batches(prior_path, n, batch_size, temperature, generator, device, progress):
+    """Token sequences (batch, L) of a masked prior, ``batch_size`` at a time until ``n``."""
+    from tqdm import tqdm
+
+    from morphgen.models.families.brainsynth.prior import load_masked_prior, sample_sequences
+
+    model, _ = load_masked_prior(Path(prior_path), device)
+    with tqdm(total=n, desc="masked prior samples", disable=not progress) as bar:
+        while n > 0:
+            size = min(batch_size, n)
+            yield sample_sequences(model, size, generator, temperature, device).cpu().numpy()
+            bar.update(size)
+            n -= size

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from morphgen.errors import ConfigError
+from morphgen.models.engine.baselines import unigram_nll
 from morphgen.models.engine.checkpoint import save_atomic
 from morphgen.models.engine.precision import autocast_for
 from morphgen.models.engine.preemption import stop_requested
@@ -96,14 +97,6 @@ def heldout_nll(model: CausalTransformer, tokens: np.ndarray | torch.Tensor, bat
     finally:
         model.train(was_training)
     return total / count if count else math.nan
-
-
-def unigram_nll(train_tokens: np.ndarray, val_tokens: np.ndarray, codebook_size: int) -> float:
-    """NLL (nats per token) of ``val_tokens`` under Laplace-smoothed code frequencies of ``train_tokens``."""
-    counts = np.bincount(np.asarray(train_tokens).ravel(), minlength=codebook_size).astype(np.float64)
-    log_p = np.log(counts + 1.0) - np.log(counts.sum() + codebook_size)
-    val = np.asarray(val_tokens).ravel()
-    return float(-log_p[val].mean()) if val.size else math.nan
 
 
 # --------------- training
