@@ -104,7 +104,9 @@ class MaskedTokenTransformer(nn.Module):
         self.time = nn.Embedding(int(steps) + 1, d_model)
         self.subcode = nn.Embedding(max(int(subcodes), 1), d_model)
         self.blocks = nn.ModuleList(
-            TransformerBlock(d_model, 4 * d_model, heads, dropout_rate=dropout, causal=False)
+            TransformerBlock(
+                d_model, 4 * d_model, heads, dropout_rate=dropout, causal=False, use_flash_attention=True
+            )
             for _ in range(layers)
         )
         self.norm = nn.LayerNorm(d_model)
