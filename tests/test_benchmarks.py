@@ -135,8 +135,13 @@ def test_the_masked_sampler_benchmark_times_both_samplers(capsys):
 
     bench_masked_sampler.main(
         ["--seq-len", "12", "--codebook-size", "8", "--layers", "1", "--d-model", "8", "--heads", "2",
-         "--steps", "4", "--subcodes", "2", "--batch", "2", "--threads", "1"]
+         "--steps", "4", "--subcodes", "2", "--batch", "2", "--threads", "1", "--train-batch", "2",
+         "--dropout", "0", "0.1"]
     )  # fmt: skip
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[1] == "sampler\tsteps\tseconds\ttokens_per_s"
-    assert [line.split("\t")[:2] for line in lines[2:]] == [["autoregressive, cached", "12"], ["masked", "4"]]
+    assert [line.split("\t")[:2] for line in lines[2:4]] == [
+        ["autoregressive, cached", "12"],
+        ["masked", "4"],
+    ]
+    assert [line.split("\t")[:2] for line in lines[5:]] == [["masked", "0"], ["masked", "0.1"]]
