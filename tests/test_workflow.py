@@ -143,7 +143,7 @@ def test_end_to_end_outputs_are_sane(e2e_run):
     # through the atlas on 12 subjects it is 0.21 (sampling sd about 0.25), so only its sign is checked
     assert real_age_r["lateral_ventricle"] > 0.0
     agreement = pd.read_csv(R / "tables/effect_agreement.tsv", sep="\t")
-    assert set(agreement["comparison"]) == {"cohen_d", "age_r", "real_vs_synthetic_d"}
+    assert set(agreement["comparison"]) == {"cohen_d", "age_r", "sex_d", "real_vs_synthetic_d"}
     # VBM per contrast: real and synthetic t-maps on the grid, one correlation each
     vbm = pd.read_csv(R / "tables/vbm.tsv", sep="\t").set_index("name")
     assert list(vbm.index) == ["age", "diagnosis"] and (vbm["mask_voxels"] > 1000).all()
