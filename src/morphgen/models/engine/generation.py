@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from morphgen.errors import ConfigError
-from morphgen.models.base import SCORES_TSV, sample_filename
+from morphgen.models.base import REQUESTS_TSV, SCORES_TSV, sample_filename
 from morphgen.models.engine.checkpoint import save_atomic
 from morphgen.models.engine.preemption import TrainingInterrupted, stop_requested
 from morphgen.models.engine.selection import BestSamples
@@ -144,3 +144,28 @@ def write_kept(
         table = pd.concat([table, columns.reset_index(drop=True)], axis=1)
     with atomic_output(out_dir / SCORES_TSV) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.7g")
+
+
+def write_requests(
+    asked: pd.DataFrame,
+    normalised: np.ndarray,
+    scaler,
+    scores: list[float],
+    out_dir: Path,
+    **columns,
+) -> pd.DataFrame:
+    """``out_dir/requests.tsv`` of conditioned samples, returned: the covariates ``asked``
+    (:func:`morphgen.models.covariates.request_table`), each sample's file and discriminator score, any
+    further ``columns`` (one value per row), each covariate normalised by ``scaler``
+    (``<covariate>_normalised``) and ``outside_range``."""
+    from morphgen.models.covariates import OUTSIDE, REQUEST_ID
+
+    table = asked.assign(
+        file=[f"{i}.nii.gz" for i in asked[REQUEST_ID]], score=[f"{s:.9g}" for s in scores], **columns
+    )
+    for i, name in enumerate(scaler.names):
+        table[f"{name}_normalised"] = np.asarray(normalised)[:, i]
+    table[OUTSIDE] = scaler.outside(asked)
+    with atomic_output(Path(out_dir) / REQUESTS_TSV) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.7g")
+    return table

@@ -33,10 +33,9 @@ from morphgen.models.autoencoders.checkpoint import load_autoencoder
 from morphgen.models.autoencoders.discriminator import discriminator_score
 from morphgen.models.autoencoders.family import AutoencoderFamily
 from morphgen.models.autoencoders.latents import read_latents
-from morphgen.models.base import REQUESTS_TSV, register_family
+from morphgen.models.base import register_family
 from morphgen.models.covariates import (
     ID,
-    OUTSIDE,
     REQUEST_ID,
     VARY,
     CovariateScaler,
@@ -44,12 +43,17 @@ from morphgen.models.covariates import (
     request_table,
 )
 from morphgen.models.engine.data import torch_generator
-from morphgen.models.engine.generation import checked_counts, generation_checkpoint, write_kept
+from morphgen.models.engine.generation import (
+    checked_counts,
+    generation_checkpoint,
+    write_kept,
+    write_requests,
+)
 from morphgen.models.engine.selection import BestSamples
 from morphgen.models.families.brainsynth.codec import ResidualVQCodec
 from morphgen.models.families.brainsynth.glm import StreamingGLM
 from morphgen.models.families.brainsynth.prior import load_masked_prior, sample_sequences, train_masked_prior
-from morphgen.nifti import atomic_output, save_volume
+from morphgen.nifti import save_volume
 from morphgen.tsv import write_tsv
 
 GLM_TSV = "glm.tsv"
@@ -334,17 +338,7 @@ class BrainSynthFamily(AutoencoderFamily):
                     affine,
                     description="morphgen synthetic (BrainSynth, conditioned)",
                 )
-        table = asked.assign(
-            file=[f"{i}.nii.gz" for i in asked[REQUEST_ID]],
-            score=[f"{s:.9g}" for s in scores],
-            rcode=digests,
-        )
-        for i, name in enumerate(sampler.scaler.names):
-            table[f"{name}_normalised"] = normalised[:, i].numpy()
-        table[OUTSIDE] = sampler.scaler.outside(asked)
-        with atomic_output(out_dir / REQUESTS_TSV) as tmp:
-            table.to_csv(tmp, sep="\t", index=False, float_format="%.7g")
-        return table
+        return write_requests(asked, normalised.numpy(), sampler.scaler, scores, out_dir, rcode=digests)
 
 
 @dataclass

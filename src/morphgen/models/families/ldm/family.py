@@ -28,10 +28,9 @@ from morphgen.models.autoencoders.codecs import KLCodec
 from morphgen.models.autoencoders.discriminator import discriminator_score
 from morphgen.models.autoencoders.family import AutoencoderFamily
 from morphgen.models.autoencoders.latents import read_latents
-from morphgen.models.base import REQUESTS_TSV, register_family
+from morphgen.models.base import register_family
 from morphgen.models.covariates import (
     ID,
-    OUTSIDE,
     REQUEST_ID,
     VARY,
     CovariateScaler,
@@ -39,7 +38,12 @@ from morphgen.models.covariates import (
     request_table,
 )
 from morphgen.models.engine.data import torch_generator
-from morphgen.models.engine.generation import checked_counts, generation_checkpoint, write_kept
+from morphgen.models.engine.generation import (
+    checked_counts,
+    generation_checkpoint,
+    write_kept,
+    write_requests,
+)
 from morphgen.models.engine.selection import BestSamples
 from morphgen.models.families.ldm.diffusion import (
     FORMER_PROCESS,
@@ -47,7 +51,7 @@ from morphgen.models.families.ldm.diffusion import (
     sample_latents,
     sampling_covariates,
 )
-from morphgen.nifti import atomic_output, save_volume
+from morphgen.nifti import save_volume
 
 
 def load_latents(paths: list[Path], copies: str = "all") -> tuple[np.ndarray, list[str]]:
@@ -250,15 +254,7 @@ class LatentDiffusionFamily(AutoencoderFamily):
                     affine,
                     description="morphgen synthetic (latent diffusion, conditioned)",
                 )
-        table = asked.assign(
-            file=[f"{i}.nii.gz" for i in asked[REQUEST_ID]], score=[f"{s:.9g}" for s in scores]
-        )
-        for i, name in enumerate(sampler.scaler.names):
-            table[f"{name}_normalised"] = normalised[:, i]
-        table[OUTSIDE] = sampler.scaler.outside(asked)
-        with atomic_output(out_dir / REQUESTS_TSV) as tmp:
-            table.to_csv(tmp, sep="\t", index=False, float_format="%.7g")
-        return table
+        return write_requests(asked, normalised, sampler.scaler, scores, out_dir)
 
 
 @dataclass
