@@ -218,6 +218,7 @@ def test_the_heldout_elbo_of_a_uniform_model_is_log_vocabulary():
 
 def test_the_masked_prior_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """Dropout on, so the random state must come back with the checkpoint too."""
+    import morphgen.models.engine.loop as loop_module
     import morphgen.models.families.brainsynth.prior as prior_module
     from morphgen.models.engine.preemption import TrainingInterrupted
     from morphgen.tsv import read_tsv
@@ -244,7 +245,7 @@ def test_the_masked_prior_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path
         calls["n"] += 1
         return 15 if calls["n"] == 3 else None
 
-    monkeypatch.setattr(prior_module, "stop_requested", stop_at_the_third_step)
+    monkeypatch.setattr(loop_module, "stop_requested", stop_at_the_third_step)
     with pytest.raises(TrainingInterrupted):
         prior_module.train_masked_prior(train, val, 12, cfg, tmp_path / "resumed", seed=3, progress=False)
     resumed = prior_module.train_masked_prior(

@@ -54,7 +54,7 @@ def test_training_writes_its_files_and_the_loss_falls(tmp_path):
 
 @cpu_exact
 def test_a_stop_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
-    import morphgen.models.families.ldm.training as module
+    import morphgen.models.engine.loop as module  # the shared epoch loop asks for the stop signal
 
     x, c = _data(10, 2)  # 3 steps per epoch, the last one short
     vx, vc = _data(3, 3)

@@ -180,7 +180,7 @@ def test_load_prior_round_trip(trained, tmp_path):
     assert (model.codebook_size, model.seq_len, model.layers, model.d_model) == (CODEBOOK, 24, 2, 32)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, saved["state_dict"][name])
-        assert torch.equal(tensor, checkpoint["model"][name])
+        assert torch.equal(tensor, checkpoint["parts"]["model"][name])
     assert heldout_nll(model, val) == pytest.approx(saved["val_nll"], abs=1e-6)
     tokens = next(sample_tokens(model, 3, 3, progress=False))
     assert tokens.shape == (3, 24)

@@ -18,20 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from morphgen.errors import ConfigError
 from morphgen.models.engine.baselines import unigram_nll
 from morphgen.models.engine.checkpoint import save_atomic
 from morphgen.models.engine.data import torch_generator
-from morphgen.models.engine.preemption import stop_requested
-from morphgen.models.engine.resume import RunCheckpoint, random_state, set_random_state
+from morphgen.models.engine.loop import EpochLoop
+from morphgen.models.engine.resume import RunCheckpoint
 from morphgen.models.families.brainsynth.absorbing import (
     MaskedTokenTransformer,
     mask_tokens,
@@ -41,7 +39,7 @@ from morphgen.models.families.brainsynth.absorbing import (
 from morphgen.tsv import write_tsv
 from morphgen.weights import load_weights_only
 
-CHECKPOINT_FORMAT = "morphgen-masked-prior-checkpoint-1"
+CHECKPOINT_FORMAT = "morphgen-masked-prior-checkpoint-2"  # 2: the shared epoch loop's layout
 MODEL_FORMAT = "morphgen-masked-prior-1"
 LOSS_COLUMNS = ["epoch", "step", "train_loss", "val_loss"]
 DEFAULTS = {"steps": 256, "subcodes": 3, "d_model": 512, "layers": 12, "heads": 8, "dropout": 0.0}
@@ -196,59 +194,36 @@ def train_masked_prior(
     train = subcode_examples(torch.from_numpy(train_tokens).long(), net["subcodes"])
     val = subcode_examples(torch.from_numpy(val_tokens).long(), net["subcodes"])
 
-    run = RunCheckpoint(
-        out_dir, CHECKPOINT_FORMAT, _fingerprint(train_tokens, val_tokens, net, cfg, seed), "prior"
+    def update(index: torch.Tensor, step: int) -> torch.Tensor:
+        loss = example_loss(
+            model, *[part[index] for part in train], torch_generator(seed, "masked prior step", step)
+        )
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimiser.step()
+        return loss
+
+    loop = EpochLoop(
+        run=RunCheckpoint(
+            out_dir, CHECKPOINT_FORMAT, _fingerprint(train_tokens, val_tokens, net, cfg, seed), "prior"
+        ),
+        parts={"model": model, "optimiser": optimiser},
+        examples=len(train[0]),
+        batch_size=batch_size,
+        epochs=epochs,
+        order=lambda epoch: torch.randperm(
+            len(train[0]), generator=torch_generator(seed, "masked prior order", epoch)
+        ),
+        update=update,
+        validate=lambda: mean_loss(model, val, batch_size, seed),
+        loss_table=out_dir / "loss.tsv",
+        columns=LOSS_COLUMNS,
+        description="masked prior steps",
+        keep_random_state=True,
     )
-    epoch, step, history, position = 0, 0, [], None
-    state = run.load()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        epoch, step, position = int(state["epoch"]), int(state["step"]), state["position"]
-        history = [list(row) for row in state["history"]]
-        set_random_state(state["random"])
-
-    def current(position: dict | None) -> dict:
-        return {
-            "epoch": epoch,
-            "step": step,
-            "position": position,
-            "model": model.state_dict(),
-            "optimiser": optimiser.state_dict(),
-            "history": history,
-            "random": random_state(),
-        }
-
-    n = len(train[0])
-    steps_per_epoch = math.ceil(n / batch_size)
-    bar = tqdm(total=epochs * steps_per_epoch, initial=step, desc="masked prior steps", disable=not progress)
-    with bar:
-        while epoch < epochs:
-            model.train()
-            order = torch.randperm(n, generator=torch_generator(seed, "masked prior order", epoch))
-            first, total = (0, 0.0) if position is None else (int(position["next"]), float(position["total"]))
-            position = None
-            for start in range(first, n, batch_size):
-                index = order[start : start + batch_size]
-                batch = [part[index] for part in train]
-                loss = example_loss(model, *batch, torch_generator(seed, "masked prior step", step))
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimiser.step()
-                step += 1
-                total += float(loss.detach()) * len(index)
-                bar.update(1)
-                signum = stop_requested()
-                if signum is not None:
-                    run.stop(current({"next": start + batch_size, "total": total}), epoch, step, signum)
-            epoch += 1
-            val_loss = mean_loss(model, val, batch_size, seed)
-            history.append([epoch, step, total / n, val_loss])
-            bar.set_postfix(train=f"{total / n:.4f}", val=f"{val_loss:.4f}")
-            write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
-            run.save(current(None))
+    loop.fit(progress)
 
     strata = int(cfg.get("elbo_strata", 16))
     model_nll = heldout_elbo(model, torch.from_numpy(val_tokens).long(), strata, seed)
@@ -266,7 +241,7 @@ def train_masked_prior(
             "network": net,
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "seed": seed,
-            "info": {"epochs": epoch, "steps": step, "n_train": len(train_tokens), **(extra or {})},
+            "info": {"epochs": loop.epoch, "steps": loop.step, "n_train": len(train_tokens), **(extra or {})},
         },
         path,
     )

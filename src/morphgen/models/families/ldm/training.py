@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from morphgen.errors import ConfigError
 from morphgen.models.autoencoders.kl_autoencoder import scale_factor
 from morphgen.models.engine.checkpoint import save_atomic
 from morphgen.models.engine.data import torch_generator
-from morphgen.models.engine.preemption import stop_requested
+from morphgen.models.engine.loop import EpochLoop
 from morphgen.models.engine.resume import RunCheckpoint
 from morphgen.models.families.ldm.diffusion import (
     TRAIN_STEPS,
@@ -38,7 +37,7 @@ from morphgen.models.families.ldm.diffusion import (
 from morphgen.tsv import write_tsv
 from morphgen.weights import load_weights_only
 
-CHECKPOINT_FORMAT = "morphgen-ldm-checkpoint-1"
+CHECKPOINT_FORMAT = "morphgen-ldm-checkpoint-2"  # 2: the shared epoch loop's layout
 MODEL_FORMAT = "morphgen-ldm-1"
 LOSS_COLUMNS = ["epoch", "step", "train_mse", "val_mse"]
 
@@ -135,57 +134,33 @@ def train_diffusion(
 
     arrays = [train_latents, train_covariates, val_latents, val_covariates]
     fingerprint = _fingerprint(arrays, {**cfg, **process}, seed)  # the process: defaults may change
-    run = RunCheckpoint(out_dir, CHECKPOINT_FORMAT, fingerprint, "diffusion")
-    epoch, step, history, position = 0, 0, [], None
-    state = run.load()
-    if state is not None:
-        unet.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
-        epoch, step, position = int(state["epoch"]), int(state["step"]), state["position"]
-        history = [list(row) for row in state["history"]]
 
-    def current(position: dict | None) -> dict:
-        return {
-            "epoch": epoch,
-            "step": step,
-            "position": position,
-            "model": unet.state_dict(),
-            "optimiser": optimiser.state_dict(),
-            "history": history,
-        }
+    def update(index: torch.Tensor, step: int) -> torch.Tensor:
+        index = index.to(device)
+        cov = c[index]
+        if dropout > 0:
+            draw = torch.rand(len(index), generator=torch_generator(seed, "withheld", step))
+            cov = guidance_input(cov, draw >= dropout)
+        loss = diffusion_loss(unet, scheduler, x[index], cov, torch_generator(seed, "step", step))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return loss
 
-    steps_per_epoch = math.ceil(len(x) / batch_size)
-    bar = tqdm(
-        total=epochs * steps_per_epoch, initial=step, desc="diffusion training steps", disable=not progress
+    loop = EpochLoop(
+        run=RunCheckpoint(out_dir, CHECKPOINT_FORMAT, fingerprint, "diffusion"),
+        parts={"model": unet, "optimiser": optimiser},
+        examples=len(x),
+        batch_size=batch_size,
+        epochs=epochs,
+        order=lambda epoch: _order(len(x), seed, epoch),
+        update=update,
+        validate=lambda: validation_mse(unet, scheduler, val_x, val_c, seed, batch_size),
+        loss_table=out_dir / "loss.tsv",
+        columns=LOSS_COLUMNS,
+        description="diffusion training steps",
     )
-    with bar:
-        while epoch < epochs:
-            unet.train()
-            order = _order(len(x), seed, epoch)
-            first, total = (0, 0.0) if position is None else (int(position["next"]), float(position["total"]))
-            position = None
-            for start in range(first, len(x), batch_size):
-                index = order[start : start + batch_size].to(device)
-                cov = c[index]
-                if dropout > 0:
-                    draw = torch.rand(len(index), generator=torch_generator(seed, "withheld", step))
-                    cov = guidance_input(cov, draw >= dropout)
-                loss = diffusion_loss(unet, scheduler, x[index], cov, torch_generator(seed, "step", step))
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                step += 1
-                total += float(loss.detach()) * len(index)
-                bar.update(1)
-                signum = stop_requested()
-                if signum is not None:
-                    run.stop(current({"next": start + batch_size, "total": total}), epoch, step, signum)
-            epoch += 1
-            val = validation_mse(unet, scheduler, val_x, val_c, seed, batch_size)
-            history.append([epoch, step, total / len(x), val])
-            bar.set_postfix(train=f"{total / len(x):.4f}", val=f"{val:.4f}")
-            write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
-            run.save(current(None))
+    history = loop.fit(progress)
 
     # held out: the denoising error against that of estimating no noise at all (the noise's mean square)
     model_mse = history[-1][3]  # the last epoch's validation: the same noise, timesteps and weights
@@ -203,7 +178,7 @@ def train_diffusion(
             "condition_dropout": dropout,
             "latent_shape": list(train_latents.shape[1:]),
             "seed": seed,
-            "info": {"epochs": epoch, "steps": step, "n_train": len(x), **(extra or {})},
+            "info": {"epochs": loop.epoch, "steps": loop.step, "n_train": len(x), **(extra or {})},
         },
         path,
     )

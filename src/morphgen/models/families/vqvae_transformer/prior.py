@@ -8,7 +8,8 @@ Files written by :func:`train_prior` in ``out_dir``:
   each epoch), or from within an epoch when a stop signal (SIGTERM, SIGUSR1) ended the run. A rerun with the
   same data, configuration and seed resumes from it and ends with exactly the weights of an uninterrupted
   run; a checkpoint from other data or settings is ignored.
-- ``loss.tsv``: ``epoch``, ``train_loss`` (mean cross-entropy per token, dropout on), ``val_nll_per_token``.
+- ``loss.tsv``: ``epoch``, ``step``, ``train_loss`` (mean cross-entropy per token, dropout on),
+  ``val_nll_per_token``.
 - ``heldout.tsv``: one row: ``model_nll_per_token``, ``unigram_nll_per_token``, ``ratio`` (model / unigram),
   ``val_sequences``, ``val_tokens``. NLLs are in nats per token on the held-out sequences; the unigram
   baseline uses Laplace-smoothed code frequencies of the training tokens.
@@ -32,16 +33,16 @@ from tqdm.auto import tqdm
 from morphgen.errors import ConfigError
 from morphgen.models.engine.baselines import unigram_nll
 from morphgen.models.engine.checkpoint import save_atomic
+from morphgen.models.engine.loop import EpochLoop
 from morphgen.models.engine.precision import autocast_for
-from morphgen.models.engine.preemption import stop_requested
-from morphgen.models.engine.resume import RunCheckpoint, random_state, set_random_state
+from morphgen.models.engine.resume import RunCheckpoint
 from morphgen.models.families.vqvae_transformer.transformer import CausalTransformer
 from morphgen.tsv import write_tsv
 from morphgen.weights import load_weights_only
 
 MODEL_FORMAT = "morphgen-prior-v1"
-CHECKPOINT_FORMAT = "morphgen-prior-checkpoint-v1"
-LOSS_COLUMNS = ["epoch", "train_loss", "val_nll_per_token"]
+CHECKPOINT_FORMAT = "morphgen-prior-checkpoint-v2"  # v2: the shared epoch loop's layout
+LOSS_COLUMNS = ["epoch", "step", "train_loss", "val_nll_per_token"]
 
 # optional keys of config['model']['prior'] and their defaults
 DEFAULT_WEIGHT_DECAY = 0.01
@@ -254,75 +255,35 @@ def _train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(total_steps, warmup))
     grad_clip = float(cfg.get("grad_clip", DEFAULT_GRAD_CLIP))
 
-    run = RunCheckpoint(
-        out_dir, CHECKPOINT_FORMAT, _fingerprint(train, val, codebook_size, cfg, seed), "prior"
-    )
-    history: list[list] = []
-    start_epoch = 0
-    position = None  # where in start_epoch a stopped run got: next batch start, loss sum, token count
-    checkpoint = run.load()
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        start_epoch = int(checkpoint["epoch"])
-        position = checkpoint.get("position")
-        history = [list(row) for row in checkpoint["history"]]
-        set_random_state(checkpoint["rng"], device)
-
-    def state(epochs_done: int, position: dict | None = None) -> dict:
-        return {
-            "epoch": epochs_done,
-            "position": position,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": random_state(device),
-            "history": history,
-            "hparams": model.hparams(),
-        }
-
     codes = torch.as_tensor(train, dtype=torch.long)
-    epoch_bar = tqdm(
-        range(start_epoch, epochs),
-        desc="prior",
-        unit="epoch",
-        disable=not progress,
-        initial=start_epoch,
-        total=epochs,
-    )
-    for epoch in epoch_bar:
-        model.train()
-        order = _epoch_permutation(codes.shape[0], seed, epoch)
-        first, total, count = 0, 0.0, 0
-        if position is not None:
-            first, total, count = int(position["next"]), float(position["total"]), int(position["count"])
-            position = None
-        for i in tqdm(
-            range(first, codes.shape[0], batch_size),
-            desc=f"epoch {epoch + 1}",
-            leave=False,
-            disable=not progress,
-        ):
-            batch = codes[order[i : i + batch_size]].to(device)
-            loss = training_step(model, batch, optimizer, autocast, grad_clip)
-            scheduler.step()
-            total += float(loss.detach()) * batch.numel()
-            count += batch.numel()
-            signum = stop_requested()
-            if signum is not None:
-                where = {"next": i + batch_size, "total": total, "count": count}
-                run.stop(state(epoch, where), epoch, scheduler.last_epoch, signum)
-        val_nll = heldout_nll(model, val, batch_size)
-        history.append([epoch + 1, total / count, val_nll])
-        epoch_bar.set_postfix(train=f"{total / count:.3f}", val=f"{val_nll:.3f}")
 
-        write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
-        run.save(state(epoch + 1))
+    def update(index: torch.Tensor, step: int) -> torch.Tensor:
+        loss = training_step(model, codes[index].to(device), optimizer, autocast, grad_clip)
+        scheduler.step()
+        return loss
+
+    loop = EpochLoop(
+        run=RunCheckpoint(
+            out_dir, CHECKPOINT_FORMAT, _fingerprint(train, val, codebook_size, cfg, seed), "prior"
+        ),
+        parts={"model": model, "optimizer": optimizer, "scheduler": scheduler},
+        examples=codes.shape[0],
+        batch_size=batch_size,
+        epochs=epochs,
+        order=lambda epoch: _epoch_permutation(codes.shape[0], seed, epoch),
+        update=update,
+        validate=lambda: heldout_nll(model, val, batch_size),
+        loss_table=out_dir / "loss.tsv",
+        columns=LOSS_COLUMNS,
+        description="prior steps",
+        keep_random_state=True,
+        device=device,
+    )
+    loop.fit(progress)
 
     model_nll = heldout_nll(model, val, batch_size)
     baseline = unigram_nll(train, val, codebook_size)
-    write_tsv(pd.DataFrame(history, columns=LOSS_COLUMNS), out_dir / "loss.tsv")
+    loop.write_loss_table()  # also when no epoch was left to run
     nll = {
         "model_nll_per_token": model_nll,
         "unigram_nll_per_token": baseline,
