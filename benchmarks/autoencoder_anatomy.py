@@ -10,6 +10,9 @@ between subjects. It also prints the time of training.
 
     python benchmarks/autoencoder_anatomy.py --configfile config.yaml \
         --set model.autoencoder.architecture=normalised --set model.autoencoder.quantiser=fsq ...
+
+With ``--model`` (a ``model.pt``, or a run's ``checkpoints/last.pt``) nothing is trained: that autoencoder
+is read on the demo's subjects, for instance one pre-trained on a second cohort (``make demo-pretrain``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from memory_plan import merged_config  # noqa: E402
+from reconstruction_probe import load_model  # noqa: E402
 
 from morphgen.cohort import demo  # noqa: E402
 from morphgen.models.autoencoders.checkpoint import load_autoencoder  # noqa: E402
@@ -119,6 +123,9 @@ def main() -> None:
     parser.add_argument("--warp-mm", type=float, default=None, help="default: demo.warp_mm of the config")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/autoencoder_anatomy"))
     parser.add_argument(
+        "--model", type=Path, default=None, help="read this trained autoencoder instead of training one"
+    )
+    parser.add_argument(
         "--evaluate",
         choices=["test", "train"],
         default="test",
@@ -136,13 +143,16 @@ def main() -> None:
     family = build_family(config["model"])
     if not isinstance(family, AutoencoderFamily):
         raise SystemExit(f"model.family {config['model']['family']} has no autoencoder")
-    model_dir = args.out / "model"
     start = time.perf_counter()
-    family.fit_autoencoder(train, [], model_dir, progress=True)
+    if args.model is None:
+        model_dir = args.out / "model"
+        family.fit_autoencoder(train, [], model_dir, progress=True)
+        model, _, network = load_autoencoder(model_dir / "model.pt")
+        codec = codec_of(network, config["model"]["autoencoder"])
+    else:
+        model, codec, _ = load_model(args.model)
     seconds = time.perf_counter() - start
-    model, _, network = load_autoencoder(model_dir / "model.pt")
     model.eval()
-    codec = codec_of(network, config["model"]["autoencoder"])
     recon_dir = args.out / "reconstructions"
     recon_dir.mkdir(exist_ok=True)
     recon_paths, latents = [], []

@@ -246,7 +246,13 @@ def test_generation_stopped_between_batches_resumes_to_the_same_samples(run, tmp
 def test_a_masked_prior_learns_and_samples_the_same_tokens(run, tmp_path):
     """model.prior.kind: masked (seed 002's prior) over the VQ-VAE's tokens: its own model file and held-out
     ELBO, generation through the same files, and each kind refusing the other's model file."""
-    masked_cfg = {**MODEL_CFG["prior"], "kind": "masked", "steps": 6, "subcodes": 2}
+    masked_cfg = {
+        **MODEL_CFG["prior"],
+        "kind": "masked",
+        "steps": 6,
+        "subcodes": 2,
+        "constant_positions": "model",
+    }
     family = build_family({**MODEL_CFG, "prior": masked_cfg})
     root = run["root"]
     latents = [root / "latents" / f"{s}.npy" for s in run["subjects"]]
@@ -271,3 +277,49 @@ def test_a_masked_prior_learns_and_samples_the_same_tokens(run, tmp_path):
         )
     with pytest.raises(ConfigError, match="model.prior.kind"):
         build_family({**MODEL_CFG, "prior": {**masked_cfg, "kind": "bidirectional"}}).prior_kind()
+
+
+def test_positions_constant_in_every_training_sequence_are_put_back_not_learnt(run, tmp_path):
+    """model.prior.constant_positions: drop (the default). Tokens whose second half is one value in every
+    training copy: the prior learns the first half only, every sample holds that value there, and heldout.tsv
+    counts the held-out tokens that differ from it. Both kinds of prior."""
+    rng = np.random.default_rng(5)
+    shape = (4, 5, 4)
+    constant = rng.integers(0, 8, size=40)
+    latents = []
+    for i in range(6):
+        tokens = np.empty((2, 80), dtype=np.int16)
+        tokens[:, :40] = rng.integers(0, 8, size=(2, 40))
+        tokens[:, 40:] = constant
+        if i == 5:  # a held-out subject that differs at 4 of the 40 constant positions
+            tokens[0, 40:44] = (constant[:4] + 1) % 8
+        latents.append(tmp_path / f"sub-{i}.npy")
+        np.save(latents[-1], tokens.reshape(2, *shape))
+    for kind in ("autoregressive", "masked"):
+        family = build_family(
+            {**MODEL_CFG, "prior": {**MODEL_CFG["prior"], "kind": kind, "steps": 4, "subcodes": 2}}
+        )
+        family.fit_prior(latents[:4], latents[4:], tmp_path / kind, progress=False)
+        (heldout,) = read_tsv(tmp_path / kind / "heldout.tsv")
+        assert (int(heldout["positions"]), int(heldout["modelled_positions"])) == (80, 40)
+        assert float(heldout["constant_mismatch"]) == pytest.approx(4 / 80)  # 2 held-out sequences x 40
+        decoded = []
+        real = family.decode_codes
+
+        def recording(model, network, codes, real=real, decoded=decoded):
+            decoded.append(codes.reshape(len(codes), -1).cpu().numpy())
+            return real(model, network, codes)
+
+        family.decode_codes = recording
+        family.generate(
+            run["root"] / "ae/model.pt",
+            tmp_path / kind / "model.pt",
+            4,
+            2,
+            tmp_path / f"s-{kind}",
+            GRID.affine,
+            False,
+        )
+        codes = np.concatenate(decoded)
+        assert len(codes) >= 4 and (codes[:, 40:] == constant).all(), kind
+        assert len(np.unique(codes[:, :40], axis=0)) > 1  # the learnt half is drawn, not copied

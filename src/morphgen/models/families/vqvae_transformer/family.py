@@ -22,9 +22,11 @@ from morphgen.models.autoencoders.discriminator import discriminator_score
 from morphgen.models.autoencoders.family import AutoencoderFamily
 from morphgen.models.autoencoders.latents import load_token_sequences
 from morphgen.models.autoencoders.vqvae import codebook_size_of, decode_tokens
-from morphgen.models.base import register_family
+from morphgen.models.base import HELDOUT_TSV, register_family
 from morphgen.models.engine.generation import checked_counts, generation_checkpoint, write_kept
+from morphgen.models.engine.positions import ConstantPositions
 from morphgen.models.engine.selection import BestSamples
+from morphgen.tsv import read_tsv, write_tsv
 
 
 @register_family("vqvae_transformer")
@@ -112,23 +114,40 @@ class VQVAETransformerFamily(AutoencoderFamily):
                 f"validation latents have {val_tokens.shape[1]} tokens, "
                 f"training latents {train_tokens.shape[1]}"
             )
-        if self.prior_kind() == "masked":
+        masked = self.prior_kind() == "masked"
+        positions = self.constant_positions(
+            train_tokens, int(self.prior_cfg.get("subcodes", 3)) if masked else 1
+        )
+        extra = {"positions": positions.state()}
+        train_tokens, reduced_val = positions.reduce(train_tokens), positions.reduce(val_tokens)
+        out_dir = Path(out_dir)
+        if masked:
             from morphgen.models.families.brainsynth.prior import train_masked_prior
 
-            cfg = {k: v for k, v in self.prior_cfg.items() if k != "kind"}
+            cfg = {k: v for k, v in self.prior_cfg.items() if k not in ("kind", "constant_positions")}
             train_masked_prior(
-                train_tokens, val_tokens, codebook_size, cfg, Path(out_dir), self.seed, None, progress
+                train_tokens, reduced_val, codebook_size, cfg, out_dir, self.seed, extra, progress
             )
-            return
-        train_prior(
-            train_tokens,
-            val_tokens,
-            codebook_size,
-            self.prior_cfg,
-            Path(out_dir),
-            self.seed,
-            progress=progress,
-        )
+        else:
+            cfg = {k: v for k, v in self.prior_cfg.items() if k != "constant_positions"}
+            train_prior(
+                train_tokens, reduced_val, codebook_size, cfg, out_dir, self.seed, progress, extra=extra
+            )
+        heldout = read_tsv(out_dir / HELDOUT_TSV)
+        heldout["positions"] = positions.length
+        heldout["modelled_positions"] = positions.kept
+        heldout["constant_mismatch"] = positions.mismatch(val_tokens)
+        write_tsv(heldout, out_dir / HELDOUT_TSV)
+
+    def constant_positions(self, train_tokens: np.ndarray, multiple: int = 1) -> ConstantPositions:
+        """The positions the prior learns (``model.prior.constant_positions``): ``drop`` leaves out those
+        with one token in every training sequence; ``model`` learns every position, as the paper."""
+        mode = str(self.prior_cfg.get("constant_positions", "drop"))
+        if mode not in ("drop", "model"):
+            raise ConfigError(f"model.prior.constant_positions: {mode!r}; expected drop or model")
+        if mode == "model":
+            return ConstantPositions.none(train_tokens.shape[1])
+        return ConstantPositions.of(train_tokens, multiple)
 
     # ---- generation ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -175,6 +194,8 @@ class VQVAETransformerFamily(AutoencoderFamily):
 
         best = resume.restore(generator) or BestSamples(n_keep)
         temperature = float(sampling.get("temperature", 1.0))
+        positions = prior_positions(Path(prior_path), length)
+        ranges = self.token_ranges(network)
         if masked:
             batches = _masked_batches(
                 prior_path, n_generate - best.count, batch_size, temperature, generator, device, progress
@@ -189,10 +210,12 @@ class VQVAETransformerFamily(AutoencoderFamily):
                 progress=progress,
                 precision=str(sampling.get("precision", "fp32")),
                 generator=generator,
-                token_ranges=self.token_ranges(network),
+                token_ranges=None if ranges is None else ranges[positions.varying],
             )
         for tokens in batches:
             tokens = np.asarray(tokens)[: n_generate - best.count]
+            if tokens.ndim == 2 and tokens.shape[1] == positions.kept:
+                tokens = positions.expand(tokens)
             if tokens.ndim != 2 or tokens.shape[1] != length:
                 raise ConfigError(
                     f"the prior {prior_path} samples sequences of shape {tokens.shape[1:]}, but the "
@@ -213,6 +236,18 @@ class VQVAETransformerFamily(AutoencoderFamily):
 
         write_kept(best, decode, out_dir, affine, batch_size, self.sample_description)
         resume.finish()
+
+
+def prior_positions(prior_path: Path, length: int) -> ConstantPositions:
+    """The positions the prior of ``prior_path`` learnt, of ``length`` tokens (all of them for a prior file
+    that kept none)."""
+    from morphgen.weights import load_weights_only
+
+    info = load_weights_only(prior_path, "prior model file").get("info") or {}
+    try:
+        return ConstantPositions.from_state(info.get("positions"), length)
+    except ValueError as exc:
+        raise ConfigError(f"{prior_path}: {exc}: not trained together?") from None
 
 
 def _masked_batches(prior_path, n, batch_size, temperature, generator, device, progress):

@@ -2,8 +2,8 @@
 
 Files written by :func:`train_prior` in ``out_dir``:
 
-- ``model.pt``: ``{"format", "hparams", "state_dict", "codebook_size", "seed", "val_nll"}`` (plain types and
-  tensors only, so ``torch.load(path, weights_only=True)`` works); read it with :func:`load_prior`.
+- ``model.pt``: ``{"format", "hparams", "state_dict", "codebook_size", "seed", "val_nll", "info"}`` (plain
+  types and tensors only, so ``torch.load(path, weights_only=True)`` works); read it with :func:`load_prior`.
 - ``checkpoints/last.pt``: everything needed to resume after the last finished epoch (rewritten atomically
   each epoch), or from within an epoch when a stop signal (SIGTERM, SIGUSR1) ended the run. A rerun with the
   same data, configuration and seed resumes from it and ends with exactly the weights of an uninterrupted
@@ -181,6 +181,7 @@ def train_prior(
     progress: bool = True,
     *,
     device: str | torch.device | None = None,
+    extra: dict | None = None,
 ) -> None:
     """Train a :class:`CausalTransformer` on token sequences by next-token cross-entropy; write its files.
 
@@ -196,6 +197,7 @@ def train_prior(
         seed: seeds initialisation, shuffling and dropout; on CPU the run is deterministic.
         progress: show tqdm bars on stderr.
         device: where to train (default: CUDA when available, else CPU).
+        extra: kept in ``model.pt`` as ``info`` (the family's positions, for instance).
 
     The caller's global torch RNG state is left as it was.
     """
@@ -219,7 +221,7 @@ def train_prior(
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     rng_devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
-        _train(train, val, codebook_size, cfg, out_dir, seed, progress, device)
+        _train(train, val, codebook_size, cfg, out_dir, seed, progress, device, extra or {})
 
 
 def _train(
@@ -231,6 +233,7 @@ def _train(
     seed: int,
     progress: bool,
     device: torch.device,
+    extra: dict,
 ) -> None:
     epochs, batch_size = int(cfg["epochs"]), int(cfg["batch_size"])
     seq_len = train.shape[1]
@@ -300,6 +303,7 @@ def _train(
             "codebook_size": codebook_size,
             "seed": seed,
             "val_nll": model_nll,
+            "info": extra,
         },
         out_dir / "model.pt",
     )
