@@ -7,19 +7,23 @@ the rerun restores the sampler's generator, so it draws exactly the samples the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from morphgen.errors import ConfigError
 from morphgen.models.base import REQUESTS_TSV, SCORES_TSV, sample_filename
 from morphgen.models.engine.checkpoint import save_atomic
+from morphgen.models.engine.data import torch_generator
 from morphgen.models.engine.preemption import TrainingInterrupted, stop_requested
 from morphgen.models.engine.selection import BestSamples
 from morphgen.nifti import atomic_output, save_volume
@@ -144,6 +148,64 @@ def write_kept(
         table = pd.concat([table, columns.reset_index(drop=True)], axis=1)
     with atomic_output(out_dir / SCORES_TSV) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.7g")
+
+
+class ConditionedSampler(Protocol):
+    """What :func:`generate_on_drawn_covariates` needs of a conditioned family's loaded models."""
+
+    device: torch.device
+    training: torch.Tensor  # each training subject's normalised covariates
+    scaler: Any  # morphgen.models.covariates.CovariateScaler
+
+    def draw(self, covariates: torch.Tensor, generator: torch.Generator, progress: bool) -> torch.Tensor: ...
+
+    def score(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+def generate_on_drawn_covariates(
+    sampler: ConditionedSampler,
+    covariates: pd.DataFrame | None,
+    counts: tuple[int, int],
+    sampling_cfg: dict,
+    seed: int,
+    paths: tuple[Path, Path],
+    out_dir: Path,
+    affine: np.ndarray,
+    description: str,
+    progress: bool = True,
+) -> None:
+    """A conditioned family's ``generate``: each of ``counts[0]`` samples conditioned on the covariates of a
+    subject drawn from ``covariates`` (default: the prior's training subjects), the ``counts[1]`` best by
+    score kept and written with ``scores.tsv``, which also holds every sample's covariates. Resumable
+    (``checkpoints/generate.pt``), for the models at ``paths`` (autoencoder, prior) and those subjects only.
+    """
+    n_generate, n_keep = checked_counts(*counts)
+    pool = sampler.training
+    if covariates is not None:
+        if covariates.empty:
+            raise ConfigError("generate: the covariate table to draw conditions from is empty")
+        pool = torch.from_numpy(sampler.scaler.transform(covariates))
+    conditions = pool[torch.randint(len(pool), (n_generate,), generator=torch_generator(seed, "covariates"))]
+    batch_size = int(sampling_cfg.get("batch_size", 8))
+    # a saved state is only this run's if it drew from the same subjects' covariates
+    settings = {**sampling_cfg, "conditions": hashlib.sha256(pool.numpy().tobytes()).hexdigest()}
+    resume = generation_checkpoint(out_dir, settings, seed, sampler.device, (n_generate, n_keep), *paths)
+    generator = torch.Generator(device=sampler.device).manual_seed(seed)
+    best = resume.restore(generator) or BestSamples(n_keep)
+    with tqdm(total=n_generate, initial=best.count, desc="samples", disable=not progress) as bar:
+        while best.count < n_generate:
+            cov = conditions[best.count : best.count + batch_size]
+            latents = sampler.draw(cov, generator, progress)
+            for latent, score in zip(latents.cpu(), sampler.score(latents).tolist(), strict=True):
+                best.add(score, latent.clone())
+            bar.update(len(cov))
+            if best.count < n_generate:
+                resume.save_if_due(best, generator, of=n_generate)
+    columns = sampler.scaler.inverse(conditions.numpy())
+    write_kept(best, sampler.decode, out_dir, affine, batch_size, description, columns=columns)
+    resume.finish()
 
 
 def write_requests(

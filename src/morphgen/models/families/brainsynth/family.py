@@ -42,14 +42,7 @@ from morphgen.models.covariates import (
     covariate_columns,
     request_table,
 )
-from morphgen.models.engine.data import torch_generator
-from morphgen.models.engine.generation import (
-    checked_counts,
-    generation_checkpoint,
-    write_kept,
-    write_requests,
-)
-from morphgen.models.engine.selection import BestSamples
+from morphgen.models.engine.generation import generate_on_drawn_covariates, write_requests
 from morphgen.models.families.brainsynth.codec import ResidualVQCodec
 from morphgen.models.families.brainsynth.glm import StreamingGLM
 from morphgen.models.families.brainsynth.prior import load_masked_prior, sample_sequences, train_masked_prior
@@ -261,43 +254,18 @@ class BrainSynthFamily(AutoencoderFamily):
         sample takes the covariates of one of ``covariates``' subjects (default: the prior's training
         subjects) drawn at random, which ``scores.tsv`` also holds; resumable (``checkpoints/generate.pt``).
         """
-        n_generate, n_keep = checked_counts(n_generate, n_keep)
-        sampler = self._sampler(model_path, prior_path)
-        seed = int(self.sampling_cfg.get("seed", self.seed))
-        pool = sampler.training
-        if covariates is not None:
-            if covariates.empty:
-                raise ConfigError("generate: the covariate table to draw conditions from is empty")
-            pool = torch.from_numpy(sampler.scaler.transform(covariates))
-        conditions = pool[
-            torch.randint(len(pool), (n_generate,), generator=torch_generator(seed, "covariates"))
-        ]
-        batch_size = int(self.sampling_cfg.get("batch_size", 8))
-        settings = {**self.sampling_cfg, "conditions": hashlib.sha256(pool.numpy().tobytes()).hexdigest()}
-        resume = generation_checkpoint(
-            out_dir, settings, seed, sampler.device, (n_generate, n_keep), model_path, prior_path
-        )
-        generator = torch.Generator(device=sampler.device).manual_seed(seed)
-        best = resume.restore(generator) or BestSamples(n_keep)
-        with tqdm(total=n_generate, initial=best.count, desc="samples", disable=not progress) as bar:
-            while best.count < n_generate:
-                cov = conditions[best.count : best.count + batch_size]
-                q = sampler.latents(sampler.rcodes(len(cov), generator), cov)
-                for latent, score in zip(q.cpu(), sampler.score(q).tolist(), strict=True):
-                    best.add(score, latent.clone())
-                bar.update(len(cov))
-                if best.count < n_generate:
-                    resume.save_if_due(best, generator, of=n_generate)
-        write_kept(
-            best,
-            sampler.decode,
+        generate_on_drawn_covariates(
+            self._sampler(model_path, prior_path),
+            covariates,
+            (n_generate, n_keep),
+            self.sampling_cfg,
+            int(self.sampling_cfg.get("seed", self.seed)),
+            (model_path, prior_path),
             out_dir,
             affine,
-            batch_size,
             "morphgen synthetic (BrainSynth)",
-            columns=sampler.scaler.inverse(conditions.numpy()),
+            progress,
         )
-        resume.finish()
 
     @torch.no_grad()
     def generate_conditioned(
@@ -364,6 +332,10 @@ class _Sampler:
         residual = self.autoencoder.quantizer.lookup(tokens_to_codes(rcodes.to(self.device), self.code_shape))
         metadata = self.glm.metadata_part(covariates.cpu(), self.latent_shape).to(self.device)
         return residual + metadata
+
+    def draw(self, covariates: torch.Tensor, generator: torch.Generator, progress: bool) -> torch.Tensor:
+        """Latents of sampled R-codes for these covariates."""
+        return self.latents(self.rcodes(len(covariates), generator), covariates)
 
     def decode(self, q: torch.Tensor) -> torch.Tensor:
         return self.autoencoder.decoder(q.to(self.device)).clamp(0.0, 1.0)

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,14 +36,7 @@ from morphgen.models.covariates import (
     covariate_columns,
     request_table,
 )
-from morphgen.models.engine.data import torch_generator
-from morphgen.models.engine.generation import (
-    checked_counts,
-    generation_checkpoint,
-    write_kept,
-    write_requests,
-)
-from morphgen.models.engine.selection import BestSamples
+from morphgen.models.engine.generation import generate_on_drawn_covariates, write_requests
 from morphgen.models.families.ldm.diffusion import (
     FORMER_PROCESS,
     make_scheduler,
@@ -170,43 +162,18 @@ class LatentDiffusionFamily(AutoencoderFamily):
         training subjects) drawn at random; ``scores.tsv`` also holds them. Resumable like the VQ-VAE family's
         generation (``checkpoints/generate.pt``); the kept samples' latents are decoded again at the end.
         """
-        n_generate, n_keep = checked_counts(n_generate, n_keep)
-        sampler = self._sampler(model_path, prior_path)
-        seed = int(self.sampling_cfg.get("seed", self.seed))
-        pool = sampler.training
-        if covariates is not None:
-            if covariates.empty:
-                raise ConfigError("generate: the covariate table to draw conditions from is empty")
-            pool = torch.from_numpy(sampler.scaler.transform(covariates))
-        draw = torch.randint(len(pool), (n_generate,), generator=torch_generator(seed, "covariates"))
-        conditions = pool[draw]
-        batch_size = int(self.sampling_cfg.get("batch_size", 8))
-        counts = (n_generate, n_keep)
-        # a saved state is only this run's if it drew from the same subjects' covariates
-        settings = {**self.sampling_cfg, "conditions": hashlib.sha256(pool.numpy().tobytes()).hexdigest()}
-        resume = generation_checkpoint(
-            out_dir, settings, seed, sampler.device, counts, model_path, prior_path
-        )
-        generator = torch.Generator(device=sampler.device).manual_seed(seed)
-        best = resume.restore(generator) or BestSamples(n_keep)
-        while best.count < n_generate:
-            cov = conditions[best.count : best.count + batch_size]
-            z = sampler.sample(cov, generator, progress)
-            for latent, score in zip(z.cpu(), sampler.score(z).tolist(), strict=True):
-                best.add(score, latent.clone())
-            if best.count < n_generate:
-                resume.save_if_due(best, generator, of=n_generate)
-
-        write_kept(
-            best,
-            sampler.decode,
+        generate_on_drawn_covariates(
+            self._sampler(model_path, prior_path),
+            covariates,
+            (n_generate, n_keep),
+            self.sampling_cfg,
+            int(self.sampling_cfg.get("seed", self.seed)),
+            (model_path, prior_path),
             out_dir,
             affine,
-            batch_size,
             "morphgen synthetic (latent diffusion)",
-            columns=sampler.scaler.inverse(conditions.numpy()),
+            progress,
         )
-        resume.finish()
 
     @torch.no_grad()
     def generate_conditioned(
@@ -244,7 +211,7 @@ class LatentDiffusionFamily(AutoencoderFamily):
             noise = torch.randn(shape, generator=generator, device=sampler.device)
             on_grid = torch.from_numpy(rows[VARY].ne("").to_numpy()).to(sampler.device)
             noise[on_grid] = shared
-            z = sampler.sample(cov, generator, progress, noise)
+            z = sampler.draw(cov, generator, progress, noise)
             volumes = sampler.decode(z)
             scores += discriminator_score(sampler.disc, volumes).tolist()
             for sample_id, volume in zip(rows[REQUEST_ID], volumes.cpu().numpy(), strict=True):
@@ -273,7 +240,7 @@ class _Sampler:
     guided: bool = False  # trained with withheld covariates: takes guidance_input's covariates
     guidance_scale: float = 1.0
 
-    def sample(
+    def draw(
         self, cov: torch.Tensor, generator: torch.Generator, progress: bool, noise: torch.Tensor | None = None
     ) -> torch.Tensor:
         cov, unconditioned = sampling_covariates(cov.to(self.device), self.guided)
