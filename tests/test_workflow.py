@@ -198,6 +198,32 @@ def test_forcerun_redoes_only_the_stage_and_its_dependents(e2e_run):
 
 
 @pytest.mark.slow
+def test_an_evaluation_setting_reruns_only_the_rules_that_read_it(e2e_run, tmp_path):
+    """A rule's params hold the evaluation keys it reads: more MS-SSIM pairs redo Table 1, a VBM threshold the
+    VBM tables; neither registers or segments an image again."""
+    work, R = e2e_run
+    evaluation = yaml.safe_load((REPO / "config.yaml").read_text())["evaluation"]
+    overlay = tmp_path / "evaluation.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "evaluation": {
+                    "msssim_pairs": evaluation["msssim_pairs"] + 1,
+                    "vbm": {"p_threshold": evaluation["vbm"]["p_threshold"] / 2},
+                }
+            }
+        )
+    )
+    args = _config_args(R)
+    args[args.index("--config") : args.index("--config")] = [str(overlay)]  # the last configfile
+    proc = _snakemake(work, *args, "-n", "--quiet", "rules", "all")
+    out = proc.stdout + proc.stderr
+    planned = {line.split()[0] for line in out.splitlines() if line.strip() and line.split()[-1].isdigit()}
+    assert {"table1_fidelity", "vbm"} <= planned, out
+    assert not {r for r in planned if r.startswith(("normalise_", "segment_", "train_", "generate"))}, out
+
+
+@pytest.mark.slow
 def test_paper_redoes_tables_and_figures_from_the_intermediate_outputs(e2e_run):
     """`make paper`'s forced rules: only table and figure rules are planned, nothing upstream of them."""
     import re

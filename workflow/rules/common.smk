@@ -146,6 +146,22 @@ def benchmark_for(rule_name, *wildcards):
     return f"{R}/benchmarks/{rule_name}/{tag}.tsv"
 
 
+def evaluation_settings(*keys):
+    """The keys of config['evaluation'] a job's script reads, as its params, so that it is redone when one
+    of them changes and not for any other evaluation setting; "vbm.registration" is one key of a section."""
+    picked = {}
+    for key in keys:
+        section, _, sub = key.partition(".")
+        if section not in config["evaluation"]:
+            continue
+        value = config["evaluation"][section]
+        if not sub:
+            picked[section] = value
+        elif isinstance(value, dict) and sub in value:
+            picked.setdefault(section, {})[sub] = value[sub]
+    return picked
+
+
 def subject_sheet():
     """The file that lists the subjects: participants.tsv of the demo or of the BIDS folder, or the sheet."""
     return sheet_of(config["input"], R)

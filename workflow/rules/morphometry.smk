@@ -17,7 +17,7 @@ rule normalise_real:
         regions=f"{R}/volumes/regions/real/batch-{{batch}}.tsv",
     params:
         space=config["space"],
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("regions", "vbm.registration"),
         segmentation=config["segmentation"],
     log:
         log_for("normalise_real", "batch"),
@@ -63,7 +63,7 @@ rule normalise_synthetic:
         regions=f"{R}/volumes/regions/synthetic/{{subpop}}/batch-{{batch}}.tsv",
     params:
         space=config["space"],
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("regions", "vbm.registration"),
         segmentation=config["segmentation"],
     log:
         log_for("normalise_synthetic", "subpop", "batch"),
@@ -90,7 +90,7 @@ rule normalise_reconstructions:
         regions=f"{R}/volumes/regions/reconstructions/batch-{{batch}}.tsv",
     params:
         space=config["space"],
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("regions", "vbm.registration"),
         segmentation=config["segmentation"],
         subjects=lambda wc: subject_batches("test")[wc.batch],
     log:
@@ -152,7 +152,7 @@ rule region_effects:
     params:
         subpopulations=config["subpopulations"],
         alpha=config["evaluation"]["alpha"],
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("validity"),
     log:
         log_for("region_effects"),
     benchmark:
@@ -191,7 +191,7 @@ rule vbm:
         subpopulations=config["subpopulations"],
         space=config["space"],
         vbm=config["evaluation"].get("vbm", {}),
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("validity"),
     log:
         log_for("vbm"),
     benchmark:

@@ -10,7 +10,7 @@ rule table1_fidelity:
     output:
         table=f"{R}/tables/table1_fidelity.tsv",
     params:
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("mmd_batch_size", "msssim_pairs", "msssim_kernel", "fid", "four_g_r_ssim"),
         subpops=SUBPOPS,
     log:
         log_for("table1_fidelity"),
@@ -68,7 +68,7 @@ rule table2_volumes:
             subcategory="Tissue volumes",
         ),
     params:
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("alpha", "validity"),
         subpops=SUBPOPS,
         subpopulations=config["subpopulations"],
     log:
@@ -99,7 +99,7 @@ rule volumetry_truth:
             subcategory="Demo truth",
         ),
     params:
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("validity"),
     log:
         log_for("volumetry_truth"),
     benchmark:
@@ -127,7 +127,7 @@ rule reconstruction_volumes:
             subcategory="Autoencoder",
         ),
     params:
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("validity"),
     log:
         log_for("reconstruction_volumes"),
     benchmark:
@@ -172,7 +172,7 @@ rule reconstruction_fidelity:
     output:
         table=f"{R}/tables/reconstruction_fidelity.tsv",
     params:
-        evaluation=config["evaluation"],
+        evaluation=evaluation_settings("mmd_batch_size"),
         seed=config["split"]["seed"],
     log:
         log_for("reconstruction_fidelity"),
