@@ -65,6 +65,26 @@ def run_snakemake(workdir: Path, *args: str, check=True) -> subprocess.Completed
     return proc
 
 
+# what a conditioned family's run takes from the end-to-end run: the cohort preprocessed and segmented
+SHARED_UPSTREAM = (
+    "demo_cohort",
+    "qc",
+    "split",
+    "subpopulations",
+    "preprocessed",
+    "segmentation/real",
+    "volumes/real",
+)
+
+
+def copy_upstream(first: Path, results: Path) -> None:
+    """The end-to-end run's cohort, preprocessed and segmented, into ``results``, with their times, so that
+    Snakemake sees them as up to date and a family's run starts at its autoencoder."""
+    for part in SHARED_UPSTREAM:
+        shutil.copytree(first / part, results / part)
+    shutil.copy2(first / "volumes/real.tsv", results / "volumes/real.tsv")
+
+
 def e2e_config_args(results: Path) -> list[str]:
     """Options for the project config plus the small end-to-end overlay (tests/data/config_e2e.yaml)."""
     return [

@@ -3,12 +3,10 @@ a training subject's age and sex, a grid row shares one R-code, and the age effe
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, e2e_config_args, run_snakemake
+from conftest import REPO, copy_upstream, e2e_config_args, run_snakemake
 
 from morphgen.tsv import read_tsv
 
@@ -16,7 +14,6 @@ pytestmark = pytest.mark.slow
 
 SUBPOP = "age-young"
 PRIOR = "cohort"
-UPSTREAM = ("demo_cohort", "qc", "split", "subpopulations", "preprocessed", "segmentation/real")
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +21,7 @@ def brainsynth_run(e2e_run, tmp_path_factory):
     _, first = e2e_run
     work = tmp_path_factory.mktemp("brainsynth")
     results = work / "results"
-    for part in UPSTREAM:  # with their times, so Snakemake sees them as up to date
-        shutil.copytree(first / part, results / part)
-    shutil.copytree(first / "volumes/real", results / "volumes/real")
-    shutil.copy2(first / "volumes/real.tsv", results / "volumes/real.tsv")
+    copy_upstream(first, results)
     args = e2e_config_args(results)
     at = args.index("--config")
     args[at:at] = [

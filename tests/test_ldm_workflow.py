@@ -11,14 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, e2e_config_args, run_snakemake
+from conftest import REPO, copy_upstream, e2e_config_args, run_snakemake
 
 pytestmark = pytest.mark.slow
 
 SUBPOP = "age-old"
 SUBPOPS = ("age-young", "age-old", "diagnosis-cn", "diagnosis-ad")
 PRIOR = "cohort"  # one conditioned prior for the cohort; a sub-population is sampled through its covariates
-UPSTREAM = ("demo_cohort", "qc", "split", "subpopulations", "preprocessed", "segmentation/real")
 REQUESTS = ["middle-aged", "large-ventricles", "ventricles-01", "ventricles-02", "ventricles-03"]
 
 
@@ -27,10 +26,7 @@ def ldm_run(e2e_run, tmp_path_factory):
     _, first = e2e_run
     work = tmp_path_factory.mktemp("ldm")
     results = work / "results"
-    for part in UPSTREAM:  # with their times, so Snakemake sees them as up to date
-        shutil.copytree(first / part, results / part)
-    shutil.copytree(first / "volumes/real", results / "volumes/real")
-    shutil.copy2(first / "volumes/real.tsv", results / "volumes/real.tsv")
+    copy_upstream(first, results)
     shutil.copy(REPO / "config.yaml", work / "config.yaml")
     table = work / "requests.yaml"
     table.write_text(
