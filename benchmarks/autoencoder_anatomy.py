@@ -79,9 +79,10 @@ def simulate(config: dict, n: int, out: Path, warp_mm: float | None = None) -> l
     return paths
 
 
-def volumes(segmenter, paths: list[Path], references: dict | None = None) -> pd.DataFrame:
-    """Volumes of each image; with ``references`` (id -> tissue intensities), each image is unmixed with its
-    own subject's up to an affine map, as the pipeline reads a reconstruction (else with its own fit)."""
+def volumes(segmenter, paths: list[Path], references: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Volumes of each image, and each image's fitted tissue intensities (id -> intensities); with
+    ``references`` (the same, of the real images), each image is unmixed with its own subject's up to an
+    affine map, as the pipeline reads a reconstruction (else with its own fit)."""
     rows, fits = [], {}
     for path in paths:
         subject = path.name.split(".")[0]
@@ -89,9 +90,7 @@ def volumes(segmenter, paths: list[Path], references: dict | None = None) -> pd.
         seg = used.segment(nib.load(str(path)))
         rows.append({"id": subject, **{t: seg.volumes_ml[t] for t in TISSUES}})
         fits[subject] = seg.intensities
-    table = pd.DataFrame(rows).set_index("id")
-    table.attrs["intensities"] = fits
-    return table
+    return pd.DataFrame(rows).set_index("id"), fits
 
 
 def agreement(real: pd.DataFrame, recon: pd.DataFrame) -> pd.DataFrame:
@@ -176,9 +175,9 @@ def main() -> None:
         else float(np.median(latents.reshape(len(latents), -1).std(0)))
     )
     segmenter = make_segmenter(config["segmentation"])
-    real = volumes(segmenter, shown)
-    references = real.attrs["intensities"] if all(real.attrs["intensities"].values()) else None
-    table = agreement(real, volumes(segmenter, recon_paths, references))
+    real, fits = volumes(segmenter, shown)
+    references = fits if all(fits.values()) else None
+    table = agreement(real, volumes(segmenter, recon_paths, references)[0])
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     summary = {
         "train_seconds": round(seconds, 1),

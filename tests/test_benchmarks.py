@@ -88,6 +88,15 @@ def test_autoencoder_anatomy_trains_reconstructs_and_compares_volumes(tmp_path, 
     assert len(list((tmp_path / "reconstructions").glob("*.nii.gz"))) == 2
     assert "latent_positions_varying" in capsys.readouterr().out
 
+    # --model: the trained autoencoder read again on the same subjects, nothing trained, the same table
+    argv[argv.index("--out") + 1] = str(tmp_path / "read")
+    monkeypatch.setattr(sys, "argv", [*argv, "--model", str(tmp_path / "model/model.pt")])
+    autoencoder_anatomy.main()
+    again = pd.read_csv(tmp_path / "read/agreement.tsv", sep="\t")
+    assert not (tmp_path / "read/model").exists()
+    columns = ["tissue", "r", "slope", "bias_percent", "real_sd", "reconstructed_sd"]
+    pd.testing.assert_frame_equal(again[columns], table[columns])
+
 
 def test_demo_diversity_measures_msssim_and_the_designed_effects(monkeypatch, capsys):
     """benchmarks/demo_diversity.py on four subjects: MS-SSIM falls when subjects get their own shapes."""
