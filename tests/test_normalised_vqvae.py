@@ -149,3 +149,24 @@ def test_fsq_token_is_the_mixed_radix_number_of_the_channel_levels():
     z = torch.atanh(codes.clamp(-0.99, 0.99)) * 3  # far enough out to round to the end levels
     assert fsq.digits(z)[0, :, 0, 0].tolist() == [0, 3]
     assert int(fsq.indices(z)[0, 0, 0]) == 0 + 3 * 3
+
+
+
+def test_a_decoder_without_group_norm_is_built_saved_and_rebuilt_without_it(tmp_path):
+    """decoder_norm: none takes GroupNorm out of the decoder only (the encoder keeps it), and model.pt
+    rebuilds the same network; the default writes the network as before the key existed."""
+    assert "decoder_norm" not in network_config(FSQ_CFG, GRID.shape)  # files written before still fine-tune
+    with pytest.raises(ConfigError, match="decoder_norm"):
+        network_config({**FSQ_CFG, "decoder_norm": "batch"}, GRID.shape)
+    rng = np.random.default_rng(0)
+    paths = [save_volume(tmp_path / f"{i}.nii.gz", phantom(rng, GRID.shape), GRID.affine) for i in range(2)]
+    cfg = {**FSQ_CFG, "decoder_norm": "none"}
+    path = AutoencoderTrainer(paths, [], cfg, tmp_path / "ae", seed=0).fit(progress=False)
+    model, _, network = load_autoencoder(path)
+    assert network["decoder_norm"] == "none"
+
+    def group_norms(module):
+        return sum(isinstance(m, torch.nn.GroupNorm) for m in module.modules())
+
+    assert group_norms(model.decoder) == 0 and group_norms(model.encoder) > 0
+    assert group_norms(NormalisedVQVAE(network_config(FSQ_CFG, GRID.shape)).decoder) > 0
