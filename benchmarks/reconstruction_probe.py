@@ -7,7 +7,10 @@ Without segmenting anything, it compares each reconstruction with its image insi
   no better than the mean image);
 - deviation r: the correlation of the reconstruction's difference from the mean reconstruction with the
   image's difference from the mean image, and deviation size, the ratio of their norms (1 and 1: every
-  subject's own anatomy is reproduced).
+  subject's own anatomy is reproduced);
+- the slope of each reconstruction's mean intensity in the brain on its image's (1: a subject's global
+  intensity, set by its scanner's contrast and its tissue volumes, comes back; 0: every reconstruction has
+  the same).
 
     python benchmarks/reconstruction_probe.py \
         results/demo-pretrain/models/autoencoder_pretrained/checkpoints/last.pt --images results/preprocessed
@@ -46,8 +49,10 @@ def probe(model, codec, images: np.ndarray) -> dict:
     recon_dev = (recon - recon.mean(0))[:, brain]
     r = [float(np.corrcoef(a, b)[0, 1]) for a, b in zip(real_dev, recon_dev, strict=True)]
     size = [float(np.linalg.norm(b) / np.linalg.norm(a)) for a, b in zip(real_dev, recon_dev, strict=True)]
+    image_means, recon_means = images[:, brain].mean(1), recon[:, brain].mean(1)
     return {
         "n": len(images),
+        "mean_intensity_slope": float(np.polyfit(image_means, recon_means, 1)[0]),
         "l1_reconstruction": float(np.abs(recon - images)[:, brain].mean()),
         "l1_mean_image": float(np.abs(images - mean)[:, brain].mean()),
         "deviation_r_median": float(np.median(r)),
