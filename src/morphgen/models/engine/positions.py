@@ -3,8 +3,8 @@ out of what a prior learns and put back where it samples.
 
 A prior fitted to such sequences gives those positions their one value with probability near 1 anyway, so
 leaving them out changes what it can generate only where held-out subjects differ there, which
-``heldout.tsv`` reports (``constant_mismatch``). It shortens every sequence: on the demo's grid about two
-thirds of a 12 x 16 x 12 token grid never see the brain, and attention costs the square of the length.
+``heldout.tsv`` reports (``constant_mismatch``). It shortens every sequence: on the demo's grid about half of
+a 12 x 16 x 12 token grid holds one token in every subject, and attention costs the square of the length.
 """
 
 from __future__ import annotations
