@@ -153,3 +153,19 @@ def test_kl_training_stopped_mid_epoch_resumes_to_the_same_weights(images, tmp_p
     assert {"kl", "val_kl", "discriminator"} <= set(rows.columns) and "codes_used" not in rows.columns
     assert (rows["kl"] > 0).all() and len(rows) == 2
     assert (tmp_path / "resumed/loss.tsv").read_text().count("\n") == 3
+
+
+def test_decoder_norm_none_takes_group_norm_out_of_the_decoder_only():
+    assert "decoder_norm" not in network_config(TINY, (16, 16, 16))  # as networks described before the key
+    with pytest.raises(ConfigError, match="model.autoencoder.decoder_norm"):
+        network_config({**TINY, "decoder_norm": "layer"}, (16, 16, 16))
+
+    def group_norms(module):
+        return sum(isinstance(m, torch.nn.GroupNorm) for m in module.modules())
+
+    plain = build_autoencoder_kl(network_config({**TINY, "decoder_norm": "none"}, (16, 16, 16)))
+    grouped = build_autoencoder_kl(network_config(TINY, (16, 16, 16)))
+    assert group_norms(plain.decoder) == 0 and group_norms(plain.encoder) == group_norms(grouped.encoder) > 0
+    assert group_norms(grouped.decoder) > 0
+    reconstruction, _, _ = plain(torch.rand(1, 1, 16, 16, 16))
+    assert reconstruction.shape == (1, 1, 16, 16, 16)

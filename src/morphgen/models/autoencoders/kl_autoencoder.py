@@ -13,6 +13,7 @@ import torch
 from monai.networks.nets import AutoencoderKL
 
 from morphgen.errors import ConfigError
+from morphgen.models.autoencoders.decoder_norm import apply_decoder_norm, with_decoder_norm
 
 
 def network_config(ae_cfg: dict, image_shape: tuple[int, ...] | list[int]) -> dict:
@@ -31,7 +32,7 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...] | list[int]) -> di
             "(each level after the first halves it)"
         )
     latent_channels = int(ae_cfg.get("latent_channels", 3))
-    return {
+    net = {
         "spatial_dims": 3,
         "in_channels": 1,
         "out_channels": 1,
@@ -44,6 +45,7 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...] | list[int]) -> di
         "with_decoder_nonlocal_attn": bool(ae_cfg.get("nonlocal_attention", False)),
         "latent_shape": [latent_channels, *(s // factor for s in shape)],
     }
+    return with_decoder_norm(net, ae_cfg)
 
 
 # the keys of a network config that are AutoencoderKL's arguments (the rest describe the grid, the
@@ -64,7 +66,9 @@ CONSTRUCTOR_KEYS = (
 
 def build_autoencoder_kl(net: dict) -> AutoencoderKL:
     """MONAI AutoencoderKL from a network config of :func:`network_config` (extra keys are ignored)."""
-    return AutoencoderKL(**{k: net[k] for k in CONSTRUCTOR_KEYS})
+    model = AutoencoderKL(**{k: net[k] for k in CONSTRUCTOR_KEYS})
+    apply_decoder_norm(model.decoder, net)
+    return model
 
 
 def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:

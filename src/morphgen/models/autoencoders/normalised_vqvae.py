@@ -13,6 +13,7 @@ import torch
 from monai.networks.layers.vector_quantizer import EMAQuantizer, VectorQuantizer
 from monai.networks.nets.autoencoderkl import Decoder, Encoder
 
+from morphgen.models.autoencoders.decoder_norm import apply_decoder_norm
 from morphgen.models.autoencoders.fsq import FSQ
 
 
@@ -37,17 +38,6 @@ def kl_encoder_decoder(net: dict, latent_channels: int) -> tuple[Encoder, Decode
     )
 
 
-def without_group_norm(module: torch.nn.Module) -> None:
-    """Every GroupNorm of ``module`` replaced by the identity. GroupNorm sets each group's mean and variance
-    over the whole image, for every image alike; in the decoder that pulls every reconstruction towards the
-    same intensity statistics, whatever its code says (BENCHMARKS.md)."""
-    for name, child in module.named_children():
-        if isinstance(child, torch.nn.GroupNorm):
-            setattr(module, name, torch.nn.Identity())
-        else:
-            without_group_norm(child)
-
-
 class NormalisedVQVAE(torch.nn.Module):
     """Encoder -> quantiser -> decoder. ``quantiser``: ``fsq`` (levels ``fsq_levels``) or ``ema`` (a codebook
     of ``codebook_size`` x ``embedding_dim``). ``channels``: one entry per level; each level after the
@@ -57,8 +47,7 @@ class NormalisedVQVAE(torch.nn.Module):
         super().__init__()
         dim = int(net["embedding_dim"])  # network_config sets it to len(fsq_levels) for FSQ
         self.encoder, self.decoder = kl_encoder_decoder(net, dim)
-        if net.get("decoder_norm", "group") == "none":
-            without_group_norm(self.decoder)
+        apply_decoder_norm(self.decoder, net)
         if net["quantiser"] == "fsq":
             self.fsq = FSQ(net["fsq_levels"])
             self.quantizer = None

@@ -16,6 +16,7 @@ from monai.networks.nets.vqvae import VQVAEResidualUnit
 from torch.utils.checkpoint import checkpoint
 
 from morphgen.errors import ConfigError
+from morphgen.models.autoencoders.decoder_norm import with_decoder_norm
 from morphgen.models.autoencoders.discriminator import discriminator_config
 from morphgen.models.autoencoders.fsq import check_levels
 from morphgen.models.autoencoders.normalised_vqvae import NormalisedVQVAE
@@ -40,8 +41,6 @@ UPSAMPLE = (2, 4, 1, 1, 0)
 ACTIVATIONS = {"relu": ("relu", {}), "leakyrelu": ("leakyrelu", {"negative_slope": 0.1})}
 # architecture: vqvae (MONAI VQVAE, the paper's) | normalised (GroupNorm + SiLU blocks of AutoencoderKL)
 ARCHITECTURES = ("vqvae", "normalised")
-# group: GroupNorm in the decoder, as AutoencoderKL | none: no normalisation, each image keeps its statistics
-DECODER_NORMS = ("group", "none")
 QUANTISERS = ("ema", "fsq")  # MONAI's EMA codebook (the paper's) | finite scalar quantisation
 
 
@@ -81,10 +80,7 @@ def network_config(ae_cfg: dict, image_shape: tuple[int, ...]) -> dict:
         )
     if cfg["architecture"] == "normalised":
         cfg["norm_num_groups"] = int(ae_cfg.get("norm_num_groups", 8))
-        decoder_norm = str(ae_cfg.get("decoder_norm", "group"))
-        if decoder_norm != "group":  # networks written before the key keep their description
-            cfg["decoder_norm"] = decoder_norm
-            _check_choice(cfg, "decoder_norm", DECODER_NORMS)
+        cfg = with_decoder_norm(cfg, ae_cfg)
         bad = [c for c in cfg["channels"] if c % cfg["norm_num_groups"]]
         if bad:
             raise ConfigError(
