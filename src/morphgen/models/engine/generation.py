@@ -169,7 +169,7 @@ def generate_on_drawn_covariates(
     covariates: pd.DataFrame | None,
     counts: tuple[int, int],
     sampling_cfg: dict,
-    seed: int,
+    family_seed: int,
     paths: tuple[Path, Path],
     out_dir: Path,
     affine: np.ndarray,
@@ -182,6 +182,7 @@ def generate_on_drawn_covariates(
     (``checkpoints/generate.pt``), for the models at ``paths`` (autoencoder, prior) and those subjects only.
     """
     n_generate, n_keep = checked_counts(*counts)
+    seed = int(sampling_cfg.get("seed", family_seed))  # model.sampling.seed, else model.seed
     pool = sampler.training
     if covariates is not None:
         if covariates.empty:

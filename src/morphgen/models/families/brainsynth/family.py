@@ -259,7 +259,7 @@ class BrainSynthFamily(AutoencoderFamily):
             covariates,
             (n_generate, n_keep),
             self.sampling_cfg,
-            int(self.sampling_cfg.get("seed", self.seed)),
+            self.seed,
             (model_path, prior_path),
             out_dir,
             affine,

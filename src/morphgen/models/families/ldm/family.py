@@ -167,7 +167,7 @@ class LatentDiffusionFamily(AutoencoderFamily):
             covariates,
             (n_generate, n_keep),
             self.sampling_cfg,
-            int(self.sampling_cfg.get("seed", self.seed)),
+            self.seed,
             (model_path, prior_path),
             out_dir,
             affine,
